@@ -1,0 +1,79 @@
+"""The registry of mask patterns: every named pattern a suite or the CLI may ask for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from harness.errors import UserError, unknown
+from harness.masks.core import Mask
+
+Builder = Callable[..., Mask]
+
+
+@dataclass(frozen=True)
+class MaskPattern:
+    """A named pattern: ``builder(seqlen, num_heads, **params) -> Mask`` with defaults for every parameter."""
+
+    name: str
+    summary: str
+    builder: Builder
+    defaults: dict[str, Any]
+
+    def build(self, seqlen: int, num_heads: int = 1, **params: Any) -> Mask:
+        for key, value in params.items():
+            if key not in self.defaults:
+                raise unknown(f"parameter of mask {self.name!r}", key, self.defaults)
+            default = self.defaults[key]
+            if default is not None and not _same_kind(default, value):
+                raise UserError(
+                    f"mask {self.name}: parameter {key}={value!r} has the wrong type; "
+                    f"expected {type(default).__name__} (default {default!r})"
+                )
+        if not isinstance(seqlen, int) or seqlen <= 0:
+            raise UserError(f"mask {self.name}: seqlen={seqlen!r}; expected an integer > 0")
+        merged = {**self.defaults, **params}
+        mask = self.builder(seqlen, num_heads, **merged)
+        mask.params = merged
+        return mask
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+MASKS: dict[str, MaskPattern] = {}
+
+
+def register_mask(name: str, summary: str, **defaults: Any) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder`` under ``name`` with its parameter defaults."""
+
+    def wrap(builder: Builder) -> Builder:
+        if name in MASKS:
+            raise ValueError(f"mask pattern {name!r} registered twice")
+        MASKS[name] = MaskPattern(name, summary, builder, dict(defaults))
+        return builder
+
+    return wrap
+
+
+def get_mask_pattern(name: str) -> MaskPattern:
+    if name not in MASKS:
+        raise unknown("mask", name, MASKS)
+    return MASKS[name]
+
+
+def build_mask(name: str, seqlen: int, num_heads: int = 1, **params: Any) -> Mask:
+    return get_mask_pattern(name).build(seqlen, num_heads, **params)
+
+
+def require(ok: bool, mask: str, param: str, value: Any, allowed: str) -> None:
+    """Raise the one-line error for an impossible mask parameter."""
+    if not ok:
+        raise UserError(f"mask {mask}: {param}={value!r} is not allowed; {allowed}")

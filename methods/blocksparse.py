@@ -1,0 +1,219 @@
+"""lcbench's block-sparse attention: any mask in the IR, work proportional to the mask area.
+
+The (q, k) plane is cut into tiles. A plan, made once per problem outside the timed region, classifies each
+tile from the mask's row intervals as empty (skipped), full (no mask; runs of full tiles are merged into one
+call) or partial (masked exactly: a causal diagonal uses the kernel's causal flag, any other tile an additive
+mask). Every non-empty item runs the CPU flash-attention kernel (``aten._scaled_dot_product_flash_attention_
+for_cpu``, GQA without repeating K/V), and the items of a q tile are merged by log-sum-exp — the online
+softmax at tile granularity. The backward replays the same items through the flash backward with the
+global output and log-sum-exp, which gives each item's exact share of dq, dk and dv.
+
+Plans take the global positions of the local q and k rows, so the same kernel is the local attention of
+the context-parallel strategies: a rank's shard of any layout (contiguous, zigzag, striped) gets the right
+mask and returns its log-sum-exp for the ring merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from harness.masks.core import ALL_FEATURES, RowIntervals
+from harness.registry import Method, Problem
+
+_flash_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_flash_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+
+
+@dataclass
+class Item:
+    """One kernel call: a q tile against keys ``[k0, k1)`` (local indices)."""
+
+    k0: int
+    k1: int
+    causal: bool = False
+    bias: Optional[torch.Tensor] = None  # additive mask [1, Hm, bq, bk] (0 / -inf), dtype of q
+    empty_rows: Optional[torch.Tensor] = None  # [Hm, bq] rows with no allowed key in this item
+
+
+@dataclass
+class TilePlan:
+    """The non-empty work of a (q rows) x (k rows) problem, by q tile."""
+
+    q_tiles: list[tuple[int, int]]
+    items: list[list[Item]]
+    area: int  # allowed pairs per head pattern summed over patterns (for checks)
+
+    @property
+    def num_calls(self) -> int:
+        return sum(len(i) for i in self.items)
+
+
+def _contiguous(pos: torch.Tensor) -> bool:
+    return len(pos) > 0 and int(pos[-1] - pos[0]) == len(pos) - 1 and bool((pos[1:] > pos[:-1]).all())
+
+
+def make_plan(
+    intervals: RowIntervals,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    dtype: torch.dtype,
+    block_q: int = 256,
+    block_k: int = 256,
+) -> TilePlan:
+    """Classify every tile of ``q_pos x k_pos`` (global positions of local rows) and build the items."""
+    sq, sk = len(q_pos), len(k_pos)
+    q_tiles = [(s, min(s + block_q, sq)) for s in range(0, sq, block_q)]
+    k_tiles = [(s, min(s + block_k, sk)) for s in range(0, sk, block_k)]
+    contiguous = [_contiguous(k_pos[a:b]) for a, b in k_tiles]
+    starts = torch.tensor([int(k_pos[a]) for a, _ in k_tiles])
+    ends = torch.tensor([int(k_pos[b - 1]) + 1 for _, b in k_tiles])
+    per_row = intervals.count_in_ranges(q_pos, starts, ends)  # exact where the k tile is contiguous
+    hm = intervals.num_heads
+    items: list[list[Item]] = []
+    area = 0
+    for q0, q1 in q_tiles:
+        row_items: list[Item] = []
+        counts = per_row[:, q0:q1].sum(1)  # [Hm, nk]
+        dense_tiles = {}
+        for j, (k0, k1) in enumerate(k_tiles):
+            if not contiguous[j]:
+                dense_tiles[j] = intervals.evaluate(q_pos[q0:q1], k_pos[k0:k1])
+                counts[:, j] = dense_tiles[j].sum((1, 2))
+        cap = (q1 - q0) * torch.tensor([b - a for a, b in k_tiles])
+        area += int(counts.sum())
+        for j, (k0, k1) in enumerate(k_tiles):
+            c = counts[:, j]
+            if bool((c == 0).all()):
+                continue
+            if bool((c == cap[j]).all()):
+                last = row_items[-1] if row_items else None
+                if last is not None and last.bias is None and not last.causal and last.k1 == k0:
+                    last.k1 = k1  # merge runs of full tiles into one call
+                else:
+                    row_items.append(Item(k0, k1))
+                continue
+            tile = dense_tiles.get(j)
+            if tile is None:
+                tile = intervals.evaluate(q_pos[q0:q1], k_pos[k0:k1])  # [Hm, bq, bk]
+            if hm == 1 and tile.shape[1] == tile.shape[2] and torch.equal(tile[0], _tril(tile.shape[1])):
+                row_items.append(Item(k0, k1, causal=True))
+                continue
+            bias = torch.zeros(tile.shape, dtype=dtype).masked_fill_(~tile, float("-inf")).unsqueeze(0)
+            empty = ~tile.any(-1)
+            row_items.append(Item(k0, k1, bias=bias, empty_rows=empty if bool(empty.any()) else None))
+        items.append(row_items)
+    return TilePlan(q_tiles, items, area)
+
+
+def _tril(n: int) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool).tril()
+
+
+def _bhsd(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2)
+
+
+def blocksparse_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: TilePlan, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output ``[B, Sq, Hq, d]`` and log-sum-exp ``[B, Hq, Sq]`` (float32; -inf for rows with no keys)."""
+    b, sq, hq, d = q.shape
+    out = torch.zeros_like(q)
+    lse = torch.full((b, hq, sq), float("-inf"), dtype=torch.float32, device=q.device)
+    qh, kh, vh = _bhsd(q), _bhsd(k), _bhsd(v)
+    for (q0, q1), row_items in zip(plan.q_tiles, plan.items):
+        if not row_items:
+            continue
+        outs, lses = [], []
+        for it in row_items:
+            o, l = _flash_fwd(
+                qh[:, :, q0:q1], kh[:, :, it.k0 : it.k1], vh[:, :, it.k0 : it.k1], 0.0, it.causal,
+                attn_mask=it.bias, scale=scale,
+            )
+            if it.empty_rows is not None:  # the kernel reports lse 0 for a row with no key: make it -inf
+                l = l.masked_fill(it.empty_rows.unsqueeze(0).expand_as(l), float("-inf"))
+            outs.append(o)
+            lses.append(l)
+        if len(outs) == 1:
+            out[:, q0:q1] = outs[0].transpose(1, 2)
+            lse[:, :, q0:q1] = lses[0]
+            continue
+        stacked = torch.stack(lses)  # [n, B, H, bq]
+        total = torch.logsumexp(stacked, dim=0)
+        weights = torch.exp(stacked - total.masked_fill(torch.isinf(total), 0.0))  # 0 where no key
+        merged = sum(w.unsqueeze(-1) * o.float() for w, o in zip(weights, outs))
+        out[:, q0:q1] = merged.to(q.dtype).transpose(1, 2)
+        lse[:, :, q0:q1] = total
+    return out, lse
+
+
+def blocksparse_backward(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    plan: TilePlan,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv (float32 accumulators, cast to the input dtype) given the *global* out and lse."""
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+    dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+    lse = lse.masked_fill(torch.isneginf(lse), float("inf"))  # rows with no key: probabilities exp(s - inf) = 0
+    qh, kh, vh, oh, doh = (_bhsd(x) for x in (q, k, v, out, dout))
+    dqh, dkh, dvh = _bhsd(dq), _bhsd(dk), _bhsd(dv)
+    for (q0, q1), row_items in zip(plan.q_tiles, plan.items):
+        for it in row_items:
+            gq, gk, gv = _flash_bwd(
+                doh[:, :, q0:q1], qh[:, :, q0:q1], kh[:, :, it.k0 : it.k1], vh[:, :, it.k0 : it.k1],
+                oh[:, :, q0:q1], lse[:, :, q0:q1], 0.0, it.causal, attn_mask=it.bias, scale=scale,
+            )
+            dqh[:, :, q0:q1] += gq
+            dkh[:, :, it.k0 : it.k1] += gk
+            dvh[:, :, it.k0 : it.k1] += gv
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+class BlockSparseAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, plan: TilePlan, scale: float):
+        out, lse = blocksparse_forward(q, k, v, plan, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan, ctx.scale = plan, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = blocksparse_backward(dout.contiguous(), q, k, v, out, lse, ctx.plan, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def blocksparse_attention(q, k, v, plan: TilePlan, scale: float) -> torch.Tensor:
+    """Differentiable block-sparse attention on ``[B, S, H, d]`` tensors with a prepared plan."""
+    return BlockSparseAttention.apply(q, k, v, plan, scale)
+
+
+def build(problem: Problem):
+    positions = torch.arange(problem.seqlen)
+    opts = problem.options
+    plan = make_plan(
+        problem.mask.intervals, positions, positions, problem.dtype,
+        block_q=int(opts.get("block_q", 256)), block_k=int(opts.get("block_k", 256)),
+    )
+    scale = problem.scale
+    return lambda q, k, v: blocksparse_attention(q, k, v, plan, scale)
+
+
+METHOD = Method(
+    name="blocksparse",
+    summary="lcbench's tiled kernel: skips empty tiles, masks partial tiles exactly, any mask, fwd+bwd",
+    build=build,
+    mask_features=ALL_FEATURES,
+    dtypes=frozenset({"float32", "bfloat16", "float64"}),
+)

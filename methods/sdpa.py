@@ -1,0 +1,60 @@
+"""PyTorch scaled_dot_product_attention pinned to its flash kernel (CPU flash on this machine).
+
+Full and causal masks use the kernel's native paths; any other mask is passed as a dense boolean mask,
+which the kernel applies without skipping masked blocks — that cost is what this method measures.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from harness.masks.core import ALL_FEATURES
+from harness.registry import Method, Problem
+
+MAX_MASK_BYTES = 4 << 30
+
+
+def build(problem: Problem):
+    mask = problem.mask
+    attn_mask = None
+    if not (mask.is_full or mask.is_plain_causal):
+        attn_mask = mask.dense().to(problem.device).unsqueeze(0)  # [1, Hm, S, S]
+    is_causal = mask.is_plain_causal
+    gqa = problem.heads_q != problem.heads_kv
+    scale = problem.scale
+
+    def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=gqa,
+            )
+        return out.transpose(1, 2)
+
+    return sdpa
+
+
+def limits(problem: Problem) -> Optional[str]:
+    mask = problem.mask
+    if mask.is_full or mask.is_plain_causal:
+        return None
+    need = mask.intervals.num_heads * problem.seqlen**2
+    if need > MAX_MASK_BYTES:
+        return f"dense boolean mask needs {need / 2**30:.1f} GiB (limit {MAX_MASK_BYTES / 2**30:.0f} GiB)"
+    return None
+
+
+METHOD = Method(
+    name="sdpa",
+    summary="torch SDPA, flash backend (CPU flash here); dense boolean mask unless full/causal",
+    build=build,
+    mask_features=ALL_FEATURES,
+    devices=frozenset({"cpu", "cuda"}),
+    dtypes=frozenset({"float32", "bfloat16", "float16", "float64"}),
+    limits=limits,
+    homepage="https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html",
+)
