@@ -1,0 +1,105 @@
+"""The durable result store: one SQLite database (WAL mode) per results path.
+
+Every record is committed the moment its run finishes, so a sweep killed at any moment loses nothing but
+the runs in flight; ``--resume`` skips every run already stored. Each invocation of a sweep is a session
+with the machine, versions and commit that produced it; every record points to its session.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+# Exported columns, in order (metadata columns from the session are appended by ``export_rows``).
+FIELDS = (
+    "method", "strategy", "mask", "mask_params", "seqlen", "batch", "heads_q", "heads_kv", "head_dim", "dtype",
+    "direction", "world_size", "device", "options", "status", "reason", "time_ms_median", "time_ms_p20",
+    "time_ms_p80", "samples", "cpu_ms", "flops", "area", "tflops", "peak_tflops", "frac_peak", "peak_mem_bytes",
+    "mem_method", "max_abs_err", "gate_errors", "threads", "rank_time_ms", "rank_cpu_ms", "time_imbalance",
+    "area_imbalance", "comm_bytes", "mask_info", "wall_s", "suite", "key", "session", "finished_at",
+)
+SESSION_FIELDS = ("hostname", "cpu", "gpu", "commit", "versions", "platform", "python")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, suite TEXT, started_at REAL, argv TEXT, machine TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY, session TEXT, suite TEXT, status TEXT, finished_at REAL, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_session ON results(session);
+"""
+
+
+class ResultStore:
+    """Results of one or more sweeps at ``path`` (a ``.db`` file, or a directory holding ``results.db``)."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if path.suffix != ".db":
+            path = path / "results.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    # ----- writing ------------------------------------------------------------------------------------
+    def start_session(self, suite: str, machine: dict, argv: Optional[list[str]] = None) -> str:
+        sid = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            (sid, suite, time.time(), json.dumps(argv or []), json.dumps(machine)),
+        )
+        return sid
+
+    def put(self, record: dict, session: str, suite: str) -> None:
+        """Store one finished run durably (replacing an earlier record of the same run)."""
+        record = {**record, "session": session, "suite": suite, "finished_at": time.time()}
+        self.conn.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+            (record["key"], session, suite, record["status"], record["finished_at"], json.dumps(record, default=str)),
+        )
+
+    # ----- reading ------------------------------------------------------------------------------------
+    def done_keys(self) -> set[str]:
+        return {k for (k,) in self.conn.execute("SELECT key FROM results")}
+
+    def records(self, suite: Optional[str] = None, session: Optional[str] = None) -> list[dict]:
+        query, args = "SELECT record FROM results", []
+        clauses = []
+        if suite:
+            clauses.append("suite = ?")
+            args.append(suite)
+        if session:
+            clauses.append("session = ?")
+            args.append(session)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        return [json.loads(r) for (r,) in self.conn.execute(query + " ORDER BY finished_at", args)]
+
+    def sessions(self) -> dict[str, dict]:
+        rows = self.conn.execute("SELECT id, suite, started_at, machine FROM sessions ORDER BY started_at")
+        return {sid: {"suite": suite, "started_at": t, **json.loads(m)} for sid, suite, t, m in rows}
+
+    def export_rows(self) -> Iterator[dict]:
+        """Records as flat rows: the result fields, then the machine metadata of their session."""
+        sessions = self.sessions()
+        for rec in self.records():
+            row = {f: rec.get(f) for f in FIELDS}
+            meta = sessions.get(rec.get("session"), {})
+            for f in SESSION_FIELDS:
+                row[f] = meta.get(f)
+            yield {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_stores(paths: Iterable[str | Path]) -> list[ResultStore]:
+    return [ResultStore(p) for p in paths]
