@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Callable, Optional
 
 from harness.errors import unknown
@@ -35,16 +34,11 @@ class Strategy:
 
 @functools.lru_cache(maxsize=1)
 def strategies() -> dict[str, Strategy]:
-    """All registered strategies: built-ins, then entry points of group ``lcbench.strategies``."""
+    """All registered strategies: built-ins, ``LCBENCH_PLUGINS`` modules, then entry points of group ``lcbench.strategies``."""
     from context_parallel import BUILTIN
+    from harness.registry import collect
 
-    found = {s.name: s for s in BUILTIN}
-    for ep in entry_points(group="lcbench.strategies"):
-        strategy = ep.load()
-        if not isinstance(strategy, Strategy):
-            raise TypeError(f"entry point {ep.name} ({ep.value}) is not an lcbench Strategy")
-        found.setdefault(strategy.name, strategy)
-    return found
+    return collect(BUILTIN, "lcbench.strategies", "STRATEGIES", Strategy)
 
 
 def get_strategy(name: str) -> Strategy:

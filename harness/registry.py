@@ -8,6 +8,8 @@ methods (``methods.BUILTIN``) plus third-party ones published under the entry-po
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Callable, Optional
@@ -92,20 +94,31 @@ def _probe(method: Method) -> Optional[str]:
         return f"probe failed: {type(e).__name__}: {e}"
 
 
+def plugin_modules() -> list:
+    """Modules named in ``LCBENCH_PLUGINS`` (comma-separated): a way to add methods/strategies without
+    packaging (each module may define ``METHODS`` and/or ``STRATEGIES`` lists). Env vars reach Ray workers."""
+    names = [n.strip() for n in os.environ.get("LCBENCH_PLUGINS", "").split(",") if n.strip()]
+    return [importlib.import_module(n) for n in names]
+
+
+def collect(builtin: list, group: str, attr: str, kind: type) -> dict:
+    """Built-ins, then ``LCBENCH_PLUGINS`` modules' ``attr`` lists, then entry points of ``group``, by name."""
+    found = {item.name: item for item in builtin}
+    extra = [item for module in plugin_modules() for item in getattr(module, attr, [])]
+    extra += [ep.load() for ep in entry_points(group=group)]
+    for item in extra:
+        if not isinstance(item, kind):
+            raise TypeError(f"{item!r} registered in {group} is not an lcbench {kind.__name__}")
+        found.setdefault(item.name, item)
+    return found
+
+
 @functools.lru_cache(maxsize=1)
 def methods() -> dict[str, Method]:
-    """All registered methods by name: built-ins, then entry points of group ``lcbench.methods``."""
+    """All registered methods by name: built-ins, plugins, then entry points of group ``lcbench.methods``."""
     from methods import BUILTIN
 
-    found: dict[str, Method] = {}
-    for method in BUILTIN:
-        found[method.name] = method
-    for ep in entry_points(group="lcbench.methods"):
-        method = ep.load()
-        if not isinstance(method, Method):
-            raise TypeError(f"entry point {ep.name} ({ep.value}) is not an lcbench Method")
-        found.setdefault(method.name, method)
-    return found
+    return collect(BUILTIN, "lcbench.methods", "METHODS", Method)
 
 
 def get_method(name: str) -> Method:

@@ -1,0 +1,90 @@
+"""A sweep: the runs of a suite, scheduled, each stored durably the moment it finishes.
+
+The driver owns the store: a scheduler only yields records, and the driver commits each one before asking
+for the next, so a sweep killed at any moment resumes (``resume=True``) without repeating or losing runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.machine import machine_info
+from harness.spec import Run
+from harness.store import ResultStore
+
+
+class Scheduler(Protocol):
+    """Runs benchmark points somewhere and yields their records as they finish (in any order)."""
+
+    def run(self, runs: list[Run]) -> Iterator[dict]: ...
+
+    def close(self) -> None: ...
+
+
+class InlineScheduler:
+    """Runs every point in this process, one at a time (tests, debugging, ``--scheduler inline``)."""
+
+    def run(self, runs: list[Run]) -> Iterator[dict]:
+        from harness.execute import execute
+
+        for run in runs:
+            if run.strategy is None and run.world_size == 1:
+                yield execute(run)
+            else:
+                from context_parallel.launch import run_local
+
+                yield run_local(run)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class SweepSummary:
+    session: str
+    total: int
+    skipped_done: int
+    counts: Counter = field(default_factory=Counter)
+    records: list[dict] = field(default_factory=list)
+
+
+def run_sweep(
+    suite_name: str,
+    runs: list[Run],
+    store: ResultStore,
+    scheduler: Scheduler,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> SweepSummary:
+    """Schedule ``runs`` (minus those already stored, when resuming) and store every record as it arrives."""
+    done = store.done_keys() if resume else set()
+    todo = [r for r in runs if r.key not in done]
+    session = store.start_session(suite_name, machine_info(), sys.argv)
+    summary = SweepSummary(session=session, total=len(runs), skipped_done=len(runs) - len(todo))
+    console = console or Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("ok {task.fields[ok]} · failed {task.fields[failed]} · skipped {task.fields[skipped]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, disable=not show_progress, transient=False,
+    )
+    failed_statuses = {"error", "oom", "timeout", "invalid"}
+    with progress:
+        task = progress.add_task(suite_name, total=len(todo), ok=0, failed=0, skipped=0)
+        for record in scheduler.run(todo):
+            store.put(record, session, suite_name)
+            summary.counts[record["status"]] += 1
+            summary.records.append(record)
+            c = summary.counts
+            progress.update(
+                task, advance=1, ok=c["ok"], failed=sum(c[s] for s in failed_statuses),
+                skipped=c["unsupported"] + c["unavailable"],
+            )
+    return summary
