@@ -19,6 +19,7 @@ class MaskPattern:
     summary: str
     builder: Builder
     defaults: dict[str, Any]
+    examples: tuple[dict, ...] = ({},)  # parameter sets that are meaningful at small test lengths (~1K)
 
     def build(self, seqlen: int, num_heads: int = 1, **params: Any) -> Mask:
         for key, value in params.items():
@@ -51,13 +52,19 @@ def _same_kind(default: Any, value: Any) -> bool:
 MASKS: dict[str, MaskPattern] = {}
 
 
-def register_mask(name: str, summary: str, **defaults: Any) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder`` under ``name`` with its parameter defaults."""
+def register_mask(
+    name: str, summary: str, examples: tuple[dict, ...] = ({},), **defaults: Any
+) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder`` under ``name`` with its parameter defaults.
+
+    ``examples`` are parameter sets that exercise the pattern at small lengths (the correctness gate and
+    the property tests use them); the defaults are the field's values at real lengths.
+    """
 
     def wrap(builder: Builder) -> Builder:
         if name in MASKS:
             raise ValueError(f"mask pattern {name!r} registered twice")
-        MASKS[name] = MaskPattern(name, summary, builder, dict(defaults))
+        MASKS[name] = MaskPattern(name, summary, builder, dict(defaults), tuple(examples))
         return builder
 
     return wrap
