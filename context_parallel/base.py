@@ -1,35 +1,219 @@
 """The context-parallel strategy interface.
 
-A strategy is one file that defines a :class:`Strategy`: what it supports, and how it shards the global
-sequence over the ranks of a torch.distributed group, runs attention on the local shards (with autograd) and
-gathers the output. Strategies run inside an initialised process group (gloo on CPU, NCCL on GPU); the
-single-device kernel they use locally is a registered method (on CPU ``blocksparse``, which takes global q/k
-positions so that any mask works across shards).
+A strategy is one file that defines ``STRATEGY = Strategy(...)``: what it supports, how it lays the global
+sequence out over the ranks of a torch.distributed group, and three steps that run on every rank::
+
+    local = strategy.shard(ctx, x_global)          # [B, S, H, d] -> [B, S_r, H, d]: the rows ctx.positions[rank]
+    strategy.prepare(ctx)                          # plans, subgroups, buffers: OUTSIDE the timed region
+    out_local = strategy.attention(ctx, q, k, v)   # differentiable (explicit communication in fwd and bwd)
+    out_global = strategy.gather(ctx, out_local)   # for the correctness gate only (never timed)
+
+The layout is a function ``layout(problem) -> list of LongTensor``: the GLOBAL token positions of the local
+rows of every rank, in local row order (any order, any sizes). The default ``shard``/``gather`` use it, so a
+strategy normally only supplies ``layout``, ``prepare`` and ``attention``; the local kernel (on CPU our
+``blocksparse``) takes global positions, so any mask is exact on any layout.
+
+Everything a step needs is in the :class:`CPContext`: the problem (plain data, no process group: it is also
+what :meth:`Strategy.unsupported_reason` sees before any process starts), the rank, ``comm`` (the
+byte-counting communication wrapper of :mod:`context_parallel.comm` that every strategy must use, so that
+``comm_bytes`` is measured, not estimated), the positions of every rank and ``state`` (a dict ``prepare``
+fills). A combination a strategy cannot run exactly (head or sequence divisibility, world-size
+factorisation) is reported by ``limits`` or by raising :class:`Unsupported` from ``layout``/``prepare``:
+the run is then recorded as ``unsupported`` with the reason, never as a wrong result.
+
+Strategies run inside an initialised process group (gloo on CPU, NCCL on GPU): see
+:func:`context_parallel.runner.execute_distributed` (rank side) and :func:`context_parallel.launch.run_local`.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import torch
 
 from harness.errors import unknown
+from harness.masks.core import ALL_FEATURES, Mask
+from harness.spec import Run
+
+if TYPE_CHECKING:
+    from context_parallel.comm import Comm
+
+Layout = Callable[["CPProblem"], list[torch.Tensor]]
+"""``layout(problem) -> [positions of rank 0, ..., positions of rank W-1]`` (int64 global token indices)."""
+
+
+class Unsupported(Exception):
+    """A combination the strategy cannot run exactly; the message is the one-line reason stored with the run."""
+
+
+@dataclass(frozen=True)
+class CPProblem:
+    """One context-parallel problem as plain data (no process group): what limits and layouts see."""
+
+    run: Run
+    mask: Mask
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def world_size(self) -> int:
+        return self.run.world_size
+
+    @property
+    def seqlen(self) -> int:
+        return self.run.seqlen
+
+    @property
+    def batch(self) -> int:
+        return self.run.batch
+
+    @property
+    def heads_q(self) -> int:
+        return self.run.heads_q
+
+    @property
+    def heads_kv(self) -> int:
+        return self.run.heads_kv
+
+    @property
+    def head_dim(self) -> int:
+        return self.run.head_dim
+
+    @property
+    def options(self) -> dict:
+        return self.run.option_kwargs
+
+    @property
+    def scale(self) -> float:
+        return self.run.head_dim**-0.5
+
+    @property
+    def needs_grad(self) -> bool:
+        return self.run.direction != "fwd"
+
+
+@dataclass
+class CPContext:
+    """Per-rank state of one run: the problem, this rank, the communication wrapper, the layout, prepared state."""
+
+    problem: CPProblem
+    rank: int
+    comm: "Comm"
+    positions: list[torch.Tensor]  # global positions of every rank's local rows (from the strategy's layout)
+    state: dict[str, Any] = field(default_factory=dict)  # filled by ``prepare`` (plans, groups, buffers)
+    area: int = 0  # (q, k, head) pairs this rank's kernel computes per call (x batch); set by ``prepare``
+
+    @property
+    def world_size(self) -> int:
+        return self.problem.world_size
+
+    @property
+    def local_positions(self) -> torch.Tensor:
+        return self.positions[self.rank]
+
+    @property
+    def options(self) -> dict:
+        return self.problem.options
+
+    @property
+    def scale(self) -> float:
+        return self.problem.scale
+
+
+def index_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rows ``positions`` of a ``[B, S, ...]`` tensor (a contiguous copy)."""
+    return x.index_select(1, positions.to(x.device)).contiguous()
+
+
+def shard_by_layout(ctx: CPContext, x: torch.Tensor) -> torch.Tensor:
+    """Default ``shard``: this rank's rows of the global tensor, in layout order."""
+    return index_rows(x, ctx.local_positions)
+
+
+def gather_by_layout(ctx: CPContext, x: torch.Tensor) -> torch.Tensor:
+    """Default ``gather``: every rank's rows put back at their global positions (all ranks get the result)."""
+    parts = ctx.comm.all_gather_varlen(x, dim=1, sizes=[len(p) for p in ctx.positions])
+    out = x.new_empty((x.shape[0], ctx.problem.seqlen, *x.shape[2:]))
+    for pos, part in zip(ctx.positions, parts):
+        out[:, pos.to(x.device)] = part
+    return out
+
+
+def _no_limits(problem: CPProblem) -> Optional[str]:
+    return None
+
+
+def _nothing(ctx: CPContext) -> None:
+    return None
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """A context-parallel strategy (see module docstring). Fields are filled by each strategy's file."""
+    """A context-parallel strategy (see the module docstring)."""
 
     name: str
     summary: str
+    layout: Layout
+    attention: Callable[[CPContext, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    prepare: Callable[[CPContext], None] = _nothing
+    shard: Callable[[CPContext, torch.Tensor], torch.Tensor] = shard_by_layout
+    gather: Callable[[CPContext, torch.Tensor], torch.Tensor] = gather_by_layout
+    # ----- capabilities ----------------------------------------------------------------------------
+    mask_features: frozenset[str] = ALL_FEATURES  # harness.masks.core features it handles exactly
+    backward: bool = True
+    dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float64"})
+    devices: frozenset[str] = frozenset({"cpu"})
+    local_methods: frozenset[str] = frozenset({"blocksparse"})  # ``Run.method`` values (the local kernel)
+    options: dict[str, Any] = field(default_factory=dict)  # option name -> default (None: chosen per run)
+    limits: Callable[[CPProblem], Optional[str]] = _no_limits  # world size / heads / seqlen -> why not
+    # Analytic bytes each rank sends for a direction ("fwd", "bwd", "fwd+bwd"): tests and the bench compare
+    # it with the measured ``comm_bytes``. None: no model (the comparison is skipped).
+    comm_model: Optional[Callable[[CPProblem, str], list[int]]] = None
     probe: Callable[[], Optional[str]] = lambda: None  # None when usable here, else why not
     homepage: str = ""
+
+    def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the registry)
+        return hash(self.name)
 
     def unavailable_reason(self) -> Optional[str]:
         try:
             return self.probe()
         except Exception as e:  # a broken optional install must never crash a sweep
             return f"probe failed: {type(e).__name__}: {e}"
+
+    def unsupported_reason(self, problem: CPProblem) -> Optional[str]:
+        """Why this strategy cannot run ``problem`` exactly (None when it can). Cheap; no process group."""
+        run = problem.run
+        if run.method not in self.local_methods:
+            return f"local method {run.method} (uses {', '.join(sorted(self.local_methods))})"
+        if run.dtype not in self.dtypes:
+            return f"dtype {run.dtype} (supports {', '.join(sorted(self.dtypes))})"
+        if problem.device.type not in self.devices:
+            return f"device {problem.device.type} (runs on {', '.join(sorted(self.devices))})"
+        missing = problem.mask.features - self.mask_features
+        if missing:
+            return f"mask feature {', '.join(sorted(missing))} of {problem.mask.name}"
+        if problem.needs_grad and not self.backward:
+            return "backward (forward only)"
+        unknown_opts = set(problem.options) - set(self.options) - COMMON_OPTIONS
+        if unknown_opts:
+            return f"unknown option {', '.join(sorted(unknown_opts))} (known: {', '.join(sorted(self.options))})"
+        if problem.heads_q % problem.heads_kv:
+            return f"heads_q={problem.heads_q} is not a multiple of heads_kv={problem.heads_kv}"
+        why = self.limits(problem)
+        if why:
+            return why
+        try:
+            self.layout(problem)
+        except Unsupported as e:
+            return str(e)
+        return None
+
+
+COMMON_OPTIONS = frozenset({"block_q", "block_k"})
+"""Options every strategy accepts: the local blocksparse tile sizes."""
 
 
 @functools.lru_cache(maxsize=1)
