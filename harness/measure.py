@@ -11,7 +11,10 @@ bytes of the live inputs — the same quantity as on GPU, measured by the alloca
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -90,6 +93,20 @@ def _do_bench(fn: Callable[[], object], timing: Timing):
     return TimingStats(med, p20, p80, samples=-1, cpu_ms=(time.process_time() - cpu0) * 1e3)
 
 
+@contextlib.contextmanager
+def _stderr_silenced():
+    """The profiler's C++ layer prints start/stop lines on fd 2; keep them out of the user's terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(fn: Callable[[], object], inputs: Sequence[torch.Tensor], device: torch.device) -> tuple[int, str]:
     """Peak bytes allocated during one call of ``fn`` (inputs included), and how it was measured."""
     if device.type == "cuda":
@@ -101,7 +118,7 @@ def peak_memory(fn: Callable[[], object], inputs: Sequence[torch.Tensor], device
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     peak = 0
     stack = list(prof.profiler.kineto_results.experimental_event_tree())

@@ -58,24 +58,39 @@ def _bytes(n: Optional[int]) -> str:
 
 
 def results_table(records: list[dict], title: str = "results") -> Table:
-    """One row per run: who, mask, size, timing (median [p20-p80]), TFLOP/s, memory, error, status."""
+    """One row per run: who, mask, size, timing (median, p20-p80), TFLOP/s, memory, error, status.
+
+    Shape and dtype become part of the title when every run shares them, to keep the table narrow.
+    """
+    shapes = {shape_label(r) for r in records}
+    dtypes = {r["dtype"] for r in records}
+    per_row_shape, per_row_dtype = len(shapes) > 1, len(dtypes) > 1
+    if not per_row_shape and shapes:
+        title += f" · {shapes.pop()}"
+    if not per_row_dtype and dtypes:
+        title += f" · {dtypes.pop()}"
     table = Table(title=title, caption=FLOP_CONVENTION, header_style="bold")
-    for col, justify in [
-        ("method", "left"), ("mask", "left"), ("S", "right"), ("shape", "left"), ("dtype", "left"), ("dir", "left"),
-        ("ws", "right"), ("ms (p20-p80)", "right"), ("cpu ms", "right"), ("TFLOP/s", "right"), ("%peak", "right"),
-        ("peak mem", "right"), ("max err", "right"), ("status", "left"),
-    ]:
+    columns = [("method", "left"), ("mask", "left"), ("S", "right")]
+    columns += [("shape", "left")] * per_row_shape + [("dtype", "left")] * per_row_dtype
+    columns += [("dir", "left"), ("ws", "right"), ("ms median", "right"), ("p20-p80", "right"), ("cpu ms", "right"),
+                ("TFLOP/s", "right"), ("%peak", "right"), ("peak mem", "right"), ("max err", "right"),
+                ("status", "left")]
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for r in sorted(records, key=_sort_key):
         ok = r["status"] == "ok"
-        timing = f"{r['time_ms_median']:.2f} ({r['time_ms_p20']:.2f}-{r['time_ms_p80']:.2f})" if ok else ""
-        status = "[green]ok[/]" if ok else f"[yellow]{r['status']}[/]: {r.get('reason') or ''}"
-        table.add_row(
-            who(r), mask_label(r), str(r["seqlen"]), shape_label(r), r["dtype"], r["direction"], str(r["world_size"]),
-            timing, _fmt(r.get("cpu_ms"), ".1f") if ok else "", _fmt(r.get("tflops"), ".3f") if ok else "",
-            _fmt(100 * r["frac_peak"], ".1f") if ok and r.get("frac_peak") else "",
-            _bytes(r.get("peak_mem_bytes")) if ok else "", _fmt(r.get("max_abs_err"), ".1e") if ok else "", status,
-        )
+        cells = [who(r), mask_label(r), str(r["seqlen"])]
+        cells += [shape_label(r)] * per_row_shape + [r["dtype"]] * per_row_dtype
+        cells += [r["direction"], str(r["world_size"])]
+        if ok:
+            cells += [
+                f"{r['time_ms_median']:.2f}", f"{r['time_ms_p20']:.2f}-{r['time_ms_p80']:.2f}", _fmt(r.get("cpu_ms"), ".1f"),
+                _fmt(r.get("tflops"), ".3f"), _fmt(100 * r["frac_peak"], ".1f") if r.get("frac_peak") else "",
+                _bytes(r.get("peak_mem_bytes")), _fmt(r.get("max_abs_err"), ".1e"), "[green]ok[/]",
+            ]
+        else:
+            cells += [""] * 7 + [f"[yellow]{r['status']}[/]: {r.get('reason') or ''}"]
+        table.add_row(*cells)
     return table
 
 
@@ -133,5 +148,7 @@ def export(rows: Iterable[dict], fmt: str) -> str:
     raise ValueError(fmt)
 
 
-def print_table(table: Table, console: Optional[Console] = None) -> None:
-    (console or Console()).print(table)
+def wide_console(stderr: bool = False) -> Console:
+    """A console that does not squeeze tables to 80 columns when output is not a terminal (logs, CI)."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=180)

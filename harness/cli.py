@@ -1,0 +1,295 @@
+"""The ``lcbench`` command line. User mistakes print one line (``error: ...``) and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+from rich.table import Table
+
+from harness.errors import UserError
+from harness.report import wide_console
+
+DEFAULT_RESULTS = "results"
+console = wide_console()
+err_console = wide_console(stderr=True)
+
+
+# ----- list -----------------------------------------------------------------------------------------------
+def _availability(reason: Optional[str]) -> str:
+    return "[green]available[/]" if reason is None else f"[yellow]unavailable[/]: {reason}"
+
+
+def list_methods() -> Table:
+    from harness.registry import methods
+
+    table = Table(title="methods (single-device attention kernels)", header_style="bold")
+    for col in ("name", "masks (features)", "dtypes", "devices", "bwd", "availability", "summary"):
+        table.add_column(col)
+    for m in methods().values():
+        feats = ", ".join(sorted(m.mask_features)) or "full only"
+        table.add_row(
+            m.name, feats, ",".join(sorted(m.dtypes)), ",".join(sorted(m.devices)), "yes" if m.backward else "no",
+            _availability(m.unavailable_reason()), m.summary,
+        )
+    return table
+
+
+def list_strategies() -> Table:
+    from context_parallel import strategies
+
+    table = Table(title="context-parallel strategies", header_style="bold")
+    for col in ("name", "availability", "summary"):
+        table.add_column(col)
+    for s in strategies().values():
+        table.add_row(s.name, _availability(s.unavailable_reason()), s.summary)
+    return table
+
+
+def list_masks() -> Table:
+    from harness.masks import MASKS
+
+    table = Table(title="mask patterns", header_style="bold")
+    for col in ("name", "parameters (defaults)", "summary"):
+        table.add_column(col)
+    for p in MASKS.values():
+        params = ", ".join(f"{k}={v}" for k, v in p.defaults.items())
+        table.add_row(p.name, params, p.summary)
+    return table
+
+
+def list_suites() -> Table:
+    from suites.loader import available_suites, load_suite
+
+    table = Table(title="suites", header_style="bold")
+    for col in ("name", "runs", "description"):
+        table.add_column(col)
+    for name in available_suites():
+        try:
+            suite = load_suite(name)
+            table.add_row(name, str(len(suite.runs)), suite.description)
+        except UserError as e:
+            table.add_row(name, "-", f"[red]invalid[/]: {e}")
+    return table
+
+
+LISTS: dict[str, Callable[[], Table]] = {
+    "methods": list_methods, "strategies": list_strategies, "masks": list_masks, "suites": list_suites,
+}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    console.print(LISTS[args.what]())
+    return 0
+
+
+# ----- run / show / compare / export / plot --------------------------------------------------------------
+def make_scheduler(args: argparse.Namespace):
+    if args.scheduler == "inline":
+        from harness.sweep import InlineScheduler
+
+        return InlineScheduler()
+    from harness.scheduler import RayScheduler
+
+    return RayScheduler(address=args.address, max_concurrent=args.max_concurrent, run_timeout_s=args.run_timeout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.report import results_table
+    from harness.store import ResultStore
+    from harness.sweep import run_sweep
+    from suites.loader import load_suite
+
+    suite = load_suite(args.suite, args.profile)
+    store = ResultStore(args.results)
+    scheduler = make_scheduler(args)
+    try:
+        summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,
+                            show_progress=not args.quiet)
+    finally:
+        scheduler.close()
+    if summary.skipped_done:
+        err_console.print(f"resume: {summary.skipped_done} of {summary.total} runs already stored, not repeated")
+    keys = {r.key for r in suite.runs}
+    console.print(results_table([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path}"))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    err_console.print(f"session {summary.session}: {counts or 'nothing to do'}")
+    return 0
+
+
+def _store(path: str):
+    from harness.store import ResultStore
+
+    p = Path(path)
+    target = p if p.suffix == ".db" else p / "results.db"
+    if not target.is_file():
+        raise UserError(f"no results at {path!r} (expected a .db file or a directory with results.db)")
+    return ResultStore(target)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from harness.report import results_table
+
+    store = _store(args.path)
+    records = store.records(suite=args.suite)
+    console.print(results_table(records, title=str(store.path)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.report import compare_table
+
+    table, tally = compare_table(_store(args.base).records(), _store(args.new).records())
+    console.print(table)
+    console.print(", ".join(f"{n} {k}" for k, n in tally.items()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.report import export
+
+    text = export(_store(args.path).export_rows(), args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        err_console.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from harness.plot import plot_records
+
+    written = plot_records(_store(args.path).records(), args.output)
+    if not written:
+        raise UserError(f"no ok results in {args.path} to plot")
+    for p in written:
+        err_console.print(f"wrote {p}")
+    return 0
+
+
+# ----- validate / mask -------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.registry import get_method
+    from harness.masks import get_mask_pattern
+    from harness.validate import validate_all
+
+    for m in args.method or []:
+        get_method(m)
+    for m in args.mask or []:
+        get_mask_pattern(m)
+    table = Table(title="correctness gate (float64 reference)", header_style="bold")
+    for col in ("method", "mask", "params", "dtype", "dir", "status", "normalised errors / reason"):
+        table.add_column(col)
+    failures = 0
+    counts: dict[str, int] = {}
+    for check in validate_all(args.method, args.mask):
+        counts[check.status] = counts.get(check.status, 0) + 1
+        failures += check.status == "invalid"
+        if check.status in ("ok", "invalid") or args.all:
+            colour = {"ok": "green", "invalid": "red"}.get(check.status, "yellow")
+            params = ",".join(f"{k}={v}" for k, v in check.params.items())
+            table.add_row(check.method, check.mask, params, check.dtype, check.direction,
+                          f"[{colour}]{check.status}[/]", check.detail or "")
+    console.print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 1 if failures else 0
+
+
+def parse_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--param {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    from harness.masks.view import mask_command
+
+    mask_command(args.name, args.seqlen, parse_params(args.param), args.png, args.heads, args.block)
+    return 0
+
+
+# ----- parser ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lcbench", description="Long-context attention benchmark harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list methods, strategies, masks or suites")
+    p.add_argument("what", choices=sorted(LISTS))
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a suite; every run is stored as it finishes")
+    p.add_argument("suite", help="suite name (suites/NAME.yaml) or path to a YAML file")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or .db file (default: results/)")
+    p.add_argument("--resume", action="store_true", help="skip runs already stored in --results")
+    p.add_argument("--profile", help="suite profile (default: gpu if CUDA is available else cpu, when defined)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster: auto or HOST:PORT (default: an embedded local Ray)")
+    p.add_argument("--scheduler", choices=("ray", "inline"), default="ray",
+                   help="ray (default) or inline (this process, one run at a time)")
+    p.add_argument("--max-concurrent", type=int, default=1,
+                   help="timed runs at once per node (default 1: concurrent CPU runs spoil timings)")
+    p.add_argument("--run-timeout", type=float, default=600.0, help="seconds before a run is stopped (timeout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("show", help="table of stored results")
+    p.add_argument("path", nargs="?", default=DEFAULT_RESULTS)
+    p.add_argument("--suite", help="only this suite's runs")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("compare", help="time ratio NEW/BASE per matching run (3%% = tie)")
+    p.add_argument("base")
+    p.add_argument("new")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="export results as csv, json or md")
+    p.add_argument("path")
+    p.add_argument("--format", choices=("csv", "json", "md"), default="csv")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", help="PNG plots: TFLOP/s and time vs sequence length")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", default="results/plots")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("validate", help="check methods against the float64 reference on every claimed mask")
+    p.add_argument("--method", action="append", help="only this method (repeatable)")
+    p.add_argument("--mask", action="append", help="only this mask pattern (repeatable)")
+    p.add_argument("--all", action="store_true", help="also list unsupported/unavailable combinations")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("mask", help="describe a mask and draw it")
+    p.add_argument("name")
+    p.add_argument("--seqlen", type=int, required=True)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mask parameter (repeatable)")
+    p.add_argument("--heads", type=int, default=1, help="number of heads (per-head patterns)")
+    p.add_argument("--block", type=int, default=128, help="block size for the block statistics")
+    p.add_argument("--png", help="write a picture of the mask to this file")
+    p.set_defaults(func=cmd_mask)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished runs are stored; re-run with --resume to continue")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
