@@ -1,0 +1,45 @@
+"""Runs are plain data with a stable identity; FLOPs follow the field's exact-area convention."""
+
+import pickle
+
+import torch
+
+from harness.masks import build_mask
+from harness.registry import Problem, softmax_forward_flops
+from harness.spec import DIRECTION_FLOP_FACTOR, Run
+
+
+def make(**kw):
+    base = dict(method="sdpa", mask="causal", seqlen=1024, heads_q=8, heads_kv=2, head_dim=64)
+    return Run.make(**{**base, **kw})
+
+
+def test_runs_hash_compare_and_round_trip():
+    a = make(mask_params={"window": 3}, options={"block_q": 64})
+    b = make(mask_params={"window": 3}, options={"block_q": 64})
+    assert a == b and hash(a) == hash(b) and a.key == b.key
+    assert Run.from_dict(a.to_dict()) == a
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+def test_key_changes_with_every_field_but_not_with_timing():
+    a = make()
+    for change in (dict(seqlen=2048), dict(direction="bwd"), dict(dtype="bfloat16"), dict(world_size=2),
+                   dict(mask_params={"window": 1}), dict(strategy="ring"), dict(heads_kv=8)):
+        assert make(**change).key != a.key, change
+    assert make(timing={"warmup": 9}).key == a.key
+
+
+def test_forward_flops_use_the_exact_mask_area():
+    s, h, d = 1000, 4, 32
+    mask = build_mask("causal", s)
+    problem = Problem(mask, 2, s, h, h, d, torch.float32, torch.device("cpu"))
+    assert mask.area() == s * (s + 1) // 2
+    assert softmax_forward_flops(problem) == 4 * (s * (s + 1) // 2) * h * d * 2
+    assert DIRECTION_FLOP_FACTOR == {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
+
+
+def test_sliding_window_area_is_exact():
+    s, w = 500, 37
+    mask = build_mask("sliding_window_causal", s, window=w)
+    assert mask.area() == sum(min(q, w) + 1 for q in range(s))

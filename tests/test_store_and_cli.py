@@ -1,0 +1,114 @@
+"""Results land durably per run, resume skips what is stored, and the CLI reads them back.
+
+The sweeps here use the inline scheduler (this process); the Ray scheduler has its own tests.
+"""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.store import FIELDS, ResultStore
+
+SUITE = {
+    "name": "tiny",
+    "methods": ["sdpa", "blocksparse"],
+    "masks": ["causal", {"name": "sliding_window_causal", "window": 32}],
+    "seqlens": [128],
+    "shapes": [{"heads_q": 4, "heads_kv": 2, "head_dim": 16}, {"heads_q": 6, "heads_kv": 3, "head_dim": 16}],
+    "directions": ["fwd", "bwd"],
+    "timing": {"warmup": 1, "min_samples": 3, "min_run_time": 0.01},
+}
+REQUIRED_EXPORT = ["method", "strategy", "mask", "seqlen", "batch", "heads_q", "heads_kv", "head_dim", "dtype",
+                   "direction", "world_size", "status", "reason", "time_ms_median", "time_ms_p20", "time_ms_p80",
+                   "flops", "area", "tflops", "peak_mem_bytes", "max_abs_err", "hostname", "cpu", "commit", "versions"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    suite = d / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    db = d / "r.db"
+    assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline", "--quiet"]) == 0
+    return suite, db
+
+
+def test_every_run_is_stored_with_metadata(swept):
+    suite, db = swept
+    store = ResultStore(db)
+    records = store.records()
+    assert len(records) == 2 * 2 * 2 * 2
+    assert {r["status"] for r in records} == {"ok"}
+    for r in records:
+        assert r["time_ms_p20"] <= r["time_ms_median"] <= r["time_ms_p80"]
+        assert r["samples"] >= 3 and r["flops"] > 0 and r["peak_mem_bytes"] > 0 and r["threads"] >= 1
+    session = next(iter(store.sessions().values()))
+    assert session["commit"] and session["versions"]["torch"]
+
+
+def test_resume_repeats_nothing(swept):
+    suite, db = swept
+    before = {r["key"]: r["finished_at"] for r in ResultStore(db).records()}
+    assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline", "--resume", "--quiet"]) == 0
+    after = {r["key"]: r["finished_at"] for r in ResultStore(db).records()}
+    assert after == before
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "md"])
+def test_export_has_the_required_fields(swept, fmt, capsys):
+    _, db = swept
+    assert main(["export", str(db), "--format", fmt]) == 0
+    text = capsys.readouterr().out
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert set(REQUIRED_EXPORT) <= set(rows[0]) and len(rows) == 16
+    elif fmt == "json":
+        rows = json.loads(text)
+        assert set(REQUIRED_EXPORT) <= set(rows[0]) and len(rows) == 16
+    else:
+        assert text.startswith("| method |") and text.count("\n") == 18
+
+
+def test_compare_flags_ties_and_ratios(swept, capsys):
+    _, db = swept
+    assert main(["compare", str(db), str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "16 tie" in out and "1.000" in out
+
+
+def test_plot_writes_pngs(swept, tmp_path):
+    _, db = swept
+    assert main(["plot", str(db), "-o", str(tmp_path)]) == 0
+    for name in ("tflops.png", "time.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_store_survives_a_new_connection(tmp_path):
+    store = ResultStore(tmp_path)
+    sid = store.start_session("s", {"hostname": "h"})
+    store.put({"key": "k1", "status": "ok"}, sid, "s")
+    # a second connection (another process would be the same) sees the committed record at once
+    assert ResultStore(tmp_path).done_keys() == {"k1"}
+    assert set(FIELDS) >= {"key", "status", "session"}
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "quickstrat"], "unknown suite 'quickstrat'; did you mean 'quickstart'"),
+        (["show", "/nonexistent/x.db"], "no results at"),
+        (["validate", "--method", "flashattn"], "unknown method 'flashattn'"),
+        (["mask", "sliding_window_causal", "--seqlen", "64", "--param", "window=-3"], "window=-3 is not allowed"),
+    ],
+)
+def test_user_mistakes_are_one_line_without_traceback(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
