@@ -144,8 +144,10 @@ def _execute(run: Run, record: dict) -> None:
     q, k, v = make_inputs(run, device)
     gate = check_method(fn, q, k, v, mask, problem.scale, with_grad=run.direction != "fwd")
     call = direction_call(fn, q, k, v, run.direction)
+    timed_from = time.perf_counter()
     stats = time_call(call, run.timing, device)
     record["peak_mem_bytes"], record["mem_method"] = peak_memory(call, (q, k, v), device)
+    record["timed_s"] = time.perf_counter() - timed_from
     fill_measurement(record, run, problem, method.forward_flops(problem), stats, gate)
     if gate.ok:
         outcome(record, "ok", None)

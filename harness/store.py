@@ -20,7 +20,7 @@ FIELDS = (
     "direction", "world_size", "device", "options", "status", "reason", "time_ms_median", "time_ms_p20",
     "time_ms_p80", "samples", "cpu_ms", "flops", "area", "tflops", "peak_tflops", "frac_peak", "peak_mem_bytes",
     "mem_method", "max_abs_err", "gate_errors", "threads", "rank_time_ms", "rank_cpu_ms", "time_imbalance",
-    "area_imbalance", "comm_bytes", "mask_info", "wall_s", "suite", "key", "session", "finished_at",
+    "area_imbalance", "comm_bytes", "mask_info", "wall_s", "timed_s", "suite", "key", "session", "finished_at",
 )
 SESSION_FIELDS = ("hostname", "cpu", "gpu", "commit", "versions", "platform", "python")
 
