@@ -14,8 +14,9 @@ builds have no ``all_to_all``/``reduce_scatter``; torch 2.13's gloo has both, so
 a call raises "not supported" or when ``Comm(native_collectives=False)`` forces it (tests exercise both).
 
 Subgroups (``partition``) are created collectively with ``torch.distributed.new_group`` — every rank calls
-``partition`` with the same argument in the same order — and cached per Comm. Point-to-point messages use
-global ranks on the default group and a tag per logical stream (gloo matches by source and tag; NCCL by
+``partition`` with the same argument in the same order — and cached for the life of the default group
+(many runs on one group create them once). Point-to-point messages use global ranks on the default group
+and a tag per logical stream (gloo matches by source and tag; NCCL by
 order, which the strategies keep identical on both sides).
 
 Third-party code that calls torch.distributed itself (the peer strategies) can be counted with
@@ -43,7 +44,8 @@ def nbytes(t: torch.Tensor) -> int:
 
 @dataclass(frozen=True)
 class Group:
-    """Global ranks of a group in group order, with its process group (None: the default group)."""
+    """Global ranks of a group in group order, with its process group (None: the default group when the
+    group is all ranks; unused for a one-rank group, whose collectives are local copies)."""
 
     ranks: tuple[int, ...]
     pg: Optional[dist.ProcessGroup] = None
@@ -81,7 +83,6 @@ class Comm:
         self.sent_bytes = 0
         self.recv_bytes = 0
         self.ops: Counter = Counter()  # op name -> bytes sent
-        self._groups: dict[tuple, Group] = {}
 
     # ----- accounting ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -97,21 +98,22 @@ class Comm:
     # ----- groups -------------------------------------------------------------------------------------
     def partition(self, parts: Sequence[Sequence[int]]) -> Group:
         """Create one group per part (collective: same ``parts`` on every rank); return this rank's."""
-        key = tuple(tuple(int(r) for r in p) for p in parts)
-        if key not in self._groups:
-            covered = sorted(r for p in key for r in p)
+        parts_key = tuple(tuple(int(r) for r in p) for p in parts)
+        key = (id(dist.group.WORLD), parts_key)  # groups live as long as the default group: reuse across runs
+        if key not in _GROUPS:
+            covered = sorted(r for p in parts_key for r in p)
             if covered != list(range(self.world_size)):
-                raise ValueError(f"partition {key} does not cover ranks 0..{self.world_size - 1} once each")
+                raise ValueError(f"partition {parts_key} does not cover ranks 0..{self.world_size - 1} once each")
             mine = None
-            for part in key:
-                if len(part) == self.world_size:
+            for part in parts_key:
+                if len(part) == self.world_size or len(part) == 1:  # the default group / no group needed
                     group = Group(part, None)
                 else:
                     group = Group(part, dist.new_group(list(part), timeout=self.timeout))
                 if self.rank in part:
                     mine = group
-            self._groups[key] = mine
-        return self._groups[key]
+            _GROUPS[key] = mine
+        return _GROUPS[key]
 
     # ----- point to point ------------------------------------------------------------------------------
     def exchange(
@@ -175,8 +177,10 @@ class Comm:
             return out
         if self.native:
             try:
-                dist.all_to_all(out, chunks, group=group.pg)
-                return out
+                native_out = list(out)
+                native_out[me] = torch.empty_like(chunks[me])  # the backend writes it: never into the input
+                dist.all_to_all(native_out, chunks, group=group.pg)
+                return native_out
             except RuntimeError as e:
                 if "support" not in str(e).lower():
                     raise
@@ -252,6 +256,8 @@ class Comm:
             for name, fn in originals.items():
                 setattr(dist, name, fn)
 
+
+_GROUPS: dict[tuple, Group] = {}  # (default group, partition) -> this rank's group
 
 _A2A_TAG = 1 << 20
 _RS_TAG = (1 << 20) + 1

@@ -1,0 +1,77 @@
+"""All-gather KV (Llama 3's context parallelism): gather every rank's K and V, attend the local queries.
+
+The forward all-gathers K and V once (memory grows with S: every rank holds the whole K/V, which the
+backward reuses), the local q rows attend to all keys with one blocksparse plan on global positions, and
+the backward reduce-scatters the float32 dK/dV back to their owners. Layout: head-tail (2W chunks, rank i
+holds i and 2W-1-i), as in the Llama 3 paper, so causal work is balanced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from context_parallel import layouts
+from context_parallel.base import CPContext, CPProblem, Strategy
+from context_parallel.comm import Comm
+from context_parallel.local import build_plan, plan_area
+from context_parallel.volumes import all_gather_bytes
+from methods.blocksparse import TilePlan, blocksparse_backward, blocksparse_forward
+
+
+@dataclass
+class GatherState:
+    comm: Comm
+    plan: TilePlan
+    sizes: list[int]
+    scale: float
+
+
+def prepare(ctx: CPContext) -> None:
+    k_pos = torch.cat(ctx.positions)
+    plan = build_plan(ctx.problem, ctx.local_positions, k_pos)
+    ctx.state["gather"] = GatherState(ctx.comm, plan, [len(p) for p in ctx.positions], ctx.scale)
+    ctx.state["info"] = {"tokens": [len(p) for p in ctx.positions]}
+    ctx.area = plan_area(ctx.problem, plan, ctx.problem.heads_q)
+
+
+class AllGatherAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(fctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st: GatherState) -> torch.Tensor:
+        q = q.contiguous()
+        parts = st.comm.all_gather_varlen(torch.stack([k, v]), dim=2, sizes=st.sizes)
+        kv = torch.cat(parts, dim=2)
+        out, lse = blocksparse_forward(q, kv[0], kv[1], st.plan, st.scale)
+        fctx.save_for_backward(q, kv, out, lse)
+        fctx.st = st
+        return out
+
+    @staticmethod
+    def backward(fctx, dout: torch.Tensor):
+        q, kv, out, lse = fctx.saved_tensors
+        st: GatherState = fctx.st
+        dq, dk, dv = blocksparse_backward(dout.contiguous(), q, kv[0], kv[1], out, lse, st.plan, st.scale)
+        dkv = torch.stack([dk, dv]).float()
+        mine = st.comm.reduce_scatter(list(dkv.split(st.sizes, dim=2)))
+        return dq, mine[0].to(q.dtype), mine[1].to(q.dtype), None
+
+
+def attention(ctx: CPContext, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return AllGatherAttention.apply(q, k, v, ctx.state["gather"])
+
+
+def comm_model(problem: CPProblem, direction: str) -> list[int]:
+    return all_gather_bytes(problem, [len(p) for p in layouts.zigzag(problem)], direction)
+
+
+STRATEGY = Strategy(
+    name="all_gather",
+    summary="Llama 3 style: all-gather K/V once, local queries attend to all keys, reduce-scatter dK/dV; "
+    "head-tail layout",
+    layout=layouts.zigzag,
+    prepare=prepare,
+    attention=attention,
+    comm_model=comm_model,
+    homepage="https://arxiv.org/abs/2407.21783",
+)

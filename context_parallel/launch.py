@@ -1,0 +1,170 @@
+"""Local launcher: run context-parallel runs on this machine in W spawned processes over gloo.
+
+:func:`run_local_many` starts one group of ``world_size`` processes per world size and feeds it all runs of
+that size (process start and group initialisation cost ~seconds on a small machine; a group is reused
+until a run fails or hangs). Every rank calls :func:`context_parallel.runner.execute_distributed`; rank 0
+returns the records through a queue. A run that does not finish within ``timeout_s`` (or a rank that dies)
+is recorded as ``timeout`` (``error``), its processes are terminated and a fresh group takes the remaining
+runs — the caller never hangs. :func:`run_local` is the one-run form used by the in-process scheduler.
+
+Each rank uses ``max(1, cores // W)`` intra-op threads so that W ranks do not oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import queue as queue_mod
+import socket
+import time
+import traceback
+from typing import Optional, Sequence
+
+import torch.multiprocessing as mp
+
+from harness.execute import base_record, outcome
+from harness.spec import Run
+
+_POLL_S = 0.2
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _threads_per_rank(world_size: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // world_size)
+
+
+def _worker(rank: int, world_size: int, port: int, runs: list[dict], results, timeout_s: float,
+            threads: int, native_collectives: bool, measure_memory: bool) -> None:
+    """One rank: join the group, execute every run in order, rank 0 reports each record."""
+    import torch
+    import torch.distributed as dist
+
+    from context_parallel.runner import execute_distributed
+
+    torch.set_num_threads(threads)
+    try:
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+        for index, spec in enumerate(runs):
+            record = execute_distributed(Run.from_dict(spec), native_collectives, measure_memory)
+            if rank == 0:
+                results.put((index, record))
+            if record is not None and record["status"] in ("error", "timeout", "oom"):
+                break  # the group may be out of step: the launcher starts a fresh one
+        dist.destroy_process_group()
+    except Exception as e:  # noqa: BLE001 — report, then exit non-zero
+        if rank == 0:
+            results.put((-1, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"))
+        raise SystemExit(1)
+
+
+def run_local_many(
+    runs: Sequence[Run],
+    timeout_s: float = 120.0,
+    native_collectives: bool = True,
+    measure_memory: bool = True,
+) -> list[dict]:
+    """Records of ``runs`` (same order), each run executed by a local gloo group of its world size."""
+    records: list[Optional[dict]] = [None] * len(runs)
+    by_size: dict[int, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_size.setdefault(run.world_size, []).append(i)
+    for world_size, indices in by_size.items():
+        pending = list(indices)
+        while pending:
+            done = _run_group(world_size, [runs[i] for i in pending], timeout_s, native_collectives, measure_memory)
+            for j, rec in enumerate(done):
+                if rec is not None:
+                    records[pending[j]] = rec
+            # the first run without a record failed the group (recorded by _run_group); go on after it
+            pending = [i for i in pending if records[i] is None]
+    return [r for r in records if r is not None]
+
+
+def _run_group(world_size: int, runs: list[Run], timeout_s: float, native: bool, memory: bool) -> list[Optional[dict]]:
+    """Run ``runs`` on one fresh group; on a hang or crash, record it for the current run and stop there."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    threads = _threads_per_rank(world_size)
+    env_before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    specs = [r.to_dict() for r in runs]
+    procs = [
+        ctx.Process(
+            target=_worker, args=(rank, world_size, port, specs, results, timeout_s, threads, native, memory),
+            daemon=True,
+        )
+        for rank in range(world_size)
+    ]
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out: list[Optional[dict]] = [None] * len(runs)
+    current, started = 0, time.monotonic()
+    failure: Optional[tuple[str, str]] = None
+    # process start-up and group initialisation count against the first run's budget (plus a grace)
+    deadline = started + timeout_s + 60.0
+    while current < len(runs):
+        try:
+            index, record = results.get(timeout=_POLL_S)
+        except queue_mod.Empty:
+            dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if dead:
+                failure = ("error", f"rank {dead[0][0]} exited with code {dead[0][1]}")
+            elif time.monotonic() > deadline:
+                failure = ("timeout", f"no result within {timeout_s:.0f} s")
+            elif all(p.exitcode == 0 for p in procs) and results.empty():
+                failure = ("error", "ranks exited without a result")
+            if failure:
+                break
+            continue
+        if index < 0:  # rank 0 could not even join the group
+            failure = ("error", str(record).splitlines()[0])
+            break
+        out[index] = record
+        current = index + 1
+        deadline = time.monotonic() + timeout_s
+        if record["status"] in ("error", "timeout", "oom"):
+            break  # the workers stop after such a run; a fresh group takes the rest
+    if failure and current < len(runs):
+        rec = base_record(runs[current])
+        out[current] = outcome(rec, *failure)
+        rec["wall_s"] = time.monotonic() - started
+    _stop(procs)
+    return out
+
+
+def _stop(procs: list, grace_s: float = 5.0) -> None:
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(timeout=max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(timeout=2.0)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=2.0)
+
+
+def run_local(run: Run, timeout_s: float = 120.0) -> dict:
+    """Rank 0's record of one run executed by ``run.world_size`` local gloo processes."""
+    return run_local_many([run], timeout_s)[0]
