@@ -54,18 +54,38 @@ def load_distribution(name_or_path: str) -> LengthHistogram:
         raise UserError(
             f"distribution: {name_or_path!r} is neither a built-in ({', '.join(BUILTIN_DISTRIBUTIONS)}) nor a file"
         )
-    if path.suffix.lower() == ".csv":
-        with path.open() as fh:
-            rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
-        if rows and not _BIN.match(rows[0][0].strip()):
-            rows = rows[1:]  # header
-        mapping = {r[0].strip(): float(r[1]) for r in rows}
-    else:
+    text = path.read_text()
+    if not text.strip():
+        raise UserError(f"distribution: {path} is empty; expected JSON bins '[0,32)': fraction or CSV rows range,count")
+    mapping = _csv_mapping(text, path) if path.suffix.lower() == ".csv" else None
+    if mapping is None:
         try:
-            mapping = json.loads(path.read_text())
+            mapping = json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"distribution: {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     return _from_mapping(mapping, str(path))
+
+
+def _csv_mapping(text: str, path: Path) -> dict[str, float]:
+    """CSV rows ``range,count`` (a header line is optional; the range may be quoted or not: ``[0,32),5``)."""
+    rows = []
+    for r in csv.reader(text.splitlines()):
+        if not r or not "".join(r).strip() or r[0].lstrip().startswith("#"):
+            continue
+        if len(r) >= 3 and _BIN.match(f"{r[0]},{r[1]}".strip()):  # unquoted "[lo,hi)" split at its comma
+            r = [f"{r[0]},{r[1]}", *r[2:]]
+        rows.append(r)
+    if rows and not _BIN.match(rows[0][0].strip()):
+        rows = rows[1:]  # header
+    mapping = {}
+    for r in rows:
+        try:
+            mapping[r[0].strip()] = float(r[1])
+        except (IndexError, ValueError):
+            raise UserError(
+                f"distribution: row {','.join(r)!r} in {path} is not 'range,count' (e.g. '[0,32),5')"
+            ) from None
+    return mapping
 
 
 def _from_mapping(mapping: dict, source: str) -> LengthHistogram:
@@ -117,3 +137,44 @@ def sample_pack(
         lengths.append(take)
         room -= take
     return lengths
+
+
+# LongCA-bench's "long" packs: 40% of the tokens from a corpus, 60% from documents uniform in 8K-30K tokens.
+LONG_DOC_RANGE = (8 * 1024, 30 * 1024)
+LONG_REFERENCE_SEQLEN = 128 * 1024
+
+
+def sample_long_pack(
+    pack_len: int,
+    distribution: str = "pile",
+    seed: int = 0,
+    max_doc_fraction: float = 0.25,
+    long_fraction: float = 0.6,
+    long_range: tuple[int, int] = LONG_DOC_RANGE,
+    reference_seqlen: int = LONG_REFERENCE_SEQLEN,
+) -> list[int]:
+    """Document lengths of a pack mixing corpus documents with long documents (``*_document_long`` masks).
+
+    ``long_fraction`` of the tokens are documents of uniform length in ``long_range``; the rest is a
+    :func:`sample_pack` of the corpus ``distribution``. Below ``reference_seqlen`` (128K) the long range is
+    scaled by ``pack_len / reference_seqlen`` — a 2K pack holds the same handful of long documents, in
+    proportion, as a 128K pack does, instead of one truncated 8K document. The two parts are shuffled together
+    with the seeded generator, and the last long document is truncated to the room left.
+    """
+    n_long = int(round(pack_len * long_fraction))
+    n_short = pack_len - n_long
+    rng = np.random.Generator(np.random.PCG64([seed, 1]))
+    scale = min(1.0, pack_len / reference_seqlen)
+    lo = max(1, int(long_range[0] * scale))
+    hi = max(lo, int(long_range[1] * scale))
+    long_docs: list[int] = []
+    room = n_long
+    while room > 0:
+        take = min(room, int(rng.integers(lo, hi + 1)))
+        long_docs.append(take)
+        room -= take
+    load_distribution(distribution)  # a bad distribution is an error even when no corpus token is drawn
+    short_docs = sample_pack(n_short, distribution, seed, max_doc_fraction) if n_short > 0 else []
+    docs = short_docs + long_docs
+    order = rng.permutation(len(docs))
+    return [docs[i] for i in order]

@@ -1,3 +1,3 @@
 """Every built-in mask pattern: importing this package registers them all."""
 
-from harness.masks.patterns import dense, documents  # noqa: F401
+from harness.masks.patterns import dense, documents, heads, neighborhood, sparse, streaming  # noqa: F401

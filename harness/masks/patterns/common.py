@@ -64,3 +64,93 @@ def banded_documents(
         varlen=Varlen(cu_seqlens=cu, causal=causal, window=window),
         doc_lengths=doc_lengths if len(doc_lengths) > 1 else None,
     )
+
+
+# ----- building blocks for patterns that are not varlen-expressible -----------------------------------------
+
+_NONE = torch.iinfo(torch.int64).max  # sort key of an empty slot: after every real interval
+_CHUNK_ELEMENTS = 1 << 21  # rows x slots handled at once when expanding block runs
+
+
+def merge_intervals(lo: torch.Tensor, hi: torch.Tensor) -> RowIntervals:
+    """Disjoint, sorted, non-adjacent step-1 intervals per row from possibly overlapping ones.
+
+    ``lo``/``hi`` are ``[S, R]`` or ``[Hm, S, R]`` (empty slots have ``lo >= hi``). Overlapping or touching
+    intervals of a row are merged, so the kernel's tile plans and the area counts see each key once.
+    Vectorised: a sort, a running max and two scatters, O(S·R·log R) with no S×S matrix.
+    """
+    ri = RowIntervals.build(lo, hi)  # [Hm, S, R], canonical empties lo == hi
+    lo, hi = ri.lo, ri.hi
+    empty = lo >= hi
+    lo = lo.masked_fill(empty, _NONE)
+    hi = hi.masked_fill(empty, _NONE)
+    lo, order = lo.sort(dim=-1, stable=True)
+    hi = hi.gather(-1, order)
+    valid = lo != _NONE
+    reach = hi.cummax(dim=-1).values
+    before = torch.cat([torch.full_like(reach[..., :1], torch.iinfo(torch.int64).min), reach[..., :-1]], dim=-1)
+    starts = (lo > before) & valid  # the interval opens a new group (a gap before it)
+    group = starts.cumsum(-1) - 1
+    width = max(1, int(starts.sum(-1).max()) if starts.numel() else 1)
+    group = torch.where(valid, group, torch.full_like(group, width))  # empties go to a spare slot
+    shape = (*lo.shape[:-1], width + 1)
+    out_lo = torch.zeros(shape, dtype=torch.int64).scatter_reduce(-1, group, lo, "amin", include_self=False)
+    out_hi = torch.zeros(shape, dtype=torch.int64).scatter_reduce(-1, group, hi, "amax", include_self=False)
+    return RowIntervals.build(out_lo[..., :width], out_hi[..., :width])
+
+
+def block_runs_to_intervals(seqlen: int, block: int, run_lo: torch.Tensor, run_hi: torch.Tensor) -> RowIntervals:
+    """Token intervals of a block-level causal pattern.
+
+    ``run_lo``/``run_hi`` (``[nb, R]`` or ``[Hm, nb, R]``) give, for every query block, runs of key blocks
+    ``[j0, j1)``. Each run becomes the key tokens ``[j0*block, j1*block)``, cut at the query (keys ``<= q``:
+    diagonal blocks are causal at token level) and at ``seqlen``; the runs of a row are then merged.
+    Rows are processed in chunks so that the temporaries stay small next to the result (``[Hm, S, R']``).
+    """
+    if run_lo.dim() == 2:
+        run_lo, run_hi = run_lo[None], run_hi[None]
+    run_lo, run_hi = torch.broadcast_tensors(run_lo, run_hi)
+    hm, _, r = run_lo.shape
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, hm * r))
+    parts = []
+    for first in range(0, seqlen, chunk):
+        q = torch.arange(first, min(first + chunk, seqlen))
+        qb = q // block
+        blo, bhi = run_lo[:, qb], run_hi[:, qb]  # [Hm, n, R]
+        lo = (blo * block).clamp(0, seqlen)
+        hi = torch.minimum(bhi * block, (q + 1).view(1, -1, 1)).clamp(0, seqlen)
+        parts.append(merge_intervals(lo, torch.where(bhi <= blo, lo, hi)))
+    return concat_rows(parts)
+
+
+def concat_rows(parts: Sequence[RowIntervals]) -> RowIntervals:
+    """Row-wise concatenation of interval sets, padding every part to the widest one with empty slots."""
+    width = max(p.lo.shape[-1] for p in parts)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[-1]))
+
+    return RowIntervals(
+        torch.cat([pad(p.lo) for p in parts], dim=1),
+        torch.cat([pad(p.hi) for p in parts], dim=1),
+        torch.cat([torch.nn.functional.pad(p.step, (0, width - p.step.shape[-1]), value=1) for p in parts], dim=1),
+    )
+
+
+def single_blocks(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs ``[j, j+1)`` for block indices ``j`` (negative indices become empty runs)."""
+    ok = blocks >= 0
+    lo = torch.where(ok, blocks, torch.zeros_like(blocks))
+    return lo, torch.where(ok, blocks + 1, lo)
+
+
+def arbitrary_mask(
+    name: str,
+    seqlen: int,
+    intervals: RowIntervals,
+    definition,
+    doc_lengths: Optional[Sequence[int]] = None,
+) -> Mask:
+    """A mask that no varlen description can express (features: arbitrary, per_head when Hm > 1)."""
+    docs = list(doc_lengths) if doc_lengths is not None and len(doc_lengths) > 1 else None
+    return Mask(name=name, seqlen=seqlen, intervals=intervals, definition=definition, doc_lengths=docs)
