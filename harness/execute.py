@@ -142,7 +142,9 @@ def _execute(run: Run, record: dict) -> None:
         return
     fn = method.build(problem)
     q, k, v = make_inputs(run, device)
-    gate = check_method(fn, q, k, v, mask, problem.scale, with_grad=run.direction != "fwd")
+    gate = check_method(
+        fn, q, k, v, mask, problem.scale, with_grad=run.direction != "fwd", reference=method.reference
+    )
     call = direction_call(fn, q, k, v, run.direction)
     timed_from = time.perf_counter()
     stats = time_call(call, run.timing, device)

@@ -8,7 +8,7 @@ is never reported as a valid benchmark number.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -81,20 +81,27 @@ def upstream_gradient(out: torch.Tensor, rows: torch.Tensor, seed: int = 1) -> t
 
 
 def check_method(
-    fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, scale: float, with_grad: bool
+    fn,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: Mask,
+    scale: float,
+    with_grad: bool,
+    reference: Callable[..., dict[str, torch.Tensor]] = reference_outputs,
 ) -> GateResult:
-    """Run ``fn`` once on (q, k, v) and compare with the reference on sampled rows."""
+    """Run ``fn`` once on (q, k, v) and compare with ``reference`` (masked softmax by default) on sampled rows."""
     rows = sample_rows(q.shape[1])
     dtype = str(q.dtype).removeprefix("torch.")
     if not with_grad:
         with torch.no_grad():
             out = fn(q, k, v)
-        ref = reference_outputs(q, k, v, mask, scale, rows, None)
+        ref = reference(q, k, v, mask, scale, rows, None)
         return compare({"out": out.detach().cpu()}, ref, rows, dtype)
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
     out = fn(*leaves)
     dout = upstream_gradient(out, rows)
     dq, dk, dv = torch.autograd.grad(out, leaves, dout)
-    ref = reference_outputs(q, k, v, mask, scale, rows, dout[:, rows].cpu())
+    ref = reference(q, k, v, mask, scale, rows, dout[:, rows].cpu())
     got = {"out": out.detach().cpu(), "dq": dq.cpu(), "dk": dk.cpu(), "dv": dv.cpu()}
     return compare(got, ref, rows, dtype)

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from harness.errors import unknown
+from harness.gate import reference_outputs
 from harness.masks.core import Mask
 from harness.spec import DTYPES
 
@@ -63,7 +64,10 @@ class Method:
     gqa: bool = True
     probe: Callable[[], Optional[str]] = lambda: None  # None when usable, else why not
     limits: Callable[[Problem], Optional[str]] = lambda p: None  # shape limits -> why unsupported
+    # What the method computes: its FLOP count and its float64 reference (masked softmax attention by default;
+    # linear-attention or TTT methods bring their own).
     forward_flops: Callable[[Problem], float] = softmax_forward_flops
+    reference: Callable[..., dict] = reference_outputs
     homepage: str = ""
 
     def unavailable_reason(self) -> Optional[str]:

@@ -65,7 +65,9 @@ def validate_method(method: Method, mask_names: Optional[list[str]] = None, seql
                 q = torch.randn(1, seqlen, SHAPE["heads_q"], SHAPE["head_dim"], generator=g).to(problem.dtype)
                 k = torch.randn(1, seqlen, SHAPE["heads_kv"], SHAPE["head_dim"], generator=g).to(problem.dtype)
                 v = torch.randn(1, seqlen, SHAPE["heads_kv"], SHAPE["head_dim"], generator=g).to(problem.dtype)
-                gate = check_method(method.build(problem), q, k, v, mask, problem.scale, direction != "fwd")
+                gate = check_method(
+                    method.build(problem), q, k, v, mask, problem.scale, direction != "fwd", method.reference
+                )
                 check.gate = gate
                 check.status = "ok" if gate.ok else "invalid"
                 check.detail = ", ".join(f"{k} {v:.1e}" for k, v in gate.errors.items())
