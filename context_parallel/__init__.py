@@ -8,6 +8,8 @@ rank-side executor: :mod:`context_parallel.runner`; local launcher: :mod:`contex
 from context_parallel.base import CPContext, CPProblem, Strategy, Unsupported, get_strategy, strategies
 from context_parallel import (  # noqa: E402  (strategy files import the interface above)
     all_gather, double_ring, hierarchical, ring, ring_doc_zigzag, ring_striped, ring_zigzag, ulysses, usp,
+    peer_deepspeed_ulysses, peer_magi_attention, peer_ring_flash_attn, peer_torch_native,
+    peer_transformer_engine, peer_yunchang,
 )
 
 BUILTIN: list[Strategy] = [
@@ -20,6 +22,13 @@ BUILTIN: list[Strategy] = [
     usp.STRATEGY,
     double_ring.STRATEGY,
     hierarchical.STRATEGY,
+    # peers: other libraries' context parallelism, beside ours (GPU-only ones report why when unavailable)
+    peer_deepspeed_ulysses.STRATEGY,
+    *peer_torch_native.STRATEGIES,
+    *peer_yunchang.STRATEGIES,
+    *peer_transformer_engine.STRATEGIES,
+    *peer_ring_flash_attn.STRATEGIES,
+    peer_magi_attention.STRATEGY,
 ]
 
 __all__ = ["BUILTIN", "CPContext", "CPProblem", "Strategy", "Unsupported", "get_strategy", "strategies"]
