@@ -1,8 +1,8 @@
 """Every mask pattern passes the float64 correctness gate with the kernels that claim to run any mask.
 
-Small problems (S ≈ 480, GQA 4:2, head dim 16, float32, forward + backward); the block-sparse kernel runs with
-small, unequal tiles (64 x 32) and a ragged last tile, so empty, full, causal-diagonal and arbitrary partial
-tiles all occur. Sparse patterns get small blocks so that they keep their structure at this length.
+Small problems (S = 480, GQA 4:2, head dim 16, float32, forward + backward) with every pattern's registered
+``examples`` (parameters meaningful at small lengths); the block-sparse kernel runs with small, unequal tiles
+(64 x 32) and a ragged last q tile, so empty, full, causal-diagonal and arbitrary partial tiles all occur.
 """
 
 from __future__ import annotations
@@ -19,25 +19,13 @@ from harness.registry import Problem
 SEQLEN = 480
 HEADS_Q, HEADS_KV, HEAD_DIM = 4, 2, 16
 
-SMALL = {
-    "sliding_window": {"left": 50, "right": 30},
-    "sliding_window_causal": {"window": 60},
-    "block_causal_document": {"block": 32},
-    "global_sliding_window": {"global_tokens": 24, "left": 40, "right": 20},
-    "streaming": {"n_sink": 5, "window": 50},
-    "power": {"block": 16},
-    "sliding_window_sink": {"block": 16},
-    "stride_slash": {"block": 16, "stride": 4},
-    "dilated": {"block": 16},
-    "longnet": {"block": 8},
-    "s2": {"block": 16, "dense_heads": 1},
-    "neighborhood": {"window": 65, "stride": 4, "dilation": 3},
-}
+# Each pattern's registered small-length examples (a new pattern is covered for free), plus a few variants.
 EXTRA = [
-    ("neighborhood", {"window": 40, "stride": 8, "dilation": 2, "causal": True}),
-    ("prefix_lm_causal", {"prefix": 301}),
+    ("neighborhood", {"window": 65, "stride": 1, "dilation": 1, "causal": True}),  # varlen-expressible case
+    ("s2", {"block": 16, "local_blocks": 2, "vert_stride": 4}),
+    ("power", {"block": 24}),  # blocks that do not divide the tiles
 ]
-CASES = [(name, SMALL.get(name, {})) for name in sorted(MASKS)] + EXTRA
+CASES = [(name, dict(ex)) for name in sorted(MASKS) for ex in MASKS[name].examples] + EXTRA
 METHODS = {"naive": methods.naive.METHOD, "blocksparse": methods.blocksparse.METHOD}
 
 

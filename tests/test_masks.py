@@ -79,7 +79,8 @@ def _prefix(draw, s):
     return draw(st.one_of(st.none(), ints(0, s)))
 
 
-# name -> (draw, seqlen) -> (params, num_heads). Patterns missing here are tested with their defaults.
+# name -> (draw, seqlen) -> (params, num_heads). Patterns missing here are tested with their registered
+# small-length examples.
 STRATEGIES = {
     "full": fixed(),
     "causal": fixed(),
@@ -111,7 +112,7 @@ STRATEGIES = {
 @st.composite
 def cases(draw, name: str) -> tuple[int, int, dict]:
     if name not in STRATEGIES:
-        return draw(ints(64, 256)), 1, {}
+        return draw(ints(64, 512)), 1, dict(draw(st.sampled_from(MASKS[name].examples)))
     seqlen = draw(ints(1, MAX_S))
     params, heads = STRATEGIES[name](draw, seqlen)
     return seqlen, heads, params
@@ -123,7 +124,7 @@ def build(name: str, seqlen: int, heads: int, params: dict) -> Mask:
     except UserError:
         if name in STRATEGIES:
             raise  # drawn parameters are valid by construction
-        reject()  # default parameters need a longer sequence
+        reject()  # the example needs a longer sequence
 
 
 def varlen_dense(varlen: Varlen, seqlen: int) -> torch.Tensor:
@@ -341,6 +342,14 @@ def test_unknown_and_mistyped_parameters(name: str) -> None:
     for key in typed[:1]:
         with pytest.raises(UserError, match=key):
             build_mask(name, 64, **{key: "many"})
+
+
+@pytest.mark.parametrize("name", sorted(MASKS))
+def test_examples_build_at_small_lengths(name: str) -> None:
+    """Registered examples are what the gates run (480 here, 1024 in ``lcbench validate``), with 4 heads."""
+    for params in MASKS[name].examples:
+        for seqlen in (480, 1024):
+            assert build_mask(name, seqlen, 4, **params).seqlen == seqlen
 
 
 def test_unknown_pattern() -> None:

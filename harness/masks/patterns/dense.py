@@ -39,6 +39,7 @@ def sliding_window_causal(seqlen: int, num_heads: int, window: int) -> Mask:
 @register_mask(
     "prefix_lm_causal",
     "a prefix [0, prefix) attends bidirectionally within itself, later tokens causally (prefix=None: seqlen // 4)",
+    examples=({"prefix": 301},),
     prefix=None,
 )
 def prefix_lm_causal(seqlen: int, num_heads: int, prefix: Optional[int]) -> Mask:

@@ -114,6 +114,7 @@ def prefix_lm_document(
 @register_mask(
     "block_causal_document",
     "documents of 1..max_doc_blocks fixed blocks; block i of a document sees blocks 0..i of it",
+    examples=({"block": 32},),
     block=128,
     max_doc_blocks=8,
     seed=0,

@@ -20,6 +20,7 @@ from harness.masks.registry import register_mask, require
 @register_mask(
     "s2",
     "S2-Attention: per-head local window + vertical stripes shifted per head; last dense_heads heads dense",
+    examples=({"block": 32, "dense_heads": 1},),
     block=64,
     local_blocks=4,
     vert_stride=8,

@@ -38,6 +38,10 @@ def _center(leader: torch.Tensor, length: torch.Tensor, window: int) -> torch.Te
     "neighborhood",
     "generalized neighborhood attention (1-D): window keys around the stride-group leader, same residue mod "
     "dilation; optionally causal",
+    examples=(
+        {"window": 100, "stride": 8, "dilation": 3},
+        {"window": 64, "stride": 16, "dilation": 2, "causal": True},
+    ),
     window=256,
     stride=1,
     dilation=1,

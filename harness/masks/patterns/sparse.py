@@ -46,6 +46,7 @@ def _check_sink_window(name: str, sink_blocks: int, window_blocks: int) -> None:
 @register_mask(
     "power",
     "PowerAttention: sink + window + key blocks at power-of-two block distances (causal)",
+    examples=({"block": 32},),
     block=64,
     window_blocks=5,
     sink_blocks=1,
@@ -70,6 +71,7 @@ def power(seqlen: int, num_heads: int, block: int, window_blocks: int, sink_bloc
 @register_mask(
     "sliding_window_sink",
     "PowerAttention baseline: sink blocks + a causal window of window_blocks blocks",
+    examples=({"block": 32},),
     block=64,
     window_blocks=9,
     sink_blocks=1,
@@ -88,6 +90,7 @@ def sliding_window_sink(seqlen: int, num_heads: int, block: int, window_blocks: 
 @register_mask(
     "stride_slash",
     "PowerAttention baseline: sink + window + key blocks at distances that are multiples of stride (causal)",
+    examples=({"block": 32, "stride": 8},),
     block=64,
     window_blocks=6,
     sink_blocks=1,
@@ -111,6 +114,7 @@ def stride_slash(seqlen: int, num_heads: int, block: int, window_blocks: int, si
 @register_mask(
     "dilated",
     "PowerAttention baseline: key blocks at distances that are multiples of dilation below span_blocks (causal)",
+    examples=({"block": 32},),
     block=64,
     dilation=2,
     span_blocks=20,
@@ -132,6 +136,7 @@ def dilated(seqlen: int, num_heads: int, block: int, dilation: int, span_blocks:
     "longnet",
     "LongNet dilated attention, one head (offset 0): for each (segment, dilation) pair, blocks at positions "
     "divisible by the dilation inside a segment attend to each other (causal); the rules are united",
+    examples=({"block": 16},),
     block=64,
     segments=[8, 16, 32, 64, 128],
     dilations=[1, 2, 4, 8, 16],

@@ -16,6 +16,7 @@ from harness.masks.registry import register_mask, require
 @register_mask(
     "streaming",
     "StreamingLLM: the first n_sink tokens plus a causal window q - window <= k <= q",
+    examples=({"n_sink": 5, "window": 100},),
     n_sink=4,
     window=256,
 )
@@ -35,6 +36,7 @@ def streaming(seqlen: int, num_heads: int, n_sink: int, window: int) -> Mask:
 @register_mask(
     "global_sliding_window",
     "global_tokens first tokens attend to and are attended by all; others see |q - k| within (left, right)",
+    examples=({"global_tokens": 40, "left": 100, "right": 37},),
     global_tokens=64,
     left=256,
     right=256,
