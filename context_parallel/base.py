@@ -212,8 +212,10 @@ class Strategy:
         return None
 
 
-COMMON_OPTIONS = frozenset({"block_q", "block_k"})
-"""Options every strategy accepts: the local blocksparse tile sizes."""
+COMMON_OPTIONS = frozenset({"block_q", "block_k", "collectives"})
+"""Options every strategy accepts: the local blocksparse tile sizes, and ``collectives`` = ``"native"``
+(default: the backend's all-to-all / reduce-scatter) or ``"p2p"`` (:class:`~context_parallel.comm.Comm`'s
+point-to-point emulation, what a backend without them would run)."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,7 +11,8 @@ strategy's code actually handed to the network, per rank:
 
 Collectives the backend lacks are emulated with point-to-point exchanges (same counted volume): older gloo
 builds have no ``all_to_all``/``reduce_scatter``; torch 2.13's gloo has both, so the fallback runs only when
-a call raises "not supported" or when ``Comm(native_collectives=False)`` forces it (tests exercise both).
+a call raises "not supported" or when ``Comm(native_collectives=False)`` forces it (the run option
+``collectives="p2p"``; tests exercise both).
 
 Subgroups (``partition``) are created collectively with ``torch.distributed.new_group`` — every rank calls
 ``partition`` with the same argument in the same order — and cached for the life of the default group

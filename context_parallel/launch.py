@@ -7,25 +7,46 @@ returns the records through a queue. A run that does not finish within ``timeout
 is recorded as ``timeout`` (``error``), its processes are terminated and a fresh group takes the remaining
 runs — the caller never hangs. :func:`run_local` is the one-run form used by the in-process scheduler.
 
-Each rank uses ``max(1, cores // W)`` intra-op threads so that W ranks do not oversubscribe the machine.
+Processes come from a forkserver that pre-imported the runner (spawn where there is none), so a group
+starts in well under a second. Each rank uses ``max(1, cores // W)`` intra-op threads so that W ranks do not oversubscribe the machine.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 import queue as queue_mod
 import socket
+import sys
 import time
 import traceback
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch.multiprocessing as mp
 
+from context_parallel.runner import is_timeout
 from harness.execute import base_record, outcome
 from harness.spec import Run
 
 _POLL_S = 0.2
+_DEAD_GRACE_S = 1.0
+_GROUP_TIMEOUT_MARGIN_S = 5.0  # the group's collectives time out a little after the launcher's per-run limit
+_STARTUP_GRACE_S = 60.0  # process start-up and group initialisation, on top of the first run's limit
+DEFAULT_EXECUTOR = "context_parallel.runner:execute_distributed"
+
+
+def _mp_context():
+    """A forkserver that has imported the executor's modules once (children start in ~0.1 s instead of
+    re-importing torch for ~4 s each, as spawn does); spawn where forkserver does not exist. Both give
+    clean children: the server is a fresh single-threaded process, never the (threaded) caller."""
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:
+        return mp.get_context("spawn")
+    # torch._inductor: the profiler of the memory measurement imports it (~4 s) on first use
+    ctx.set_forkserver_preload(["context_parallel.runner", "context_parallel", "harness.masks", "torch._inductor"])
+    return ctx
 
 
 def free_port() -> int:
@@ -42,40 +63,57 @@ def _threads_per_rank(world_size: int) -> int:
     return max(1, cores // world_size)
 
 
+def resolve(executor: str) -> Callable[..., Optional[dict]]:
+    """``"module:function"`` -> the function (the rank executor every rank calls with a Run)."""
+    module, _, name = executor.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _worker(rank: int, world_size: int, port: int, runs: list[dict], results, timeout_s: float,
-            threads: int, native_collectives: bool, measure_memory: bool) -> None:
+            threads: int, executor: str, executor_kwargs: dict) -> None:
     """One rank: join the group, execute every run in order, rank 0 reports each record."""
     import torch
     import torch.distributed as dist
 
-    from context_parallel.runner import execute_distributed
-
+    execute_distributed = resolve(executor)
     torch.set_num_threads(threads)
     try:
         dist.init_process_group(
             "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-            timeout=datetime.timedelta(seconds=timeout_s),
+            timeout=datetime.timedelta(seconds=timeout_s + _GROUP_TIMEOUT_MARGIN_S),
         )
         for index, spec in enumerate(runs):
-            record = execute_distributed(Run.from_dict(spec), native_collectives, measure_memory)
+            record = execute_distributed(Run.from_dict(spec), **executor_kwargs)
             if rank == 0:
                 results.put((index, record))
             if record is not None and record["status"] in ("error", "timeout", "oom"):
                 break  # the group may be out of step: the launcher starts a fresh one
+            dist.barrier()  # no rank starts the next run (and maybe dies in it) before rank 0 reported this one
         dist.destroy_process_group()
     except Exception as e:  # noqa: BLE001 — report, then exit non-zero
+        text = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
         if rank == 0:
-            results.put((-1, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"))
+            results.put((-1, text))
+        else:
+            print(f"lcbench rank {rank}: {text}", file=sys.stderr, flush=True)
         raise SystemExit(1)
 
 
 def run_local_many(
     runs: Sequence[Run],
     timeout_s: float = 120.0,
-    native_collectives: bool = True,
     measure_memory: bool = True,
+    executor: str = DEFAULT_EXECUTOR,
 ) -> list[dict]:
-    """Records of ``runs`` (same order), each run executed by a local gloo group of its world size."""
+    """Records of ``runs`` (same order), each run executed by a local gloo group of its world size.
+
+    ``timeout_s`` bounds each run (and is the process group's timeout); ``measure_memory=False`` skips the
+    profiler pass; ``executor`` (``"module:function"``) replaces the rank
+    executor (tests inject faults this way). The non-default settings are passed to the default executor only.
+    """
+    kwargs = {}
+    if executor == DEFAULT_EXECUTOR:
+        kwargs = {"measure_memory": measure_memory}
     records: list[Optional[dict]] = [None] * len(runs)
     by_size: dict[int, list[int]] = {}
     for i, run in enumerate(runs):
@@ -83,7 +121,7 @@ def run_local_many(
     for world_size, indices in by_size.items():
         pending = list(indices)
         while pending:
-            done = _run_group(world_size, [runs[i] for i in pending], timeout_s, native_collectives, measure_memory)
+            done = _run_group(world_size, [runs[i] for i in pending], timeout_s, executor, kwargs)
             for j, rec in enumerate(done):
                 if rec is not None:
                     records[pending[j]] = rec
@@ -92,9 +130,10 @@ def run_local_many(
     return [r for r in records if r is not None]
 
 
-def _run_group(world_size: int, runs: list[Run], timeout_s: float, native: bool, memory: bool) -> list[Optional[dict]]:
+def _run_group(world_size: int, runs: list[Run], timeout_s: float, executor: str,
+               executor_kwargs: dict) -> list[Optional[dict]]:
     """Run ``runs`` on one fresh group; on a hang or crash, record it for the current run and stop there."""
-    ctx = mp.get_context("spawn")
+    ctx = _mp_context()
     results = ctx.Queue()
     port = free_port()
     threads = _threads_per_rank(world_size)
@@ -103,7 +142,8 @@ def _run_group(world_size: int, runs: list[Run], timeout_s: float, native: bool,
     specs = [r.to_dict() for r in runs]
     procs = [
         ctx.Process(
-            target=_worker, args=(rank, world_size, port, specs, results, timeout_s, threads, native, memory),
+            target=_worker,
+            args=(rank, world_size, port, specs, results, timeout_s, threads, executor, executor_kwargs),
             daemon=True,
         )
         for rank in range(world_size)
@@ -120,14 +160,15 @@ def _run_group(world_size: int, runs: list[Run], timeout_s: float, native: bool,
     out: list[Optional[dict]] = [None] * len(runs)
     current, started = 0, time.monotonic()
     failure: Optional[tuple[str, str]] = None
+    dead_since: dict[str, float] = {}  # records already queued still count when a rank has just died
     # process start-up and group initialisation count against the first run's budget (plus a grace)
-    deadline = started + timeout_s + 60.0
+    deadline = started + timeout_s + _STARTUP_GRACE_S
     while current < len(runs):
         try:
             index, record = results.get(timeout=_POLL_S)
         except queue_mod.Empty:
             dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
-            if dead:
+            if dead and time.monotonic() - dead_since.setdefault("t", time.monotonic()) > _DEAD_GRACE_S:
                 failure = ("error", f"rank {dead[0][0]} exited with code {dead[0][1]}")
             elif time.monotonic() > deadline:
                 failure = ("timeout", f"no result within {timeout_s:.0f} s")
@@ -136,8 +177,9 @@ def _run_group(world_size: int, runs: list[Run], timeout_s: float, native: bool,
             if failure:
                 break
             continue
-        if index < 0:  # rank 0 could not even join the group
-            failure = ("error", str(record).splitlines()[0])
+        if index < 0:  # rank 0 failed outside a run's record (joining the group, a collective's timeout)
+            first = str(record).splitlines()[0]
+            failure = ("timeout" if is_timeout(first) else "error", f"rank 0: {first}")
             break
         out[index] = record
         current = index + 1
@@ -165,6 +207,6 @@ def _stop(procs: list, grace_s: float = 5.0) -> None:
             p.join(timeout=2.0)
 
 
-def run_local(run: Run, timeout_s: float = 120.0) -> dict:
-    """Rank 0's record of one run executed by ``run.world_size`` local gloo processes."""
-    return run_local_many([run], timeout_s)[0]
+def run_local(run: Run, timeout_s: float = 120.0, **kwargs) -> dict:
+    """Rank 0's record of one run executed by ``run.world_size`` local gloo processes (see run_local_many)."""
+    return run_local_many([run], timeout_s, **kwargs)[0]

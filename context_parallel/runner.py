@@ -40,7 +40,7 @@ from harness.registry import Problem, softmax_forward_flops, torch_dtype
 from harness.spec import Run
 
 
-def execute_distributed(run: Run, native_collectives: bool = True, measure_memory: bool = True) -> Optional[dict]:
+def execute_distributed(run: Run, measure_memory: bool = True) -> Optional[dict]:
     """Run ``run`` on this rank; rank 0 returns the record, the other ranks None (see module docstring)."""
     rank = dist.get_rank()
     record = base_record(run)
@@ -48,16 +48,16 @@ def execute_distributed(run: Run, native_collectives: bool = True, measure_memor
     try:
         if dist.get_world_size() != run.world_size:
             raise RuntimeError(f"process group has {dist.get_world_size()} ranks, run wants {run.world_size}")
-        _execute(run, record, rank, native_collectives, measure_memory)
+        _execute(run, record, rank, measure_memory)
     except Exception as e:  # noqa: BLE001 — every failure is a result
-        status, reason = classify_exception(e)
+        status, reason = failure_status(e)
         outcome(record, status, f"rank {rank}: {reason}")
         record["traceback"] = traceback.format_exc(limit=8)
     record["wall_s"] = time.perf_counter() - started
     return record if rank == 0 else None
 
 
-def _execute(run: Run, record: dict, rank: int, native_collectives: bool, measure_memory: bool) -> None:
+def _execute(run: Run, record: dict, rank: int, measure_memory: bool) -> None:
     strategy = get_strategy(run.strategy or "")
     why = strategy.unavailable_reason()
     if why:
@@ -69,7 +69,11 @@ def _execute(run: Run, record: dict, rank: int, native_collectives: bool, measur
     if why:
         outcome(record, "unsupported", why)
         return
-    comm = Comm(native_collectives=native_collectives)
+    collectives = run.option_kwargs.get("collectives", "native")
+    if collectives not in ("native", "p2p"):
+        outcome(record, "unsupported", f"option collectives={collectives!r}; expected 'native' or 'p2p'")
+        return
+    comm = Comm(native_collectives=collectives == "native")
     ctx = CPContext(problem=problem, rank=rank, comm=comm, positions=strategy.layout(problem))
     q, k, v = make_inputs(run, device)
     local = tuple(strategy.shard(ctx, t) for t in (q, k, v))
@@ -123,13 +127,26 @@ def _execute(run: Run, record: dict, rank: int, native_collectives: bool, measur
         outcome(record, "invalid", gate.reason)
 
 
+def failure_status(e: BaseException) -> tuple[str, str]:
+    """``classify_exception``, plus: a collective that hit the group's timeout is a ``timeout``."""
+    status, reason = classify_exception(e)
+    if status == "error" and is_timeout(reason):
+        status = "timeout"
+    return status, reason
+
+
+def is_timeout(text: str) -> bool:
+    text = text.lower()
+    return "timed out" in text or "timeout" in text
+
+
 def _try_prepare(strategy: Strategy, ctx: CPContext) -> Optional[tuple[str, str]]:
     try:
         strategy.prepare(ctx)
     except Unsupported as e:
         return ("unsupported", str(e))
     except Exception as e:  # noqa: BLE001
-        status, reason = classify_exception(e)
+        status, reason = failure_status(e)
         return (status, f"rank {ctx.rank}: prepare: {reason}")
     return None
 

@@ -1,0 +1,213 @@
+"""Context-parallel strategies against the single-device float64 reference, parametrised over the registry.
+
+Every registered strategy (a new one is tested for free) x masks x world sizes {2, 4} runs forward +
+backward through the real launcher and rank executor; the correctness gate compares the gathered output
+and dq/dk/dv with the reference on sampled rows. A strategy must either pass or be ``unsupported`` exactly
+when its own ``unsupported_reason`` says so (``unavailable`` peers are skipped). Measured communication
+bytes must equal each strategy's analytic model. All runs of a world size share one process group
+(``run_local_many``), so the file costs a few process start-ups, not one per case.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from context_parallel import CPProblem, strategies
+from context_parallel.launch import run_local, run_local_many
+from context_parallel.layouts import LAYOUTS
+from harness.execute import mask_for
+from harness.gate import TOLERANCE
+from harness.masks import MASKS
+from harness.registry import torch_dtype
+from harness.spec import Run, Timing
+
+SEQ, HQ, HKV, DIM = 256, 4, 2, 16
+WORLD_SIZES = (2, 4)
+TIMEOUT_S = 90.0
+FAST = Timing(warmup=1, min_samples=1, min_run_time=0.0, max_samples=1)
+TILES = {"block_q": 32, "block_k": 32}
+
+# Small-size parameters of the library masks exercised (only those registered are used).
+MASK_CASES = {
+    "causal": {},
+    "full": {},
+    "sliding_window_causal": {"window": 40},
+    "causal_document": {},
+    "share_question": {},
+    "global_sliding_window": {"global_tokens": 8, "left": 24, "right": 24},
+    "dilated": {"block": 16, "span_blocks": 4},  # dilated key intervals (step > 1)
+    "s2": {"block": 16, "local_blocks": 2, "vert_stride": 4},  # per-head mask: head slices must be right
+}
+MASKS_HERE = {name: params for name, params in MASK_CASES.items() if name in MASKS}
+STRATEGY_NAMES = sorted(strategies())
+
+
+def make_run(strategy: str, mask: str, world_size: int, direction: str = "fwd+bwd", seqlen: int = SEQ,
+             heads: tuple[int, int] = (HQ, HKV), dtype: str = "float32", options: dict | None = None) -> Run:
+    return Run.make(
+        method="blocksparse", strategy=strategy, mask=mask, mask_params=MASKS_HERE.get(mask, {}), seqlen=seqlen,
+        heads_q=heads[0], heads_kv=heads[1], head_dim=DIM, dtype=dtype, direction=direction,
+        world_size=world_size, options={**TILES, **(options or {})}, timing=FAST,
+    )
+
+
+def expected_reason(run: Run) -> str | None:
+    """What the strategy itself says about the run (None: it must run and pass)."""
+    strategy = strategies()[run.strategy]
+    why = strategy.unavailable_reason()
+    if why:
+        return f"unavailable: {why}"
+    problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"))
+    return strategy.unsupported_reason(problem)
+
+
+MATRIX = [make_run(s, m, w) for s in STRATEGY_NAMES for m in MASKS_HERE for w in WORLD_SIZES]
+FORWARD_ONLY = [make_run(s, "causal", w, direction="fwd") for s in STRATEGY_NAMES for w in WORLD_SIZES]
+# 2-D and nested strategies with their degree options at the extremes and in between (world size 4).
+OPTION_CASES = [
+    make_run("usp", "causal", 4, options={"ulysses_degree": d}) for d in (1, 4)
+] + [make_run("double_ring", "causal_document", 4, options={"inner_size": d}) for d in (1, 4)] + [
+    make_run("hierarchical", "sliding_window_causal", 4, options={"a2a_size": 4}),
+    make_run("ring_zigzag", "causal", 4, dtype="bfloat16"),
+    make_run("ulysses", "causal_document", 4, dtype="bfloat16"),
+    make_run("ulysses", "causal", 2, heads=(4, 1)),  # GQA with fewer kv heads than the degree: repeated
+]
+OPTION_CASES = [r for r in OPTION_CASES if r.strategy in strategies()]
+# Combinations that cannot be cut exactly: reported unsupported, never run with wrong results.
+UNEVEN = {
+    make_run("ring", "causal", 4, seqlen=250): "not divisible by 4",
+    make_run("ring_zigzag", "causal", 2, seqlen=258): "2 x 2",
+    make_run("all_gather", "causal", 4, seqlen=260): "2 x 4",
+    make_run("ring_striped", "causal", 4, seqlen=258): "not divisible by 4",
+    make_run("ulysses", "causal", 4, heads=(6, 2)): "heads_q=6",
+    make_run("ulysses", "causal", 4, heads=(8, 3)): "heads_kv=3",
+    make_run("usp", "causal", 4, options={"ulysses_degree": 3}): "does not divide world size 4",
+    make_run("double_ring", "causal", 4, options={"inner_size": 3}): "does not divide world size 4",
+    make_run("hierarchical", "causal", 4, heads=(6, 2), options={"a2a_size": 4}): "heads_q=6",
+}
+UNEVEN = {r: why for r, why in UNEVEN.items() if r.strategy in strategies()}
+P2P_CASES = [make_run(n, "causal_document", 4, options={"collectives": "p2p"})
+             for n in ("ulysses", "usp", "all_gather") if n in strategies()]
+
+
+@pytest.fixture(scope="module")
+def records() -> dict[Run, dict]:
+    runs = MATRIX + FORWARD_ONLY + OPTION_CASES + P2P_CASES + list(UNEVEN)
+    started = time.perf_counter()
+    done = run_local_many(runs, timeout_s=TIMEOUT_S, measure_memory=False)
+    print(f"\n{len(runs)} context-parallel runs in {time.perf_counter() - started:.1f} s")
+    return dict(zip(runs, done))
+
+
+def check_record(rec: dict, run: Run) -> None:
+    why = expected_reason(run)
+    if why and why.startswith("unavailable"):
+        assert rec["status"] == "unavailable", rec
+        pytest.skip(why)
+    if why:
+        assert rec["status"] == "unsupported", (rec["status"], rec["reason"], why)
+        return
+    assert rec["status"] == "ok", (rec["status"], rec["reason"], rec.get("traceback"))
+    errors = json.loads(rec["gate_errors"])
+    expected = {"out"} if run.direction == "fwd" else {"out", "dq", "dk", "dv"}
+    assert set(errors) == expected
+    assert max(errors.values()) <= TOLERANCE[run.dtype], errors
+
+
+@pytest.mark.parametrize("run", MATRIX, ids=lambda r: f"{r.strategy}-{r.mask}-ws{r.world_size}")
+def test_matches_reference(records, run):
+    check_record(records[run], run)
+
+
+@pytest.mark.parametrize("run", OPTION_CASES, ids=lambda r: f"{r.strategy}-{r.mask}-{r.dtype}-{dict(r.options)}")
+def test_options_dtypes_gqa(records, run):
+    check_record(records[run], run)
+
+
+@pytest.mark.parametrize("run", list(UNEVEN), ids=lambda r: f"{r.strategy}-S{r.seqlen}-H{r.heads_q}:{r.heads_kv}")
+def test_uneven_is_unsupported(records, run):
+    rec = records[run]
+    assert rec["status"] == "unsupported", (rec["status"], rec["reason"])
+    assert UNEVEN[run] in rec["reason"], rec["reason"]
+
+
+@pytest.mark.parametrize(
+    "run", [r for r in FORWARD_ONLY + MATRIX if r.mask == "causal"],
+    ids=lambda r: f"{r.strategy}-{r.direction}-ws{r.world_size}",
+)
+def test_comm_bytes_match_analytic_model(records, run):
+    rec = records[run]
+    if rec["status"] != "ok":
+        pytest.skip(f"{rec['status']}: {rec['reason']}")
+    if rec.get("comm_bytes_model") is None:
+        pytest.skip("strategy has no communication model")
+    measured, model = json.loads(rec["comm_bytes"]), json.loads(rec["comm_bytes_model"])
+    assert len(measured) == run.world_size
+    assert measured == model
+
+
+def test_record_fields_and_balance(records):
+    """Per-rank fields are there; contiguous causal shards are unbalanced, head-tail ones are not."""
+    ring = records[make_run("ring", "causal", 4)]
+    zigzag = records[make_run("ring_zigzag", "causal", 4)]
+    for rec in (ring, zigzag):
+        assert rec["status"] == "ok"
+        assert len(json.loads(rec["rank_time_ms"])) == 4 and len(json.loads(rec["rank_cpu_ms"])) == 4
+        assert rec["time_imbalance"] >= 1.0 and rec["tflops"] > 0
+        assert sum(json.loads(rec["rank_area"])) == rec["area"]  # ranks split the mask's area exactly
+    assert ring["area_imbalance"] == pytest.approx(7 / 4, rel=0.02)  # rank W-1: (2W-1)/W of the mean
+    assert zigzag["area_imbalance"] == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("run", P2P_CASES, ids=lambda r: r.strategy)
+def test_p2p_emulated_collectives(records, run):
+    """With the backend's all-to-all / reduce-scatter replaced by the P2P emulation: the same results and
+    the same counted bytes as the native collectives."""
+    rec = records[run]
+    check_record(rec, run)
+    native = records[make_run(run.strategy, "causal_document", 4)]
+    assert rec["comm_bytes"] == native["comm_bytes"] == rec["comm_bytes_model"]
+
+
+def test_layouts_are_permutations():
+    run = make_run("ring", "causal_document", 4, seqlen=512)
+    problem = CPProblem(run=run, mask=mask_for(run), dtype=torch.float32, device=torch.device("cpu"))
+    for name, layout in LAYOUTS.items():
+        parts = layout(problem)
+        assert len(parts) == 4, name
+        assert torch.equal(torch.cat(parts).sort().values, torch.arange(512)), name
+
+
+def test_launcher_survives_hang_and_crash():
+    """A hanging rank and a crashing rank become records; the healthy run after them still runs."""
+    pytest.importorskip("tests.fault_injection")
+    def fault(name: str, rank: int) -> Run:
+        return Run.make(method="blocksparse", strategy=name, mask="causal", seqlen=64, heads_q=1, heads_kv=1,
+                        head_dim=8, world_size=2, options={"rank": rank})
+
+    # rank 0 hangs (no record: the launcher's timeout); a fresh group runs the healthy run; then rank 1
+    # raises (rank 0 waits in a collective; the launcher sees rank 1 exit)
+    runs = [fault("fault_hang", 0), make_run("ring", "causal", 2), fault("fault_raise", 1)]
+    started = time.perf_counter()
+    recs = run_local_many(runs, timeout_s=4.0, measure_memory=False,
+                          executor="tests.fault_injection:execute_distributed")
+    assert time.perf_counter() - started < 90
+    assert [r["status"] for r in recs] == ["timeout", "ok", "error"], [(r["status"], r["reason"]) for r in recs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_larger_causal_document_with_memory(name):
+    """A larger case through ``run_local`` with the memory measurement on (one group per run)."""
+    run = Run.make(
+        method="blocksparse", strategy=name, mask="causal_document", seqlen=2048, heads_q=8, heads_kv=4,
+        head_dim=32, direction="fwd+bwd", world_size=4, options={"block_q": 128, "block_k": 128}, timing=FAST,
+    )
+    rec = run_local(run, timeout_s=300)
+    check_record(rec, run)
+    if rec["status"] == "ok":
+        assert rec["peak_mem_bytes"] > 0
