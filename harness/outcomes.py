@@ -1,0 +1,104 @@
+"""Supervisor outcomes -> result records: every fault of a run becomes a status and a one-line reason.
+
+A single-device run's child returns the record ``harness.execute`` made; a multi-rank run's rank 0 returns
+the record ``execute_distributed`` made. When a process dies, overruns or blows its memory budget there is no
+record, so one is made here from the run and the supervisors' outcomes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from harness.execute import base_record, outcome
+from harness.isolation import Outcome
+from harness.rank_group import GroupRun
+from harness.spec import Run
+
+# Texts of the failures a rank sees when a *peer* failed first: the peer's failure is the reason, not these.
+PEER_FAILURE_MARKS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "peer", "timed out")
+MEMORY_MARKS = ("out of memory", "memoryerror", "can't allocate memory", "cannot allocate memory")
+RUN_BREAKING_STATUSES = ("error", "oom", "timeout")  # a group whose run ended so may be out of step: rebuild
+
+
+def _annotate(record: dict, o: Outcome, threads: int, scheduler: str = "ray") -> dict:
+    record.setdefault("threads", threads)
+    record.setdefault("wall_s", o.elapsed_s)
+    record["node"] = o.host or record.get("node")
+    record["scheduler"] = scheduler
+    if o.peak_rss:
+        record["peak_rss_bytes"] = o.peak_rss
+    return record
+
+
+def _failure(run: Run, status: str, reason: str, o: Outcome, threads: int) -> dict:
+    record = outcome(base_record(run), status, reason)
+    if o.detail:
+        record["traceback"] = o.detail
+    return _annotate(record, o, threads)
+
+
+def _raised_status(reason: str) -> str:
+    return "oom" if any(m in reason.lower() for m in MEMORY_MARKS) else "error"
+
+
+def single_record(run: Run, o: Outcome, threads: int) -> dict:
+    """The record of a single-device run from its supervisor's outcome."""
+    if o.kind == "ok" and isinstance(o.value, dict):
+        return _annotate(dict(o.value), o, threads)
+    if o.kind == "ok":
+        return _failure(run, "error", f"benchmark process returned {type(o.value).__name__}, not a record", o, threads)
+    if o.kind == "died":
+        return _failure(run, "error", f"worker {o.reason}", o, threads)
+    if o.kind == "raised":
+        return _failure(run, _raised_status(o.reason), o.reason, o, threads)
+    return _failure(run, o.kind, o.reason, o, threads)  # timeout, oom
+
+
+def _priority(o: Outcome) -> int:
+    """Which rank's failure explains the run: deaths and memory first, then a rank's own exception, then a
+    peer-induced communication error, then an overrun."""
+    if o.kind == "died":
+        return 0
+    if o.kind == "oom":
+        return 1
+    if o.kind == "raised":
+        return 3 if any(m in o.reason.lower() for m in PEER_FAILURE_MARKS) else 2
+    return 4
+
+
+def group_record(run: Run, g: GroupRun, threads: int, time_limit_s: float) -> dict:
+    """The record of a multi-rank run: rank 0's record, or the failure that explains the run."""
+    by_rank = {r.rank: r.outcome for r in g.results}
+    if g.ok:
+        o = by_rank[0]
+        if isinstance(o.value, dict):
+            return _annotate(dict(o.value), o, threads)
+        return _failure(run, "error", f"rank 0 returned {type(o.value).__name__}, not a record", o, threads)
+    failed = sorted(((r, o) for r, o in by_rank.items() if not o.ok), key=lambda ro: (_priority(ro[1]), ro[0]))
+    if failed:
+        rank, o = failed[0]
+        if o.kind == "timeout":
+            ranks = sorted(r for r, x in failed if x.kind == "timeout") + g.missing
+            return _failure(run, "timeout", f"{_ranks(ranks)} {o.reason}", _elapsed(o, g), threads)
+        if o.kind == "raised":
+            return _failure(run, _raised_status(o.reason), f"rank {rank} raised {o.reason}", _elapsed(o, g), threads)
+        sep = " " if o.kind == "died" else ": "
+        return _failure(run, "error" if o.kind == "died" else o.kind, f"rank {rank}{sep}{o.reason}", _elapsed(o, g),
+                        threads)
+    return _failure(run, "timeout", f"{_ranks(g.missing)} gave no answer within {time_limit_s:g} s",
+                    Outcome("timeout", elapsed_s=g.elapsed_s), threads)
+
+
+def _elapsed(o: Outcome, g: GroupRun) -> Outcome:
+    o.elapsed_s = g.elapsed_s
+    return o
+
+
+def _ranks(ranks: list[int]) -> str:
+    """``rank 1`` or ``ranks 0,1``."""
+    ranks = sorted(set(ranks))
+    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ",".join(map(str, ranks))
+
+
+def breaks_group(record: Optional[dict]) -> bool:
+    return record is None or record.get("status") in RUN_BREAKING_STATUSES

@@ -1,0 +1,124 @@
+"""Connecting to Ray: an embedded single-node Ray bound to loopback by default, or an existing cluster.
+
+Embedded (``address=None`` and no ``RAY_ADDRESS``): ``ray.init(address="local")`` started in this process with
+no dashboard, usage stats off, quiet logs, and every Ray process bound to 127.0.0.1. In Ray 2.60 that takes two
+knobs together: ``_node_ip_address="127.0.0.1"`` alone is rewritten to the host's external IP
+(``services.resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which Ray reads into
+``ray_constants.ENABLE_RAY_CLUSTER`` at import time and which also makes the GCS, raylet and workers listen on
+loopback only. The variable is set before Ray starts (its processes inherit it) and the constant patched in
+case ``ray`` was imported earlier.
+
+If the driver is killed (SIGKILL), Ray's GCS, raylet and workers die with it; ``harness.ray_reaper`` takes
+care of the raylet's agents, which Ray leaves behind.
+
+Existing cluster (``address="auto"``, ``"HOST:PORT"``, or ``RAY_ADDRESS``): ``ray.init(address=...)``; the
+job's ``runtime_env`` forwards ``LCBENCH_*`` variables (e.g. ``LCBENCH_PLUGINS``) so its workers see them.
+Every node needs lcbench importable (installed, or ``ray job submit --working-dir``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from harness.ray_reaper import start_reaper, stop_reaper
+
+REPO = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps 127.0.0.1 as the node IP (module docstring)
+EMBEDDED_OBJECT_STORE_BYTES = 256 << 20  # records are small; don't reserve 30% of RAM in /dev/shm
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    ip: str
+    cpus: float
+    gpus: float
+    memory: float  # bytes Ray may schedule (``memory`` resource)
+
+
+class RayConnection:
+    """This process's connection to Ray; ``close()`` shuts Ray down only if this object started it."""
+
+    def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None, log_to_driver: bool = False):
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        self.address = address
+        self.owned = False
+        self.reaper: Optional[subprocess.Popen] = None
+        for k, v in QUIET_ENV.items():
+            os.environ.setdefault(k, v)
+        import ray
+
+        if ray.is_initialized():  # e.g. inside a ``ray job submit`` entrypoint that already connected
+            return
+        if address is None:
+            os.environ.update(LOOPBACK_ENV)  # inherited by the raylet, GCS and workers started below
+            _force_loopback()
+            # Workers must import lcbench (and any LCBENCH_PLUGINS module) however the driver was started.
+            paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+            ray.init(
+                address="local", include_dashboard=False, _node_ip_address=LOOPBACK, num_cpus=num_cpus,
+                object_store_memory=EMBEDDED_OBJECT_STORE_BYTES, logging_level=logging.ERROR,
+                log_to_driver=log_to_driver, configure_logging=True,
+            )
+            self.reaper = start_reaper()  # cleans up Ray's agents if this driver is killed
+        else:
+            env = {k: v for k, v in os.environ.items() if k.startswith("LCBENCH_")}
+            extra = {}
+            if _is_loopback(address):  # a cluster bound to loopback: this driver must register as 127.0.0.1 too
+                os.environ.update(LOOPBACK_ENV)
+                _force_loopback()
+                extra["_node_ip_address"] = LOOPBACK
+            ray.init(
+                address=address, logging_level=logging.ERROR, log_to_driver=log_to_driver,
+                runtime_env={"env_vars": env} if env else None, **extra,
+            )
+        self.owned = True
+
+    @property
+    def embedded(self) -> bool:
+        return self.owned and self.address is None
+
+    def nodes(self) -> list[NodeInfo]:
+        """The alive nodes and their schedulable resources."""
+        import ray
+
+        out = []
+        for n in ray.nodes():
+            if not n.get("Alive"):
+                continue
+            r = n.get("Resources", {})
+            out.append(NodeInfo(n["NodeID"], n.get("NodeManagerAddress", ""), float(r.get("CPU", 0)),
+                                float(r.get("GPU", 0)), float(r.get("memory", 0))))
+        return out
+
+    def close(self) -> None:
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        stop_reaper(self.reaper)
+        self.reaper = None
+        self.owned = False
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _force_loopback() -> None:
+    """Make this process's Ray resolve the node IP to loopback even if ``ray`` was imported before."""
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):
+        pass

@@ -1,0 +1,102 @@
+"""The Ray side of a sweep: a task per single-device run, an actor per rank of a context-parallel group.
+
+Both are thin supervisors (``harness.isolation``): the benchmark itself runs in a child process they watch,
+so they report a crash, an overrun or a memory blow-up as an :class:`~harness.isolation.Outcome` instead of
+dying with it. This module does not import torch: supervisors stay small; children get torch from the
+forkserver.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Optional
+
+import ray
+
+from harness.isolation import Child, Outcome, run_once
+
+DEFAULT_RANK_EXECUTOR = "context_parallel.runner:execute_distributed"  # called on every rank of a group
+CHILD = "harness.child_tasks"  # where the functions run in benchmark processes live (imports torch)
+MEMORY_FRACTION = 0.8  # default budget: this share of the node's RAM, split between concurrent processes
+
+
+def default_budget(share: int) -> int:
+    """``MEMORY_FRACTION`` of this node's physical memory divided by ``share`` processes."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * MEMORY_FRACTION / max(share, 1))
+
+
+_single_child: Optional[Child] = None  # this worker's benchmark process, kept between runs while it is healthy
+_single_threads = 0
+
+
+def run_single(run, threads: int, time_limit_s: float, memory_budget: Optional[int], budget_share: int,
+               start_timeout_s: float, fresh_process: bool = False) -> Outcome:
+    """Body of the single-run Ray task: the run in this worker's benchmark process (``threads`` torch threads).
+
+    The process is reused by the worker's next run, as long-lived workers are (the harness measures its GEMM
+    peak once per process); one that died, overran or outgrew its budget was killed and is replaced.
+    ``fresh_process`` gives every run a new one (stricter isolation, about a second more per run)."""
+    global _single_child, _single_threads
+    budget = memory_budget or default_budget(budget_share)
+    if fresh_process:
+        return run_once(f"{CHILD}:execute_single", (run,), time_limit_s, budget, start_timeout_s,
+                        init=f"{CHILD}:set_threads", init_args=(threads,))
+    if _single_child is None or not _single_child.alive or _single_threads != threads:
+        if _single_child is not None:
+            _single_child.close()
+        _single_child, _single_threads = Child(f"{CHILD}:set_threads", (threads,)), threads
+        started = _single_child.start(start_timeout_s, budget)
+        if not started.ok:
+            _single_child.close()
+            _single_child = None
+            started.reason = f"at start-up: {started.reason}"
+            return started
+    outcome = _single_child.call(f"{CHILD}:execute_single", (run,), time_limit_s, budget)
+    if not _single_child.alive:
+        _single_child = None
+    return outcome
+
+
+class RankActor:
+    """One rank of a persistent group: owns a child process that holds the torch.distributed process group."""
+
+    def __init__(self) -> None:
+        self.child: Optional[Child] = None
+
+    def describe(self) -> dict:
+        """Where this rank lives: node IP (MASTER_ADDR for rank 0), host, pid and the GPU ids Ray assigned."""
+        return {"ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
+                "gpus": [str(g) for g in ray.get_gpu_ids()]}
+
+    def free_port(self) -> int:
+        """A TCP port free right now on this node (for the rendezvous store; rank 0 binds it moments later)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]
+
+    def start(self, rank: int, world_size: int, master_addr: str, master_port: int, backend: str,
+              pg_timeout_s: float, start_timeout_s: float, threads: int, env: dict,
+              device_index: Optional[int]) -> Outcome:
+        """Start the rank's child and initialise the process group in it (once per group)."""
+        self.child = Child(f"{CHILD}:init_rank",
+                           (rank, world_size, master_addr, master_port, backend, pg_timeout_s, threads, device_index),
+                           env=env)
+        return self.child.start(start_timeout_s)
+
+    def run(self, executor: str, run, time_limit_s: float, memory_budget: Optional[int], budget_share: int) -> Outcome:
+        """One distributed run on this rank (the child stays, with its process group, for the next run)."""
+        if self.child is None:
+            return Outcome("died", reason="rank was never started")
+        budget = memory_budget or default_budget(budget_share)
+        return self.child.call(f"{CHILD}:execute_rank", (executor, run), time_limit_s, budget)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+
+run_single_task = ray.remote(max_retries=0)(run_single)
+RankActorRemote = ray.remote(max_restarts=0, max_task_retries=0)(RankActor)

@@ -1,0 +1,116 @@
+"""Test-only methods and strategies that fail on purpose (registered with ``LCBENCH_PLUGINS=tests.fault_injection``).
+
+Single-device methods (run through the real ``harness.execute``): ``fault_crash`` (``os._exit`` or SIGKILL),
+``fault_sleep`` (sleeps, then is the naive kernel: slow-ish healthy runs, or an overrun), ``fault_hog``
+(allocates until it is stopped). The fault happens when the method builds its kernel, with the amount and
+kind taken from the run's options.
+
+Strategies: a strategy's behaviour lives in :func:`execute_distributed`, the rank executor the tests hand the
+scheduler (``rank_executor="tests.fault_injection:execute_distributed"``): ``fault_allreduce`` (healthy: one
+all_reduce, a record from rank 0) and ``fault_raise`` / ``fault_exit`` / ``fault_sigkill`` / ``fault_hang``
+/ ``fault_hog`` / ``fault_sleep``, which do that on the rank given by the ``rank`` option (default 1).
+Any other strategy is passed to the real ``context_parallel.runner.execute_distributed``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Optional
+
+import torch
+
+from context_parallel.base import Strategy
+from harness.masks.core import ALL_FEATURES
+from harness.registry import Method, Problem
+
+HOG_CHUNK = 64 << 20
+HOG_CAP = 4 << 30  # never more than this, even if the watchdog failed
+
+
+def _hog(cap: int = HOG_CAP) -> list:
+    """Allocate and touch memory chunk by chunk up to ``cap`` (the budget watchdog should stop us first)."""
+    held = []
+    while len(held) * HOG_CHUNK < cap:
+        held.append(torch.ones(HOG_CHUNK // 4))
+        time.sleep(0.005)
+    time.sleep(600)
+    return held
+
+
+def _trivial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return q.clone()
+
+
+def _build_crash(problem: Problem):
+    if problem.options.get("how") == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(int(problem.options.get("code", 3)))
+
+
+def _build_sleep(problem: Problem):
+    from methods.naive import build
+
+    time.sleep(float(problem.options.get("seconds", 1.0)))
+    return build(problem)  # a correct kernel: these runs pass the gate
+
+
+def _build_hog(problem: Problem):
+    _hog(int(problem.options.get("cap", HOG_CAP)))
+    return _trivial
+
+
+def _method(name: str, build) -> Method:
+    return Method(name=name, summary=f"test fault injection: {name}", build=build, mask_features=ALL_FEATURES,
+                  forward_flops=lambda p: 1.0)
+
+
+METHODS = [_method("fault_crash", _build_crash), _method("fault_sleep", _build_sleep), _method("fault_hog", _build_hog)]
+
+STRATEGY_FAULTS = ("fault_allreduce", "fault_raise", "fault_exit", "fault_sigkill", "fault_hang", "fault_hog",
+                   "fault_sleep")
+
+
+def _not_here(*_args):
+    raise NotImplementedError("fault strategies run through tests.fault_injection.execute_distributed")
+
+
+STRATEGIES = [Strategy(name=n, summary=f"test fault injection: {n}", layout=_not_here, attention=_not_here)
+              for n in STRATEGY_FAULTS]
+
+
+def execute_distributed(run) -> Optional[dict]:
+    """Rank executor for the tests: the fault strategies here, anything else to the real runner."""
+    if run.strategy not in STRATEGY_FAULTS:
+        from context_parallel.runner import execute_distributed as real
+
+        return real(run)
+    import torch.distributed as dist
+
+    from harness.execute import base_record, outcome
+
+    started = time.perf_counter()
+    opts = run.option_kwargs
+    rank, target = dist.get_rank(), int(opts.get("rank", 1))
+    if run.strategy == "fault_sleep":
+        time.sleep(float(opts.get("seconds", 1.0)))
+    if rank == target:
+        if run.strategy == "fault_raise":
+            raise RuntimeError(f"injected fault on rank {rank}")
+        if run.strategy == "fault_exit":
+            os._exit(int(opts.get("code", 3)))
+        if run.strategy == "fault_sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if run.strategy == "fault_hog":
+            _hog()
+    t = torch.ones(4)
+    dist.all_reduce(t)
+    if rank == target and run.strategy == "fault_hang":
+        dist.all_reduce(t)  # a collective no peer joins: hangs
+    if rank != 0:
+        return None
+    record = outcome(base_record(run), "ok", None)
+    record.update(allreduce_sum=float(t[0]), threads=torch.get_num_threads(), time_ms_median=0.0,
+                  wall_s=time.perf_counter() - started, pid=os.getpid())
+    return record

@@ -1,0 +1,315 @@
+"""RayScheduler under fault: every failure of a run is a record with a status and a reason, and the sweep goes on.
+
+One embedded Ray is shared by the module (``scheduler`` fixture); ``LCBENCH_PLUGINS=tests.fault_injection``
+is set before it starts so that its workers register the fault-injection methods and strategies. Each test
+sweeps a faulty run between healthy ones through ``run_sweep`` into a fresh store and checks: the fault's
+status and reason, the group rebuilt after it, the healthy runs (before and after) stored untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.spec import Run, Timing
+from harness.store import ResultStore
+from harness.sweep import run_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGINS = "tests.fault_injection"
+EXECUTOR = "tests.fault_injection:execute_distributed"
+RUN_TIMEOUT_S = 6.0
+BUDGET = 1 << 30
+FAST = Timing(warmup=1, min_samples=2, min_run_time=0.01)
+
+
+def single(method: str = "naive", **options) -> Run:
+    return Run.make(method=method, mask="full", seqlen=32, heads_q=1, heads_kv=1, head_dim=8, timing=FAST,
+                    options=options)
+
+
+def ranked(strategy: str = "fault_allreduce", world_size: int = 2, **options) -> Run:
+    return Run.make(method="naive", strategy=strategy, world_size=world_size, mask="full", seqlen=32, heads_q=1,
+                    heads_kv=1, head_dim=8, timing=FAST, options=options)
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    saved = os.environ.get("LCBENCH_PLUGINS")
+    os.environ["LCBENCH_PLUGINS"] = PLUGINS  # before Ray starts: its workers inherit it
+    from harness.scheduler import RayScheduler
+
+    s = RayScheduler(run_timeout_s=RUN_TIMEOUT_S, memory_budget_bytes=BUDGET, rank_executor=EXECUTOR,
+                     failure_grace_s=1.0)
+    try:
+        yield s
+    finally:
+        s.close()
+        if saved is None:
+            os.environ.pop("LCBENCH_PLUGINS", None)
+        else:
+            os.environ["LCBENCH_PLUGINS"] = saved
+
+
+def sweep(scheduler, runs: list[Run], tmp_path: Path) -> list[dict]:
+    """Run ``runs`` through the real driver into a fresh store; the stored records, in ``runs`` order."""
+    store = ResultStore(tmp_path / "results.db")
+    summary = run_sweep("faults", runs, store, scheduler, show_progress=False)
+    stored = {r["key"]: r for r in store.records()}
+    assert len(summary.records) == len(runs) == len(stored), "a run was lost or repeated"
+    for yielded in summary.records:  # what was stored is what the scheduler yielded, untouched
+        assert {k: stored[yielded["key"]][k] for k in yielded} == yielded
+    return [stored[r.key] for r in runs]
+
+
+def assert_ok(record: dict, threads: int | None = None) -> None:
+    assert record["status"] == "ok", (record["status"], record["reason"])
+    assert record["threads"] >= 1
+    if threads is not None:
+        assert record["threads"] == threads
+
+
+# ----- single-device runs ------------------------------------------------------------------------------
+def test_single_run_crash_is_contained(scheduler, tmp_path):
+    runs = [single(), single("fault_crash", how="sigkill"), single("fault_crash", code=3), single(seqlen_tag=1)]
+    before, killed, exited, after = sweep(scheduler, runs, tmp_path)
+    cpus = int(scheduler.single_cpus())
+    assert_ok(before, threads=cpus)  # one timed run per node: it gets the node's cores as threads
+    assert (killed["status"], killed["reason"]) == ("error", "worker died: SIGKILL")
+    assert (exited["status"], exited["reason"]) == ("error", "worker died: exit code 3")
+    assert_ok(after, threads=cpus)
+
+
+def test_single_run_time_limit(scheduler, tmp_path):
+    slow, after = sweep(scheduler, [single("fault_sleep", seconds=600), single(tag="after-timeout")], tmp_path)
+    assert slow["status"] == "timeout"
+    assert slow["reason"] == f"exceeded the time limit of {RUN_TIMEOUT_S:g} s"
+    assert RUN_TIMEOUT_S <= slow["wall_s"] < RUN_TIMEOUT_S + 5
+    assert_ok(after)
+
+
+def test_single_run_memory_budget(scheduler, tmp_path):
+    hog, after = sweep(scheduler, [single("fault_hog"), single(tag="after-oom")], tmp_path)
+    assert hog["status"] == "oom"
+    assert "exceeded the memory budget of 1.00 GiB" in hog["reason"]
+    assert hog["peak_rss_bytes"] > BUDGET
+    assert_ok(after)
+
+
+# ----- multi-rank runs ---------------------------------------------------------------------------------
+def _group_fault(scheduler, tmp_path, fault: Run) -> dict:
+    """[healthy, fault, healthy] at world size 2: the fault tears the group down, a new one runs the last."""
+    runs = [ranked(tag="before"), fault, ranked(tag="after")]
+    built = scheduler.groups_built
+    before, failed, after = sweep(scheduler, runs, tmp_path)
+    assert_ok(before)
+    assert_ok(after)
+    assert before["allreduce_sum"] == after["allreduce_sum"] == 2.0
+    assert before["pid"] != after["pid"], "the group was not rebuilt after the fault"
+    assert scheduler.groups_built - built >= 1
+    return failed
+
+
+def test_rank_raises(scheduler, tmp_path):
+    failed = _group_fault(scheduler, tmp_path, ranked("fault_raise"))
+    assert failed["status"] == "error"
+    assert failed["reason"] == "rank 1 raised RuntimeError: injected fault on rank 1"
+    assert "injected fault" in failed["traceback"]
+
+
+@pytest.mark.parametrize("fault, reason", [
+    (ranked("fault_exit", code=7), "rank 1 died: exit code 7"),
+    (ranked("fault_sigkill"), "rank 1 died: SIGKILL"),
+])
+def test_rank_dies(scheduler, tmp_path, fault, reason):
+    failed = _group_fault(scheduler, tmp_path, fault)
+    assert (failed["status"], failed["reason"]) == ("error", reason)
+
+
+def test_rank_hangs_in_collective(scheduler, tmp_path):
+    failed = _group_fault(scheduler, tmp_path, ranked("fault_hang"))
+    assert failed["status"] == "timeout"
+    assert failed["reason"] == f"rank 1 exceeded the time limit of {RUN_TIMEOUT_S:g} s"
+
+
+def test_multi_rank_run_exceeds_time_limit(scheduler, tmp_path):
+    failed = _group_fault(scheduler, tmp_path, ranked("fault_sleep", seconds=600))
+    assert failed["status"] == "timeout"
+    assert failed["reason"] == f"ranks 0,1 exceeded the time limit of {RUN_TIMEOUT_S:g} s"
+
+
+def test_rank_exceeds_memory_budget(scheduler, tmp_path):
+    failed = _group_fault(scheduler, tmp_path, ranked("fault_hog"))
+    assert failed["status"] == "oom"
+    assert failed["reason"].startswith("rank 1: RSS ") and "exceeded the memory budget of 1.00 GiB" in failed["reason"]
+
+
+def test_buckets_reuse_one_group_per_world_size(scheduler, tmp_path):
+    runs = [ranked(world_size=4, i=0), single(tag="bucket"), ranked(i=1), ranked(world_size=4, i=1), ranked(i=2)]
+    scheduler.release_groups()
+    built = scheduler.groups_built
+    records = sweep(scheduler, runs, tmp_path)
+    for r in records:
+        assert_ok(r)
+    assert scheduler.groups_built - built == 2  # one group of 2 ranks, one of 4, each reused
+    by_ws = {}
+    for r in records[2:] + records[:1]:
+        by_ws.setdefault(r["world_size"], set()).add(r["pid"])
+    assert all(len(pids) == 1 for pids in by_ws.values())
+    assert records[0]["allreduce_sum"] == 4.0 and records[0]["threads"] == max(1, int(scheduler.node_cpus() // 4))
+
+
+# ----- the driver killed mid-sweep, then resumed -----------------------------------------------------------
+SLOW_SUITE = {
+    "name": "slow-fake",
+    "methods": ["fault_sleep"],
+    "masks": ["full"],
+    "seqlens": [16, 24, 32, 40, 48, 56, 64, 72],
+    "shapes": [{"heads_q": 1, "head_dim": 8}],
+    "options": {"seconds": 0.7},
+    "timing": {"warmup": 1, "min_samples": 2, "min_run_time": 0.01},
+}
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "run", *args, "--quiet"]
+
+
+def _env() -> dict:
+    env = dict(os.environ, LCBENCH_PLUGINS=PLUGINS, RAY_USAGE_STATS_ENABLED="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _stored(db: Path) -> dict[str, tuple]:
+    if not db.exists():
+        return {}
+    with sqlite3.connect(str(db), timeout=30) as conn:
+        return {k: (s, f) for k, s, f in conn.execute("SELECT key, session, finished_at FROM results")}
+
+
+def test_driver_killed_mid_sweep_resumes_without_repeats(scheduler, tmp_path):
+    """``lcbench run`` (its own embedded Ray) SIGKILLed after some runs are stored: nothing of it survives, and
+    ``--resume`` (here joining the module's Ray) finishes the sweep without repeating or losing a run."""
+    import psutil
+    import ray
+
+    scheduler.release_groups()  # the resumed driver joins this Ray: leave it the CPUs
+    suite = tmp_path / "slow.yaml"
+    suite.write_text(yaml.safe_dump(SLOW_SUITE))
+    db = tmp_path / "results.db"
+    total = len(SLOW_SUITE["seqlens"])
+    args = [str(suite), "--results", str(db)]
+
+    driver = subprocess.Popen(_cli(args), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tree: list = []
+    try:
+        deadline = time.time() + 150
+        while len(_stored(db)) < 2 and driver.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert driver.poll() is None, driver.stdout.read().decode()[-2000:]
+        tree = psutil.Process(driver.pid).children(recursive=True)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, f"left behind by the killed driver: {[p.name() for p in alive]}"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for p in tree:  # by pid, only what this driver started
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    first = _stored(db)
+    assert 2 <= len(first) < total, "kill came too late to test resuming"
+
+    address = ray.get_runtime_context().gcs_address
+    resumed = subprocess.run(_cli(args + ["--resume", "--address", address]), cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    final = _stored(db)
+    assert len(final) == total, "a run was lost"
+    for key, stamp in first.items():
+        assert final[key] == stamp, "a finished run was repeated or altered"
+    new_sessions = {s for k, (s, _) in final.items() if k not in first}
+    assert len(new_sessions) == 1 and not new_sessions & {s for s, _ in first.values()}
+    assert {r["status"] for r in ResultStore(db).records()} == {"ok"}
+
+
+# ----- --address against a `ray start --head` cluster on loopback --------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGTERM then SIGKILL a process and all its descendants, by pid (never by name: others run Ray too)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = root.children(recursive=True) + [root]
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+@pytest.mark.slow
+def test_address_of_a_ray_start_cluster(tmp_path):
+    """``lcbench run --address HOST:PORT`` against ``ray start --head`` on loopback (stopped by pid afterwards)."""
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="lcbray", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    # Ray 2.5x clusters use token auth; a driver given an explicit address must opt in with the same token.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    head_env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
+                    PYTHONPATH=str(REPO), **auth)
+    head_env.pop("LCBENCH_PLUGINS", None)  # the driver's runtime_env must forward it to the workers
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block"],
+        env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert head.poll() is None, "ray start exited"
+            time.sleep(0.5)
+        suite = tmp_path / "tiny.yaml"
+        suite.write_text(yaml.safe_dump({**SLOW_SUITE, "methods": ["naive", "fault_sleep"], "seqlens": [16, 32],
+                                         "options": {"seconds": 0.1}}))
+        db = tmp_path / "results.db"
+        done = subprocess.run(_cli([str(suite), "--results", str(db), "--address", f"127.0.0.1:{port}"]), cwd=REPO,
+                              env={**_env(), **auth}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        records = ResultStore(db).records()
+        assert len(records) == 4 and {r["status"] for r in records} == {"ok"}, [r["reason"] for r in records]
+        assert {r["node"] for r in records} and all(r["threads"] == 2 for r in records)
+    finally:
+        _kill_tree(head.pid)
