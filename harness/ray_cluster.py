@@ -12,12 +12,14 @@ If the driver is killed (SIGKILL), Ray's GCS, raylet and workers die with it; ``
 care of the raylet's agents, which Ray leaves behind.
 
 Existing cluster (``address="auto"``, ``"HOST:PORT"``, or ``RAY_ADDRESS``): ``ray.init(address=...)``; the
-job's ``runtime_env`` forwards ``LCBENCH_*`` variables (e.g. ``LCBENCH_PLUGINS``) so its workers see them.
+job's ``runtime_env`` forwards ``LCBENCH_*`` variables (e.g. ``LCBENCH_PLUGINS``) so its workers see them
+(those a submitted job's own ``runtime_env`` already sets are left to it).
 Every node needs lcbench importable (installed, or ``ray job submit --working-dir``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -31,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps 127.0.0.1 as the node IP (module docstring)
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for a submitted job's entrypoint
 EMBEDDED_OBJECT_STORE_BYTES = 256 << 20  # records are small; don't reserve 30% of RAM in /dev/shm
 
 
@@ -70,7 +73,7 @@ class RayConnection:
             )
             self.reaper = start_reaper()  # cleans up Ray's agents if this driver is killed
         else:
-            env = {k: v for k, v in os.environ.items() if k.startswith("LCBENCH_")}
+            env = _forwarded_env()
             extra = {}
             if _is_loopback(address):  # a cluster bound to loopback: this driver must register as 127.0.0.1 too
                 os.environ.update(LOOPBACK_ENV)
@@ -107,6 +110,19 @@ class RayConnection:
         stop_reaper(self.reaper)
         self.reaper = None
         self.owned = False
+
+
+def _forwarded_env() -> dict:
+    """``LCBENCH_*`` variables for the job's workers, minus those a submitted job's runtime_env already sets
+    (Ray refuses to merge a driver's env var with the job's own value for it)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("LCBENCH_")}
+    if JOB_CONFIG_ENV in os.environ:
+        try:
+            job_env = (json.loads(os.environ[JOB_CONFIG_ENV]).get("runtime_env") or {}).get("env_vars") or {}
+        except (ValueError, AttributeError):
+            return {}
+        env = {k: v for k, v in env.items() if k not in job_env}
+    return env
 
 
 def _is_loopback(address: str) -> bool:

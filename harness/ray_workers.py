@@ -98,5 +98,7 @@ class RankActor:
             self.child = None
 
 
-run_single_task = ray.remote(max_retries=0)(run_single)
+# max_calls=0: keep the worker (and its benchmark process) between runs on GPU too (Ray's GPU default is 1;
+# the worker itself never touches CUDA, its child does).
+run_single_task = ray.remote(max_retries=0, max_calls=0)(run_single)
 RankActorRemote = ray.remote(max_restarts=0, max_task_retries=0)(RankActor)

@@ -170,6 +170,22 @@ def test_buckets_reuse_one_group_per_world_size(scheduler, tmp_path):
     assert records[0]["allreduce_sum"] == 4.0 and records[0]["threads"] == max(1, int(scheduler.node_cpus() // 4))
 
 
+def test_group_that_cannot_be_placed_is_unavailable(scheduler, tmp_path):
+    """Bundles the cluster cannot hold: the group's wait times out and every run of the bucket says why."""
+    from harness.scheduler import RayScheduler
+
+    greedy = RayScheduler(rank_cpus=64, group_timeout_s=2, rank_executor=EXECUTOR)  # joins the module's Ray
+    try:
+        t0 = time.perf_counter()
+        records = sweep(greedy, [ranked(i=0), ranked(i=1)], tmp_path)
+        assert time.perf_counter() - t0 < 30  # one attempt for the bucket, not one per run
+    finally:
+        greedy.close()
+    for r in records:
+        assert r["status"] == "unavailable"
+        assert r["reason"].startswith("rank group of 2: could not reserve 2 ranks x {'CPU': 64} within 2 s")
+
+
 # ----- the driver killed mid-sweep, then resumed -----------------------------------------------------------
 SLOW_SUITE = {
     "name": "slow-fake",
