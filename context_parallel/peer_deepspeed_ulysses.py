@@ -75,9 +75,9 @@ def ensure_deepspeed_comm() -> None:
 
 
 def probe() -> Optional[str]:
-    missing = missing_package("deepspeed")
-    if missing:
+    if missing_package("deepspeed"):
         return "package deepspeed not installed"
+    use_build_cache()
     from deepspeed.sequence.layer import DistributedAttention  # noqa: F401 — the API this adapter needs
 
     return None
