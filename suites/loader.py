@@ -29,6 +29,7 @@ SCHEMA: dict[str, tuple[type, str]] = {
     "local_method": (str, "single-device kernel used inside strategies"),
     "masks": (list, "mask names, or {name: ..., <param>: ...} mappings"),
     "seqlens": (list, "sequence lengths (integers > 0)"),
+    "seqlens_per_device": (list, "tokens per device (weak scaling: seqlen = tokens x world size)"),
     "shapes": (list, "{heads_q, heads_kv, head_dim, batch} mappings"),
     "dtypes": (list, f"dtypes from {', '.join(DTYPES)}"),
     "directions": (list, f"directions from {', '.join(DIRECTIONS)}"),
@@ -38,7 +39,7 @@ SCHEMA: dict[str, tuple[type, str]] = {
     "options": (dict, "options passed to every method/strategy"),
     "profiles": (dict, "profile name -> overrides of the keys above"),
 }
-REQUIRED = ("name", "masks", "seqlens", "shapes")
+REQUIRED = ("name", "masks", "shapes")
 SHAPE_KEYS = {"heads_q": 8, "heads_kv": 8, "head_dim": 64, "batch": 1}
 TIMING_KEYS = set(Timing.__dataclass_fields__)
 
@@ -92,10 +93,15 @@ def parse_suite(data: Any, path: Optional[Path] = None, profile: Optional[str] =
         if not isinstance(overrides, dict):
             raise UserError(f"{where}: profiles.{profile} must be a mapping, got {overrides!r}")
         _check_keys(overrides, f"{where} profiles.{profile}")
+        lengths = {"seqlens", "seqlens_per_device"}
+        if lengths & set(overrides):  # a profile's lengths replace the base's, whichever form they take
+            data = {k: v for k, v in data.items() if k not in lengths}
         data = {**data, **overrides}
     for key in REQUIRED:
         if key not in data:
             raise UserError(f"{where}: missing required key {key!r} ({SCHEMA[key][1]})")
+    if ("seqlens" in data) == ("seqlens_per_device" in data):
+        raise UserError(f"{where}: give exactly one of 'seqlens' (total length) or 'seqlens_per_device' (weak scaling)")
     if not data.get("methods") and not data.get("strategies"):
         raise UserError(f"{where}: needs 'methods' or 'strategies' (a non-empty list)")
     runs = _expand(data, where)
@@ -192,7 +198,8 @@ def _expand(data: dict, where: str) -> list[Run]:
     local = data.get("local_method", "blocksparse")
     get_method(local)
     masks = _masks(data["masks"], where)
-    seqlens = _ints(data["seqlens"], "seqlens", where, 1)
+    per_device = "seqlens_per_device" in data
+    seqlens = _ints(data["seqlens_per_device" if per_device else "seqlens"], "seqlens", where, 1)
     shapes = _shapes(data["shapes"], where)
     dtypes = _choices(data.get("dtypes", ["float32"]), "dtypes", where, DTYPES)
     directions = _choices(data.get("directions", ["fwd"]), "directions", where, DIRECTIONS)
@@ -214,7 +221,8 @@ def _expand(data: dict, where: str) -> list[Run]:
     ):
         runs.append(
             Run.make(
-                method=method, strategy=strategy, world_size=ws, mask=mask, mask_params=params, seqlen=seqlen,
+                method=method, strategy=strategy, world_size=ws, mask=mask, mask_params=params,
+                seqlen=seqlen * ws if per_device else seqlen,
                 dtype=dtype, direction=direction, device=device, timing=timing, options=options, **shape,
             )
         )

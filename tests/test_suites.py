@@ -57,7 +57,10 @@ def test_bad_suites_name_the_key_the_value_and_what_is_allowed(change, expected)
 def test_missing_required_key_and_unknown_profile():
     data = dict(GOOD)
     del data["seqlens"]
-    with pytest.raises(UserError, match="missing required key 'seqlens'"):
+    with pytest.raises(UserError, match="exactly one of 'seqlens'"):
+        parse_suite(data)
+    del data["shapes"]
+    with pytest.raises(UserError, match="missing required key 'shapes'"):
         parse_suite(data)
     with pytest.raises(UserError, match="unknown profile"):
         parse_suite({**GOOD, "profiles": {"cpu": {}}}, profile="gpu")
@@ -76,3 +79,11 @@ def test_invalid_yaml_is_one_line(tmp_path):
     path.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(UserError, match="expected a mapping"):
         load_suite(str(path))
+
+
+def test_weak_scaling_multiplies_tokens_per_device_by_world_size():
+    data = {k: v for k, v in GOOD.items() if k not in ("seqlens", "methods")}
+    suite = parse_suite({**data, "strategies": ["ring"], "seqlens_per_device": [128], "world_sizes": [1, 2, 4]})
+    assert {(r.world_size, r.seqlen) for r in suite.runs} == {(1, 128), (2, 256), (4, 512)}
+    with pytest.raises(UserError, match="exactly one of 'seqlens'"):
+        parse_suite({**GOOD, "seqlens_per_device": [128]})
