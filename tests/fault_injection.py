@@ -10,6 +10,7 @@ scheduler (``rank_executor="tests.fault_injection:execute_distributed"``): ``fau
 all_reduce, a record from rank 0) and ``fault_raise`` / ``fault_exit`` / ``fault_sigkill`` / ``fault_hang``
 / ``fault_hog`` / ``fault_sleep``, which do that on the rank given by the ``rank`` option (default 1).
 Any other strategy is passed to the real ``context_parallel.runner.execute_distributed``.
+:func:`stuck_supervisor` replaces the single-run task to test the driver's own time limit.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def _not_here(*_args):
 
 STRATEGIES = [Strategy(name=n, summary=f"test fault injection: {n}", layout=_not_here, attention=_not_here)
               for n in STRATEGY_FAULTS]
+
+
+def stuck_supervisor(*_args, **_kwargs) -> None:
+    """Stands in for the single-run task when a test needs a supervisor that never answers."""
+    time.sleep(600)
 
 
 def execute_distributed(run) -> Optional[dict]:

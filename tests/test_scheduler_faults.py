@@ -99,6 +99,27 @@ def test_single_run_time_limit(scheduler, tmp_path):
     assert_ok(after)
 
 
+def test_single_run_driver_backstop_cancels_a_silent_worker(scheduler, tmp_path, monkeypatch):
+    """If a task's supervisor itself never answers, the driver stops waiting (ray.wait timeout) after the time
+    limit plus its grace and cancels the task (ray.cancel(force=True)): a timeout record, then business as usual."""
+    import ray
+
+    import harness.scheduler as sched
+    from tests.fault_injection import stuck_supervisor
+
+    monkeypatch.setattr(sched, "run_single_task", ray.remote(max_retries=0)(stuck_supervisor))
+    monkeypatch.setattr(scheduler, "start_timeout_s", 1.0)
+    monkeypatch.setattr(scheduler, "answer_grace_s", 1.0)
+    t0 = time.perf_counter()
+    (silent,) = sweep(scheduler, [single(tag="silent")], tmp_path / "a")
+    assert time.perf_counter() - t0 < RUN_TIMEOUT_S + 2 + 10
+    assert silent["status"] == "timeout"
+    assert silent["reason"] == f"no answer from its worker within {RUN_TIMEOUT_S + 2:g} s; cancelled"
+    monkeypatch.undo()
+    (after,) = sweep(scheduler, [single(tag="after-cancel")], tmp_path / "b")
+    assert_ok(after)
+
+
 def test_single_run_memory_budget(scheduler, tmp_path):
     hog, after = sweep(scheduler, [single("fault_hog"), single(tag="after-oom")], tmp_path)
     assert hog["status"] == "oom"
