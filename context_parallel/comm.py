@@ -39,6 +39,15 @@ import torch.distributed as dist
 DEFAULT_TIMEOUT = datetime.timedelta(seconds=120)
 
 
+def default_group_timeout() -> datetime.timedelta:
+    """The timeout the default group was initialised with (``DEFAULT_TIMEOUT`` if it cannot be read)."""
+    try:
+        backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+        return backend.options._timeout
+    except Exception:  # noqa: BLE001 — private API: fall back rather than fail
+        return DEFAULT_TIMEOUT
+
+
 def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -75,12 +84,12 @@ class Pending:
 class Comm:
     """Byte-counting communication for one rank (see the module docstring)."""
 
-    def __init__(self, native_collectives: bool = True, timeout: datetime.timedelta = DEFAULT_TIMEOUT):
+    def __init__(self, native_collectives: bool = True, timeout: Optional[datetime.timedelta] = None):
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.world = Group(tuple(range(self.world_size)), None)
         self.native = native_collectives
-        self.timeout = timeout
+        self.timeout = timeout or default_group_timeout()  # subgroups time out like the default group
         self.sent_bytes = 0
         self.recv_bytes = 0
         self.ops: Counter = Counter()  # op name -> bytes sent

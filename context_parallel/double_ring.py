@@ -8,7 +8,6 @@ the outer (inter-node) hops are W/w - 1 per rank instead of W-1 neighbour hops c
 Layout: zigzag (head-tail) over all ranks.
 """
 
-import math
 from typing import Optional
 
 from context_parallel import layouts
@@ -25,7 +24,7 @@ def inner_size(problem: CPProblem) -> int:
     if value is not None:
         return int(value)
     w = problem.world_size
-    return min(d for d in divisors(w) if d >= math.isqrt(w) and d * d >= w)
+    return min(d for d in divisors(w) if d * d >= w)
 
 
 def limits(problem: CPProblem) -> Optional[str]:

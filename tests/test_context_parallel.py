@@ -22,6 +22,7 @@ from context_parallel.layouts import LAYOUTS
 from harness.execute import mask_for
 from harness.gate import TOLERANCE
 from harness.masks import MASKS
+from harness.masks.sharding import shard_areas
 from harness.registry import torch_dtype
 from harness.spec import Run, Timing
 
@@ -79,10 +80,12 @@ OPTION_CASES = [
 OPTION_CASES = [r for r in OPTION_CASES if r.strategy in strategies()]
 # Combinations that cannot be cut exactly: reported unsupported, never run with wrong results.
 UNEVEN = {
-    make_run("ring", "causal", 4, seqlen=250): "not divisible by 4",
-    make_run("ring_zigzag", "causal", 2, seqlen=258): "2 x 2",
-    make_run("all_gather", "causal", 4, seqlen=260): "2 x 4",
-    make_run("ring_striped", "causal", 4, seqlen=258): "not divisible by 4",
+    make_run("ring", "causal", 4, seqlen=250): "expected a multiple of world_size (4)",
+    make_run("ring_zigzag", "causal", 2, seqlen=258): "expected a multiple of 2 * world_size (4)",
+    make_run("all_gather", "causal", 4, seqlen=260): "expected a multiple of 2 * world_size (8)",
+    make_run("ring_striped", "causal", 4, seqlen=258): "expected a multiple of world_size (4)",
+    make_run("ring_doc_zigzag", "causal_document", 4, seqlen=258): "expected a multiple of world_size (4)",
+    make_run("usp", "causal", 4, seqlen=258, options={"ulysses_degree": 2}): "2 x 2 = 4",
     make_run("ulysses", "causal", 4, heads=(6, 2)): "heads_q=6",
     make_run("ulysses", "causal", 4, heads=(8, 3)): "heads_kv=3",
     make_run("usp", "causal", 4, options={"ulysses_degree": 3}): "does not divide world size 4",
@@ -176,10 +179,20 @@ def test_p2p_emulated_collectives(records, run):
 def test_layouts_are_permutations():
     run = make_run("ring", "causal_document", 4, seqlen=512)
     problem = CPProblem(run=run, mask=mask_for(run), dtype=torch.float32, device=torch.device("cpu"))
-    for name, layout in LAYOUTS.items():
+    for name, layout in {**LAYOUTS, "usp": strategies()["usp"].layout}.items():
         parts = layout(problem)
         assert len(parts) == 4, name
         assert torch.equal(torch.cat(parts).sort().values, torch.arange(512)), name
+
+
+@pytest.mark.parametrize("name", ["ring", "ring_zigzag", "ring_doc_zigzag", "ring_striped"])
+def test_rank_areas_match_mask_library(records, name):
+    """Per-rank areas from the tile plans equal the mask library's shard areas (independent code)."""
+    rec = records[make_run(name, "causal_document", 4)]
+    layout = {"ring": "contiguous", "ring_zigzag": "zigzag", "ring_doc_zigzag": "doc_zigzag",
+              "ring_striped": "striped"}[name]
+    expected = shard_areas(mask_for(make_run(name, "causal_document", 4)), layout, 4).areas
+    assert json.loads(rec["rank_area"]) == [a * HQ for a in expected]
 
 
 def test_launcher_survives_hang_and_crash():
@@ -211,3 +224,12 @@ def test_larger_causal_document_with_memory(name):
     check_record(rec, run)
     if rec["status"] == "ok":
         assert rec["peak_mem_bytes"] > 0
+
+
+def test_bench_table(records):
+    """The bench's table shows measured bytes next to the model for ok runs, and the reason otherwise."""
+    from context_parallel.bench import format_table
+
+    recs = [records[make_run("ring", "causal", 4)], records[next(iter(UNEVEN))]]
+    table = format_table(recs)
+    assert "==" in table.splitlines()[2] and "unsupported" in table.splitlines()[3]
