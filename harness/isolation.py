@@ -5,14 +5,17 @@ SIGSEGV or an ``os._exit`` ended it, and a memory limit set inside a Ray worker 
 threads. So every benchmark process is a plain child of the Ray worker that supervises it:
 
 * children are forked from a ``multiprocessing`` *forkserver* that preloads torch and the harness, so a new
-  child costs milliseconds, starts single-threaded (no Ray threads, no OpenMP pool: fork-safe) and is fresh
-  for every single-device run;
+  child costs milliseconds once the forkserver runs, and starts single-threaded (no Ray threads, no OpenMP
+  pool: fork-safe); a child that died or was killed is simply replaced by the next run;
 * the supervisor waits on a pipe with a deadline (``time_limit_s``) and polls the child's resident memory
   (RSS, ``/proc/PID/statm``) every ``POLL_S``: over the budget it SIGKILLs the child (an RSS watchdog, not
   ``RLIMIT_AS``, because CUDA reserves terabytes of address space and the watchdog also works on GPU hosts);
 * a child that exits is reported with its exit code or signal name (``died: SIGKILL``);
-* children die with their parent (``PR_SET_PDEATHSIG``), so killing a Ray worker (``ray.kill``,
-  ``ray.cancel(force=True)``) never leaves a benchmark process behind.
+* children die with their parent (``PR_SET_PDEATHSIG``; the forkserver exits with the Ray worker that
+  started it), so killing a Ray worker (``ray.kill``, ``ray.cancel(force=True)``) leaves no benchmark
+  process behind.
+
+Memory is the child's whole RSS, including the torch pages it shares with the forkserver (a few hundred MB).
 
 This module knows nothing about Ray: it is plain ``multiprocessing``.
 """
@@ -133,8 +136,9 @@ def context() -> multiprocessing.context.BaseContext:
 class Child:
     """One supervised benchmark process: started once, then called any number of times.
 
-    A single-device run uses a fresh child for one call; a rank of a context-parallel group keeps its child
-    (which holds the torch.distributed process group) for every run of the group.
+    A Ray worker running single-device runs keeps its child from run to run until it dies or is killed (or
+    uses one per run, see :func:`run_once`); a rank of a context-parallel group keeps its child, which holds
+    the torch.distributed process group, for every run of the group.
     """
 
     def __init__(self, init: Optional[str] = None, init_args: tuple = (), env: Optional[dict] = None):
@@ -190,6 +194,7 @@ class Child:
                     kind, value, detail = self.conn.recv()
                 except (EOFError, OSError):
                     ready = False  # the child closed the pipe by dying: reported below
+                    self.proc.join(POLL_S)  # its exit status follows the EOF by a moment
                 else:
                     elapsed = time.perf_counter() - started
                     if kind == "ok":

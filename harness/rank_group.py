@@ -98,6 +98,12 @@ class RankGroup:
         """Reserve, start and initialise; on any failure tear down what exists and raise :class:`GroupError`."""
         try:
             self._build()
+        except GroupError:
+            self.teardown()
+            raise
+        except Exception as e:  # noqa: BLE001 — e.g. a bundle Ray rejects: the bucket's reason, not a crash
+            self.teardown()
+            raise GroupError(f"{type(e).__name__}: {_first_line(e)}") from e
         except BaseException:
             self.teardown()
             raise
