@@ -220,7 +220,8 @@ point-to-point emulation, what a backend without them would run)."""
 
 @functools.lru_cache(maxsize=1)
 def strategies() -> dict[str, Strategy]:
-    """All registered strategies: built-ins, ``LCBENCH_PLUGINS`` modules, then entry points of group ``lcbench.strategies``."""
+    """All registered strategies: built-ins, ``LCBENCH_PLUGINS`` modules, then entry points of group
+    ``lcbench.strategies``."""
     from context_parallel import BUILTIN
     from harness.registry import collect
 

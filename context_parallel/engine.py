@@ -271,7 +271,8 @@ def ring_backward(
                 acc = share
             if n > 1:
                 if acc is None:
-                    acc = torch.zeros(state.kv_shape(f(state.back(level, state.me, s))), dtype=torch.float32, device=cur.device)
+                    shape = state.kv_shape(f(state.back(level, state.me, s)))
+                    acc = torch.zeros(shape, dtype=torch.float32, device=cur.device)
                 shape = state.kv_shape(f(state.back(level, state.me, (s + 1) % n)))
                 buf = torch.empty(shape, dtype=torch.float32, device=cur.device)
                 acc_pending = state.comm.exchange([(acc, nxt)], [(buf, prv)], tag=_tag(level, _DKV))

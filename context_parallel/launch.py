@@ -1,14 +1,15 @@
 """Local launcher: run context-parallel runs on this machine in W spawned processes over gloo.
 
 :func:`run_local_many` starts one group of ``world_size`` processes per world size and feeds it all runs of
-that size (process start and group initialisation cost ~seconds on a small machine; a group is reused
-until a run fails or hangs). Every rank calls :func:`context_parallel.runner.execute_distributed`; rank 0
+that size in order (a group is reused until a run fails or hangs; the ranks pass a barrier after each run,
+so none runs ahead into the next one). Every rank calls :func:`context_parallel.runner.execute_distributed`; rank 0
 returns the records through a queue. A run that does not finish within ``timeout_s`` (or a rank that dies)
 is recorded as ``timeout`` (``error``), its processes are terminated and a fresh group takes the remaining
 runs — the caller never hangs. :func:`run_local` is the one-run form used by the in-process scheduler.
 
 Processes come from a forkserver that pre-imported the runner (spawn where there is none), so a group
-starts in well under a second. Each rank uses ``max(1, cores // W)`` intra-op threads so that W ranks do not oversubscribe the machine.
+starts in well under a second. Each rank uses ``max(1, cores // W)`` intra-op threads so that W ranks do
+not oversubscribe the machine.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ import torch.distributed as dist
 
 from context_parallel.base import CPContext, CPProblem, Strategy, Unsupported, get_strategy
 from context_parallel.comm import Comm
-from harness.execute import base_record, classify_exception, direction_call, fill_measurement, make_inputs, mask_for, outcome
+from harness.execute import (
+    base_record, classify_exception, direction_call, fill_measurement, make_inputs, mask_for, outcome,
+)
 from harness.gate import GateResult, compare, reference_outputs, upstream_gradient
 from harness.measure import peak_memory, summarize
 from harness.reference import sample_rows
