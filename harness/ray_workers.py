@@ -21,10 +21,22 @@ CHILD = "harness.child_tasks"  # where the functions run in benchmark processes 
 MEMORY_FRACTION = 0.8  # default budget: this share of the node's RAM, split between concurrent processes
 
 
-def default_budget(share: int) -> int:
-    """``MEMORY_FRACTION`` of this node's physical memory divided by ``share`` processes."""
+def node_memory() -> int:
+    """This node's memory: physical RAM, or the cgroup (v2) limit of this container when lower."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(total * MEMORY_FRACTION / max(share, 1))
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def default_budget(share: int) -> int:
+    """``MEMORY_FRACTION`` of this node's memory divided by ``share`` processes."""
+    return int(node_memory() * MEMORY_FRACTION / max(share, 1))
 
 
 _single_child: Optional[Child] = None  # this worker's benchmark process, kept between runs while it is healthy
