@@ -19,14 +19,13 @@ import importlib
 import os
 import queue as queue_mod
 import socket
-import sys
 import time
 import traceback
 from typing import Callable, Optional, Sequence
 
 import torch.multiprocessing as mp
 
-from context_parallel.runner import is_timeout
+from context_parallel.runner import RankFailed, is_timeout
 from harness.execute import base_record, outcome
 from harness.spec import Run
 
@@ -35,6 +34,7 @@ _DEAD_GRACE_S = 1.0
 _GROUP_TIMEOUT_MARGIN_S = 5.0  # the group's collectives time out a little after the launcher's per-run limit
 _STARTUP_GRACE_S = 60.0  # process start-up and group initialisation, on top of the first run's limit
 DEFAULT_EXECUTOR = "context_parallel.runner:execute_distributed"
+STATUS_PREFIXES = ("error: ", "oom: ", "timeout: ")  # RankFailed's text: "<status>: rank r: <reason>"
 
 
 def _mp_context():
@@ -71,11 +71,12 @@ def resolve(executor: str) -> Callable[..., Optional[dict]]:
 
 
 def _worker(rank: int, world_size: int, port: int, runs: list[dict], results, timeout_s: float,
-            threads: int, executor: str, executor_kwargs: dict) -> None:
+            threads: int, executor: str, executor_kwargs: dict, env: dict) -> None:
     """One rank: join the group, execute every run in order, rank 0 reports each record."""
     import torch
     import torch.distributed as dist
 
+    os.environ.update(env)  # the forkserver's environment is the one it started with: pass LCBENCH_* on
     execute_distributed = resolve(executor)
     torch.set_num_threads(threads)
     try:
@@ -91,12 +92,9 @@ def _worker(rank: int, world_size: int, port: int, runs: list[dict], results, ti
                 break  # the group may be out of step: the launcher starts a fresh one
             dist.barrier()  # no rank starts the next run (and maybe dies in it) before rank 0 reported this one
         dist.destroy_process_group()
-    except Exception as e:  # noqa: BLE001 — report, then exit non-zero
-        text = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
-        if rank == 0:
-            results.put((-1, text))
-        else:
-            print(f"lcbench rank {rank}: {text}", file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 — report (the first report explains the run), then exit non-zero
+        first = str(e) if isinstance(e, RankFailed) else f"rank {rank}: {type(e).__name__}: {e}"
+        results.put((-1, f"{first}\n{traceback.format_exc(limit=5)}"))
         raise SystemExit(1)
 
 
@@ -144,7 +142,8 @@ def _run_group(world_size: int, runs: list[Run], timeout_s: float, executor: str
     procs = [
         ctx.Process(
             target=_worker,
-            args=(rank, world_size, port, specs, results, timeout_s, threads, executor, executor_kwargs),
+            args=(rank, world_size, port, specs, results, timeout_s, threads, executor, executor_kwargs,
+                  {k: v for k, v in os.environ.items() if k.startswith("LCBENCH_")}),
             daemon=True,
         )
         for rank in range(world_size)
@@ -178,9 +177,10 @@ def _run_group(world_size: int, runs: list[Run], timeout_s: float, executor: str
             if failure:
                 break
             continue
-        if index < 0:  # rank 0 failed outside a run's record (joining the group, a collective's timeout)
+        if index < 0:  # a rank failed outside rank 0's record (a rank's run, joining the group, a timeout)
             first = str(record).splitlines()[0]
-            failure = ("timeout" if is_timeout(first) else "error", f"rank 0: {first}")
+            status, _, reason = first.partition(": ") if first.startswith(STATUS_PREFIXES) else ("", "", first)
+            failure = (status or ("timeout" if is_timeout(first) else "error"), reason)
             break
         out[index] = record
         current = index + 1

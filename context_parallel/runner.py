@@ -42,8 +42,19 @@ from harness.registry import Problem, softmax_forward_flops, torch_dtype
 from harness.spec import Run
 
 
+class RankFailed(RuntimeError):
+    """Raised on a rank other than 0 whose run failed: the supervisor (Ray actor, local launcher) sees the
+    rank's own reason at once, instead of rank 0 waiting out the group timeout and reporting a peer error."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(f"{status}: {reason}")
+        self.status, self.reason = status, reason
+
+
 def execute_distributed(run: Run, measure_memory: bool = True) -> Optional[dict]:
-    """Run ``run`` on this rank; rank 0 returns the record, the other ranks None (see module docstring)."""
+    """Run ``run`` on this rank; rank 0 returns the record, the other ranks None (see module docstring).
+
+    A rank other than 0 whose run fails raises :class:`RankFailed` with its reason."""
     rank = dist.get_rank()
     record = base_record(run)
     started = time.perf_counter()
@@ -56,6 +67,8 @@ def execute_distributed(run: Run, measure_memory: bool = True) -> Optional[dict]
         outcome(record, status, f"rank {rank}: {reason}")
         record["traceback"] = traceback.format_exc(limit=8)
     record["wall_s"] = time.perf_counter() - started
+    if rank != 0 and record["status"] in ("error", "oom", "timeout"):
+        raise RankFailed(record["status"], record["reason"])
     return record if rank == 0 else None
 
 

@@ -9,7 +9,8 @@ Strategies: a strategy's behaviour lives in :func:`execute_distributed`, the ran
 scheduler (``rank_executor="tests.fault_injection:execute_distributed"``): ``fault_allreduce`` (healthy: one
 all_reduce, a record from rank 0) and ``fault_raise`` / ``fault_exit`` / ``fault_sigkill`` / ``fault_hang``
 / ``fault_hog`` / ``fault_sleep``, which do that on the rank given by the ``rank`` option (default 1).
-Any other strategy is passed to the real ``context_parallel.runner.execute_distributed``.
+Any other strategy is passed to the real ``context_parallel.runner.execute_distributed`` — among them
+``fault_attention_raise``, a real strategy whose attention raises on one rank while its peers wait.
 :func:`stuck_supervisor` replaces the single-run task to test the driver's own time limit.
 """
 
@@ -77,8 +78,26 @@ def _not_here(*_args):
     raise NotImplementedError("fault strategies run through tests.fault_injection.execute_distributed")
 
 
+def _attention_raises(ctx, q, k, v):
+    """A real strategy's step failing on one rank while its peers wait in a collective."""
+    import torch.distributed as dist
+
+    if ctx.rank == int(ctx.options.get("rank", 1)):
+        raise ValueError(f"injected fault in attention on rank {ctx.rank}")
+    dist.all_reduce(torch.ones(1))  # the failing rank never joins: peers wait for the group timeout
+    return q.clone()
+
+
+def _contiguous(problem):
+    return list(torch.arange(problem.seqlen).chunk(problem.world_size))
+
+
 STRATEGIES = [Strategy(name=n, summary=f"test fault injection: {n}", layout=_not_here, attention=_not_here)
               for n in STRATEGY_FAULTS]
+# Run by the REAL rank executor (context_parallel.runner): its failure path is what is tested.
+STRATEGIES.append(Strategy(name="fault_attention_raise", summary="test fault injection: raises in attention",
+                           layout=_contiguous, attention=_attention_raises, local_methods=frozenset({"naive"}),
+                           options={"rank": 1}))
 
 
 def stuck_supervisor(*_args, **_kwargs) -> None:

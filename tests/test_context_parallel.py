@@ -233,3 +233,16 @@ def test_bench_table(records):
     recs = [records[make_run("ring", "causal", 4)], records[next(iter(UNEVEN))]]
     table = format_table(recs)
     assert "==" in table.splitlines()[2] and "unsupported" in table.splitlines()[3]
+
+
+def test_launcher_reports_the_failing_ranks_own_reason(monkeypatch):
+    """A real strategy raising on rank 1 (through the real runner): its reason, at once, not rank 0's timeout."""
+    pytest.importorskip("tests.fault_injection")
+    monkeypatch.setenv("LCBENCH_PLUGINS", "tests.fault_injection")
+    run = Run.make(method="naive", strategy="fault_attention_raise", mask="causal", seqlen=64, heads_q=1,
+                   heads_kv=1, head_dim=8, world_size=2)
+    started = time.perf_counter()
+    rec = run_local(run, timeout_s=30.0)
+    assert time.perf_counter() - started < 25
+    assert rec["status"] == "error"
+    assert rec["reason"].startswith("rank 1:") and "injected fault in attention on rank 1" in rec["reason"]

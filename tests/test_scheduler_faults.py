@@ -149,6 +149,14 @@ def test_rank_raises(scheduler, tmp_path):
     assert "injected fault" in failed["traceback"]
 
 
+def test_rank_raises_inside_a_real_strategy(scheduler, tmp_path):
+    """Through the real runner: the failing rank's own reason is recorded at once, not a peer's timeout."""
+    failed = _group_fault(scheduler, tmp_path, ranked("fault_attention_raise"))
+    assert failed["status"] == "error"
+    assert "rank 1" in failed["reason"] and "injected fault in attention on rank 1" in failed["reason"]
+    assert failed["wall_s"] < RUN_TIMEOUT_S
+
+
 @pytest.mark.parametrize("fault, reason", [
     (ranked("fault_exit", code=7), "rank 1 died: exit code 7"),
     (ranked("fault_sigkill"), "rank 1 died: SIGKILL"),
