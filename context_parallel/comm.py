@@ -195,17 +195,8 @@ class Comm:
                 if "support" not in str(e).lower():
                     raise
                 self.native = False  # the backend lacks it: same result and volume over P2P from now on
-        self._p2p_all_to_all(chunks, out, group, me)
+        _p2p_exchange(chunks, out, group, me, _A2A_TAG)
         return out
-
-    def _p2p_all_to_all(self, chunks: list[torch.Tensor], out: list[torch.Tensor], group: Group, me: int) -> None:
-        works = []
-        for j, peer in enumerate(group.ranks):
-            if j != me:
-                works.append(dist.irecv(out[j], src=peer, tag=_A2A_TAG))
-                works.append(dist.isend(chunks[j], dst=peer, tag=_A2A_TAG))
-        for w in works:
-            w.wait()
 
     def reduce_scatter(self, chunks: Sequence[torch.Tensor], group: Optional[Group] = None) -> torch.Tensor:
         """Sum over members of ``chunks[j]``, delivered to member j (chunk shapes may differ per member)."""
@@ -230,13 +221,7 @@ class Comm:
         # as a ring: every chunk but one's own leaves the rank once).
         recv = [torch.empty_like(chunks[me]) for _ in range(group.size)]
         recv[me] = chunks[me]
-        works = []
-        for j, peer in enumerate(group.ranks):
-            if j != me:
-                works.append(dist.irecv(recv[j], src=peer, tag=_RS_TAG))
-                works.append(dist.isend(chunks[j], dst=peer, tag=_RS_TAG))
-        for w in works:
-            w.wait()
+        _p2p_exchange(chunks, recv, group, me, _RS_TAG)
         return torch.stack(recv).sum(0)
 
     def barrier(self, group: Optional[Group] = None) -> None:
@@ -306,3 +291,14 @@ def _bytes_of_call(name: str, args: tuple, kwargs: dict, group_size: int) -> int
     if name == "all_reduce":
         return 2 * (g - 1) * nbytes(arg(0, "tensor")) // g  # ring all-reduce
     return 0
+
+
+def _p2p_exchange(chunks: Sequence[torch.Tensor], out: list[torch.Tensor], group: Group, me: int, tag: int) -> None:
+    """Member j receives ``chunks[j]`` from every member into ``out[sender]`` (all pairs at once, over P2P)."""
+    works = []
+    for j, peer in enumerate(group.ranks):
+        if j != me:
+            works.append(dist.irecv(out[j], src=peer, tag=tag))
+            works.append(dist.isend(chunks[j], dst=peer, tag=tag))
+    for w in works:
+        w.wait()

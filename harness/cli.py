@@ -95,7 +95,9 @@ def make_scheduler(args: argparse.Namespace):
         return InlineScheduler()
     from harness.scheduler import RayScheduler
 
-    return RayScheduler(address=args.address, max_concurrent=args.max_concurrent, run_timeout_s=args.run_timeout)
+    budget = None if args.memory_budget is None else int(args.memory_budget * 2**30)
+    return RayScheduler(address=args.address, max_concurrent=args.max_concurrent, run_timeout_s=args.run_timeout,
+                        memory_budget_bytes=budget, threads=args.threads)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -238,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=1,
                    help="timed runs at once per node (default 1: concurrent CPU runs spoil timings)")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds before a run is stopped (timeout)")
+    p.add_argument("--memory-budget", type=float, metavar="GIB",
+                   help="RSS limit per benchmark process, GiB (default: 80%% of node RAM / processes sharing it)")
+    p.add_argument("--threads", type=int, help="torch threads per benchmark process (default: the CPUs it reserved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
