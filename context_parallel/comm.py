@@ -91,18 +91,16 @@ class Comm:
         self.native = native_collectives
         self.timeout = timeout or default_group_timeout()  # subgroups time out like the default group
         self.sent_bytes = 0
-        self.recv_bytes = 0
         self.ops: Counter = Counter()  # op name -> bytes sent
 
     # ----- accounting ---------------------------------------------------------------------------------
     def reset(self) -> None:
-        self.sent_bytes = self.recv_bytes = 0
+        self.sent_bytes = 0
         self.ops = Counter()
 
-    def count(self, op: str, sent: int, received: int) -> None:
-        """Record bytes of one operation (also for code that communicates by other means)."""
+    def count(self, op: str, sent: int) -> None:
+        """Record the bytes one operation sends (also for code that communicates by other means)."""
         self.sent_bytes += sent
-        self.recv_bytes += received
         self.ops[op] += sent
 
     # ----- groups -------------------------------------------------------------------------------------
@@ -139,24 +137,17 @@ class Comm:
         works = []
         for buf, src in recvs:
             works.append(dist.irecv(buf, src=src, tag=tag))
-            self.recv_bytes += nbytes(buf)
         for t, dst in sends:
             works.append(dist.isend(t, dst=dst, tag=tag))
-            self.count("p2p", nbytes(t), 0)
+            self.count("p2p", nbytes(t))
         return Pending(works, [b for b, _ in recvs])
-
-    def send_recv(self, tensors: Sequence[torch.Tensor], dst: int, src: int, recv_like: Sequence[torch.Tensor],
-                  tag: int = 0) -> Pending:
-        """Send ``tensors`` to ``dst`` and receive tensors shaped like ``recv_like`` from ``src``."""
-        buffers = [torch.empty_like(t) for t in recv_like]
-        return self.exchange([(t.contiguous(), dst) for t in tensors], [(b, src) for b in buffers], tag)
 
     # ----- collectives ---------------------------------------------------------------------------------
     def all_gather(self, x: torch.Tensor, group: Optional[Group] = None) -> list[torch.Tensor]:
         """Every member's ``x`` (same shape everywhere), in group order."""
         group = group or self.world
         x = x.contiguous()
-        self.count("all_gather", (group.size - 1) * nbytes(x), (group.size - 1) * nbytes(x))
+        self.count("all_gather", (group.size - 1) * nbytes(x))
         if group.size == 1:
             return [x]
         out = [torch.empty_like(x) for _ in range(group.size)]
@@ -182,7 +173,7 @@ class Comm:
         shapes = recv_shapes or [c.shape for c in chunks]
         out = [chunks[me] if j == me else chunks[me].new_empty(shapes[j]) for j in range(group.size)]
         sent = sum(nbytes(c) for j, c in enumerate(chunks) if j != me)
-        self.count("all_to_all", sent, sum(nbytes(o) for j, o in enumerate(out) if j != me))
+        self.count("all_to_all", sent)
         if group.size == 1:
             return out
         if self.native:
@@ -204,7 +195,7 @@ class Comm:
         me = group.index(self.rank)
         chunks = [c.contiguous() for c in chunks]
         total = sum(nbytes(c) for c in chunks)
-        self.count("reduce_scatter", total - nbytes(chunks[me]), total - nbytes(chunks[me]))
+        self.count("reduce_scatter", total - nbytes(chunks[me]))
         if group.size == 1:
             return chunks[0].clone()
         same = all(c.shape == chunks[0].shape for c in chunks)
@@ -239,7 +230,7 @@ class Comm:
         def wrap(name, fn):
             def counted(*args, **kwargs):
                 sent = _bytes_of_call(name, args, kwargs, size_of(kwargs.get("group")))
-                self.count(name, sent, 0)
+                self.count(name, sent)
                 return fn(*args, **kwargs)
             return counted
 

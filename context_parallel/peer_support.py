@@ -183,13 +183,13 @@ def counting_functional_collectives(comm: Comm) -> Iterator[None]:
     def counted_permute(x: torch.Tensor, *args, **kwargs):
         group = kwargs["group"] if "group" in kwargs else args[1]
         sent = nbytes(x) if dist.get_world_size(group) > 1 else 0  # a group of one sends to itself
-        comm.count("permute_tensor", sent, sent)
+        comm.count("permute_tensor", sent)
         return permute(x, *args, **kwargs)
 
     def counted_gather(x: torch.Tensor, *args, **kwargs):
         group = kwargs["group"] if "group" in kwargs else args[1]
         g = dist.get_world_size(group)
-        comm.count("all_gather_single", (g - 1) * nbytes(x), (g - 1) * nbytes(x))
+        comm.count("all_gather_single", (g - 1) * nbytes(x))
         return gather(x, *args, **kwargs)
 
     ft_c.permute_tensor, ft_c.all_gather_single = counted_permute, counted_gather

@@ -42,9 +42,6 @@ from context_parallel.peer_support import counting_functional_collectives
 from context_parallel.volumes import FP32, kv_bytes
 from harness.masks.core import CAUSAL
 
-ROTATE_METHODS = ("allgather", "alltoall")
-
-
 def _cp():
     """torch's private context-parallel module (its location moved between releases)."""
     try:
