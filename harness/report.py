@@ -57,11 +57,25 @@ def _bytes(n: Optional[int]) -> str:
     return ""
 
 
+def _documents(record: dict) -> str:
+    """The realised document count of a packed mask (empty for other masks)."""
+    info = json.loads(record.get("mask_info") or "{}")
+    docs = info.get("documents")
+    return f" [{docs['count']} docs]" if docs else ""
+
+
+def _comm_mb(record: dict) -> str:
+    sent = json.loads(record.get("comm_bytes") or "[]")
+    return f"{max(sent) / 2**20:.1f}" if sent else ""
+
+
 def results_table(records: list[dict], title: str = "results") -> Table:
     """One row per run: who, mask, size, timing (median, p20-p80), TFLOP/s, memory, error, status.
 
-    Shape and dtype become part of the title when every run shares them, to keep the table narrow.
+    Shape and dtype become part of the title when every run shares them, to keep the table narrow; the
+    context-parallel columns (bytes sent per rank, time and area imbalance) appear when a run has ranks.
     """
+    distributed = any(r["world_size"] > 1 for r in records)
     shapes = {shape_label(r) for r in records}
     dtypes = {r["dtype"] for r in records}
     per_row_shape, per_row_dtype = len(shapes) > 1, len(dtypes) > 1
@@ -73,23 +87,26 @@ def results_table(records: list[dict], title: str = "results") -> Table:
     columns = [("method", "left"), ("mask", "left"), ("S", "right")]
     columns += [("shape", "left")] * per_row_shape + [("dtype", "left")] * per_row_dtype
     columns += [("dir", "left"), ("ws", "right"), ("ms median", "right"), ("p20-p80", "right"), ("cpu ms", "right"),
-                ("TFLOP/s", "right"), ("%peak", "right"), ("peak mem", "right"), ("max err", "right"),
-                ("status", "left")]
+                ("TFLOP/s", "right"), ("%peak", "right"), ("peak mem", "right"), ("max err", "right")]
+    columns += [("MB sent/rank", "right"), ("t-imb", "right"), ("a-imb", "right")] * distributed
+    columns += [("status", "left")]
     for col, justify in columns:
         table.add_column(col, justify=justify)
     for r in sorted(records, key=_sort_key):
         ok = r["status"] == "ok"
-        cells = [who(r), mask_label(r), str(r["seqlen"])]
+        cells = [who(r), mask_label(r) + _documents(r), str(r["seqlen"])]
         cells += [shape_label(r)] * per_row_shape + [r["dtype"]] * per_row_dtype
         cells += [r["direction"], str(r["world_size"])]
         if ok:
             cells += [
                 f"{r['time_ms_median']:.2f}", f"{r['time_ms_p20']:.2f}-{r['time_ms_p80']:.2f}", _fmt(r.get("cpu_ms"), ".1f"),
                 _fmt(r.get("tflops"), ".3f"), _fmt(100 * r["frac_peak"], ".1f") if r.get("frac_peak") else "",
-                _bytes(r.get("peak_mem_bytes")), _fmt(r.get("max_abs_err"), ".1e"), "[green]ok[/]",
+                _bytes(r.get("peak_mem_bytes")), _fmt(r.get("max_abs_err"), ".1e"),
             ]
+            cells += [_comm_mb(r), _fmt(r.get("time_imbalance"), ".2f"), _fmt(r.get("area_imbalance"), ".2f")] * distributed
+            cells += ["[green]ok[/]"]
         else:
-            cells += [""] * 7 + [f"[yellow]{r['status']}[/]: {r.get('reason') or ''}"]
+            cells += [""] * (7 + 3 * distributed) + [f"[yellow]{r['status']}[/]: {r.get('reason') or ''}"]
         table.add_row(*cells)
     return table
 
