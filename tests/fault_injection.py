@@ -2,7 +2,7 @@
 
 Single-device methods (run through the real ``harness.execute``): ``fault_crash`` (``os._exit`` or SIGKILL),
 ``fault_sleep`` (sleeps, then is the naive kernel: slow-ish healthy runs, or an overrun), ``fault_hog``
-(allocates until it is stopped). The fault happens when the method builds its kernel, with the amount and
+(allocates until it is stopped), ``fault_wrong`` (ignores the mask: fails the correctness gate). The fault happens when the method builds its kernel, with the amount and
 kind taken from the run's options.
 
 Strategies: a strategy's behaviour lives in :func:`execute_distributed`, the rank executor the tests hand the
@@ -68,7 +68,18 @@ def _method(name: str, build) -> Method:
                   forward_flops=lambda p: 1.0)
 
 
-METHODS = [_method("fault_crash", _build_crash), _method("fault_sleep", _build_sleep), _method("fault_hog", _build_hog)]
+def _build_ignores_mask(problem: Problem):
+    """A fast, wrong kernel: full attention whatever the mask (the correctness gate must catch it)."""
+    def fn(q, k, v):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), enable_gqa=True)
+        return out.transpose(1, 2)
+
+    return fn
+
+
+METHODS = [_method("fault_crash", _build_crash), _method("fault_sleep", _build_sleep), _method("fault_hog", _build_hog),
+           _method("fault_wrong", _build_ignores_mask)]
 
 STRATEGY_FAULTS = ("fault_allreduce", "fault_raise", "fault_exit", "fault_sigkill", "fault_hang", "fault_hog",
                    "fault_sleep")

@@ -83,3 +83,26 @@ def test_broken_probe_reports_instead_of_raising():
 
     m = Method(name="broken", summary="x", build=lambda p: None, probe=probe)
     assert m.unavailable_reason() == "probe failed: RuntimeError: driver mismatch"
+
+
+def test_a_run_failing_the_gate_is_stored_as_invalid_without_a_valid_number(monkeypatch):
+    from rich.console import Console
+
+    from harness.execute import execute
+    from harness.report import results_table
+    from harness.spec import Run
+
+    monkeypatch.setenv("LCBENCH_PLUGINS", "tests.fault_injection")
+    methods.cache_clear()
+    try:
+        run = Run.make(method="fault_wrong", mask="causal", seqlen=128, heads_q=2, heads_kv=1, head_dim=16,
+                       timing={"warmup": 1, "min_samples": 3, "min_run_time": 0.0})
+        record = execute(run)
+    finally:
+        monkeypatch.delenv("LCBENCH_PLUGINS")
+        methods.cache_clear()
+    assert record["status"] == "invalid" and "failed correctness gate" in record["reason"]
+    console = Console(width=250, record=True)
+    console.print(results_table([record]))
+    text = console.export_text()
+    assert "invalid" in text and f"{record['time_ms_median']:.2f}" not in text  # measured, never shown as valid
