@@ -1,6 +1,8 @@
-"""Builders shared by the strategy files: the ring family and the all-to-all degree rules.
+"""Builders shared by the strategy files: the ring family, the 2-D family and the all-to-all degree rules.
 
-The four ring strategies differ only in their layout, so each file is one call to :func:`ring_strategy`.
+The four ring strategies differ only in their layout, so each file is one call to :func:`ring_strategy`; the
+two 2-D ones (all-to-all groups x a ring across them: ``usp``, ``hierarchical``) likewise differ only in their
+layout and option name (:func:`a2a_ring_strategy`).
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ import math
 from typing import Optional
 
 from context_parallel.base import CPProblem, Layout, Strategy
-from context_parallel.engine import Topology, check_heads, engine_attention, engine_prepare
-from context_parallel.volumes import ring_bytes
+from context_parallel.engine import Topology, check_heads, engine_attention, engine_prepare, head_split
+from context_parallel.volumes import a2a_ring_bytes, ring_bytes
 
 
 def ring_strategy(name: str, summary: str, layout: Layout, homepage: str = "") -> Strategy:
@@ -52,3 +54,24 @@ def a2a_limits(problem: CPProblem, option: str) -> Optional[str]:
     if u < 1 or problem.world_size % u:
         return f"{option}={u} does not divide world size {problem.world_size}"
     return check_heads(problem, u)
+
+
+def a2a_ring_strategy(name: str, summary: str, layout: Layout, option: str, homepage: str = "") -> Strategy:
+    """All-to-all inside groups of ``option`` consecutive ranks x a P2P ring across the groups, on ``layout``."""
+
+    def comm_model(problem: CPProblem, direction: str) -> list[int]:
+        u = a2a_degree(problem, option)
+        repeat, _ = head_split(problem, u)
+        return a2a_ring_bytes(problem, u, [problem.world_size // u], repeat, direction)
+
+    return Strategy(
+        name=name,
+        summary=summary,
+        layout=layout,
+        prepare=engine_prepare(lambda p: Topology.a2a_then_ring(p.world_size, a2a_degree(p, option))),
+        attention=engine_attention,
+        options={option: None},
+        limits=lambda p: a2a_limits(p, option),
+        comm_model=comm_model,
+        homepage=homepage,
+    )

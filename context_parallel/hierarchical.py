@@ -7,29 +7,13 @@ the union of its members' head-tail chunks.
 """
 
 from context_parallel import layouts
-from context_parallel.base import CPProblem, Strategy
-from context_parallel.engine import Topology, engine_attention, engine_prepare, head_split
-from context_parallel.family import a2a_degree, a2a_limits
-from context_parallel.volumes import a2a_ring_bytes
+from context_parallel.family import a2a_ring_strategy
 
-OPTION = "a2a_size"
-
-
-def comm_model(problem: CPProblem, direction: str) -> list[int]:
-    u = a2a_degree(problem, OPTION)
-    repeat, _ = head_split(problem, u)
-    return a2a_ring_bytes(problem, u, [problem.world_size // u], repeat, direction)
-
-
-STRATEGY = Strategy(
-    name="hierarchical",
-    summary="TransformerEngine a2a+p2p: all-to-all inside groups of a2a_size consecutive ranks, P2P ring across "
+STRATEGY = a2a_ring_strategy(
+    "hierarchical",
+    "TransformerEngine a2a+p2p: all-to-all inside groups of a2a_size consecutive ranks, P2P ring across "
     "groups, load-balanced head-tail layout over all ranks",
-    layout=layouts.zigzag,
-    prepare=engine_prepare(lambda p: Topology.a2a_then_ring(p.world_size, a2a_degree(p, OPTION))),
-    attention=engine_attention,
-    options={OPTION: None},
-    limits=lambda p: a2a_limits(p, OPTION),
-    comm_model=comm_model,
+    layouts.zigzag,
+    "a2a_size",
     homepage="https://github.com/NVIDIA/TransformerEngine",
 )

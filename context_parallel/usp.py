@@ -9,11 +9,9 @@ after the all-to-all each group holds a balanced head-tail shard.
 
 import torch
 
-from context_parallel.base import CPProblem, Strategy, Unsupported
-from context_parallel.engine import Topology, engine_attention, engine_prepare, head_split
-from context_parallel.family import a2a_degree, a2a_limits
+from context_parallel.base import CPProblem, Unsupported
+from context_parallel.family import a2a_degree, a2a_ring_strategy
 from context_parallel.layouts import split_head_tail
-from context_parallel.volumes import a2a_ring_bytes
 
 OPTION = "ulysses_degree"
 
@@ -28,20 +26,10 @@ def layout(problem: CPProblem) -> list[torch.Tensor]:
     return [piece for group in per_group for piece in group.chunk(u)]
 
 
-def comm_model(problem: CPProblem, direction: str) -> list[int]:
-    u = a2a_degree(problem, OPTION)
-    repeat, _ = head_split(problem, u)
-    return a2a_ring_bytes(problem, u, [problem.world_size // u], repeat, direction)
-
-
-STRATEGY = Strategy(
-    name="usp",
-    summary="2-D: Ulysses all-to-all inside groups of ulysses_degree ranks x zigzag P2P ring across groups",
-    layout=layout,
-    prepare=engine_prepare(lambda p: Topology.a2a_then_ring(p.world_size, a2a_degree(p, OPTION))),
-    attention=engine_attention,
-    options={OPTION: None},
-    limits=lambda p: a2a_limits(p, OPTION),
-    comm_model=comm_model,
+STRATEGY = a2a_ring_strategy(
+    "usp",
+    "2-D: Ulysses all-to-all inside groups of ulysses_degree ranks x zigzag P2P ring across groups",
+    layout,
+    OPTION,
     homepage="https://arxiv.org/abs/2405.07719",
 )
