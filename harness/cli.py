@@ -101,7 +101,6 @@ def make_scheduler(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.report import results_table
     from harness.store import ResultStore
     from harness.sweep import run_sweep
     from suites.loader import load_suite
@@ -117,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.skipped_done:
         err_console.print(f"resume: {summary.skipped_done} of {summary.total} runs already stored, not repeated")
     keys = {r.key for r in suite.runs}
-    console.print(results_table([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path}"))
+    print_results([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     err_console.print(f"session {summary.session}: {counts or 'nothing to do'}")
     return 0
@@ -133,12 +132,19 @@ def _store(path: str):
     return ResultStore(target)
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from harness.report import results_table
+def print_results(records: list[dict], title: str) -> None:
+    """The results table, then the runs that were not run, grouped by reason."""
+    from harness.report import results_table, skipped_table
 
+    console.print(results_table(records, title=title))
+    skipped = skipped_table(records)
+    if skipped is not None:
+        console.print(skipped)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
     store = _store(args.path)
-    records = store.records(suite=args.suite)
-    console.print(results_table(records, title=str(store.path)))
+    print_results(store.records(suite=args.suite), title=str(store.path))
     return 0
 
 

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from harness.store import FIELDS, SESSION_FIELDS
 
+SKIPPED = ("unavailable", "unsupported")  # not run: the reason is about the method/library, not the run
+
 # Relative difference below which two timings are a tie (run-to-run noise on these machines).
 TIE = 0.03
 FLOP_CONVENTION = "FLOPs: fwd 4*area*Hq*d (exact mask area), bwd 2.5x, fwd+bwd 3.5x; TFLOP/s per device"
@@ -70,7 +72,7 @@ def _comm_mb(record: dict) -> str:
 
 
 def results_table(records: list[dict], title: str = "results") -> Table:
-    """One row per run: who, mask, size, timing (median, p20-p80), TFLOP/s, memory, error, status.
+    """One row per run that ran: who, mask, size, timing (median, p20-p80), TFLOP/s, memory, error, status.
 
     Shape and dtype become part of the title when every run shares them, to keep the table narrow; the
     context-parallel columns (bytes sent per rank, time and area imbalance) appear when a run has ranks.
@@ -91,8 +93,10 @@ def results_table(records: list[dict], title: str = "results") -> Table:
     columns += [("MB sent/rank", "right"), ("t-imb", "right"), ("a-imb", "right")] * distributed
     columns += [("status", "left")]
     for col, justify in columns:
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col != "status")
     for r in sorted(records, key=_sort_key):
+        if r["status"] in SKIPPED:
+            continue  # listed by skipped_table, grouped by reason
         ok = r["status"] == "ok"
         cells = [who(r), mask_label(r) + _documents(r), str(r["seqlen"])]
         cells += [shape_label(r)] * per_row_shape + [r["dtype"]] * per_row_dtype
@@ -108,6 +112,23 @@ def results_table(records: list[dict], title: str = "results") -> Table:
         else:
             cells += [""] * (7 + 3 * distributed) + [f"[yellow]{r['status']}[/]: {r.get('reason') or ''}"]
         table.add_row(*cells)
+    return table
+
+
+def skipped_table(records: list[dict]) -> Optional[Table]:
+    """Runs that were not run (unavailable here, unsupported by the method/strategy), grouped by reason."""
+    groups: dict[tuple, int] = {}
+    for r in records:
+        if r["status"] in SKIPPED:
+            key = (who(r), r["status"], r.get("reason") or "")
+            groups[key] = groups.get(key, 0) + 1
+    if not groups:
+        return None
+    table = Table(title=f"not run: {sum(groups.values())} runs", header_style="bold")
+    for col in ("method", "status", "runs", "reason"):
+        table.add_column(col, justify="right" if col == "runs" else "left", no_wrap=col == "method")
+    for (name, status, reason), n in sorted(groups.items()):
+        table.add_row(name, f"[yellow]{status}[/]", str(n), reason)
     return table
 
 
@@ -168,4 +189,4 @@ def export(rows: Iterable[dict], fmt: str) -> str:
 def wide_console(stderr: bool = False) -> Console:
     """A console that does not squeeze tables to 80 columns when output is not a terminal (logs, CI)."""
     probe = Console(stderr=stderr)
-    return probe if probe.is_terminal else Console(stderr=stderr, width=180)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=240)
