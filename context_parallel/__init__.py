@@ -1,12 +1,12 @@
 """Context-parallel strategies, one file each. Third-party strategies use the ``lcbench.strategies`` entry point.
 
-Interface: :mod:`context_parallel.base`; communication (byte-counted): :mod:`context_parallel.comm`;
-layouts: :mod:`context_parallel.layouts`; the shared ring/all-to-all engine: :mod:`context_parallel.engine`;
-rank-side executor: :mod:`context_parallel.runner`; local launcher: :mod:`context_parallel.launch`.
+Interface: :mod:`harness.interfaces.strategy`; communication (byte-counted): :mod:`harness.interfaces.comm`;
+layouts: :mod:`context_parallel.layouts`; the shared ring/all-to-all engine: :mod:`context_parallel.engine`.
+The harness runs them (:mod:`harness.execution`) and finds them through :mod:`harness.catalog`.
 """
 
-from context_parallel.base import CPContext, CPProblem, Strategy, Unsupported, get_strategy, strategies
-from context_parallel import (  # noqa: E402  (strategy files import the interface above)
+from harness.interfaces import Strategy
+from context_parallel import (
     all_gather, double_ring, hierarchical, ring, ring_doc_zigzag, ring_striped, ring_zigzag, ulysses, usp,
     peer_deepspeed_ulysses, peer_magi_attention, peer_ring_flash_attn, peer_torch_native,
     peer_transformer_engine, peer_yunchang,
@@ -31,4 +31,4 @@ BUILTIN: list[Strategy] = [
     peer_magi_attention.STRATEGY,
 ]
 
-__all__ = ["BUILTIN", "CPContext", "CPProblem", "Strategy", "Unsupported", "get_strategy", "strategies"]
+__all__ = ["BUILTIN"]

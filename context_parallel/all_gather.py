@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from context_parallel import layouts
-from context_parallel.base import CPContext, CPProblem, Strategy
-from context_parallel.comm import Comm
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy
+from harness.interfaces.comm import Comm
 from context_parallel.local import build_plan, plan_area
 from context_parallel.volumes import all_gather_bytes
 from methods.blocksparse import TilePlan, blocksparse_backward, blocksparse_forward

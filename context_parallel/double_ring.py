@@ -11,7 +11,7 @@ Layout: zigzag (head-tail) over all ranks.
 from typing import Optional
 
 from context_parallel import layouts
-from context_parallel.base import CPProblem, Strategy
+from harness.interfaces.strategy import CPProblem, Strategy
 from context_parallel.engine import Topology, engine_attention, engine_prepare
 from context_parallel.family import divisors
 from context_parallel.volumes import FP32, directions, kv_bytes, nested_ring_sends

@@ -31,8 +31,8 @@ from typing import Callable, Optional
 
 import torch
 
-from context_parallel.base import CPContext, CPProblem, Unsupported
-from context_parallel.comm import Comm, Group
+from harness.interfaces.strategy import CPContext, CPProblem, Unsupported
+from harness.interfaces.comm import Comm, Group
 from context_parallel.local import build_plan, merge_into, plan_area
 from methods.blocksparse import TilePlan, blocksparse_backward, blocksparse_forward
 

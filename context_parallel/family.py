@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from context_parallel.base import CPProblem, Layout, Strategy
+from harness.interfaces.strategy import CPProblem, Layout, Strategy
 from context_parallel.engine import Topology, check_heads, engine_attention, engine_prepare, head_split
 from context_parallel.volumes import a2a_ring_bytes, ring_bytes
 

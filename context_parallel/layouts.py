@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from context_parallel.base import CPProblem, Unsupported
+from harness.interfaces.strategy import CPProblem, Unsupported
 from harness.errors import UserError
 from harness.masks import sharding
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from context_parallel.base import CPProblem
+from harness.interfaces.strategy import CPProblem
 from harness.masks.core import RowIntervals
 from methods.blocksparse import TilePlan, make_plan
 

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from context_parallel import layouts
-from context_parallel.base import CPContext, CPProblem, Strategy
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from context_parallel.peer_support import counted, missing_package, ulysses_limits, ulysses_local_kernel
 from context_parallel.volumes import a2a_ring_bytes
 

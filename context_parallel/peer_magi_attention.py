@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from context_parallel import layouts
-from context_parallel.base import CPContext, CPProblem, Strategy
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from context_parallel.peer_support import OWN_KERNEL, counted, gpu_probe
 from harness.masks.core import CAUSAL, VARLEN
 

@@ -24,8 +24,8 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from context_parallel.base import CPContext, CPProblem
-from context_parallel.comm import Comm, nbytes
+from harness.interfaces.strategy import CPContext, CPProblem
+from harness.interfaces.comm import Comm, nbytes
 from context_parallel.local import build_plan, plan_area
 from methods.blocksparse import blocksparse_attention
 

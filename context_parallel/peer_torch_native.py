@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from context_parallel import layouts
-from context_parallel.base import CPContext, CPProblem, Strategy, Unsupported
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy, Unsupported
 from context_parallel.peer_support import counting_functional_collectives
 from context_parallel.volumes import FP32, kv_bytes
 from harness.masks.core import CAUSAL

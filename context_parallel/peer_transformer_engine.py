@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from context_parallel import layouts, usp
-from context_parallel.base import CPContext, CPProblem, Strategy
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from context_parallel.engine import consecutive, strided
 from context_parallel.family import a2a_degree
 from context_parallel.peer_support import OWN_KERNEL, counted, gpu_probe

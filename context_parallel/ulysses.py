@@ -4,12 +4,12 @@ Every rank ends up with the whole sequence for H/W of the heads, so the mask nev
 the local kernel sees one (q, k) problem. The degree is the world size: it must divide heads_q, and
 either divide heads_kv or be a multiple of it — then K/V heads are repeated W/heads_kv times before the
 all-to-all (DeepSpeed's GQA rule), which costs the repeated bytes; anything else is ``unsupported``.
-On gloo the all-to-all is torch's (gloo has it since torch 2.x); :class:`context_parallel.comm.Comm` falls
+On gloo the all-to-all is torch's (gloo has it since torch 2.x); :class:`harness.interfaces.comm.Comm` falls
 back to P2P exchanges of the same volume when a backend lacks it.
 """
 
 from context_parallel import layouts
-from context_parallel.base import CPProblem, Strategy
+from harness.interfaces.strategy import CPProblem, Strategy
 from context_parallel.engine import Topology, check_heads, engine_attention, engine_prepare, head_split, singletons
 from context_parallel.volumes import a2a_ring_bytes
 

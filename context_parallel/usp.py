@@ -9,7 +9,7 @@ after the all-to-all each group holds a balanced head-tail shard.
 
 import torch
 
-from context_parallel.base import CPProblem, Unsupported
+from harness.interfaces.strategy import CPProblem, Unsupported
 from context_parallel.family import a2a_degree, a2a_ring_strategy
 from context_parallel.layouts import split_head_tail
 

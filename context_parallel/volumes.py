@@ -1,7 +1,7 @@
 """Analytic communication volumes: bytes each rank sends, from the algorithms' definitions (closed forms).
 
 These are the ``comm_model`` of the built-in strategies: tests check the measured ``comm_bytes`` (what the
-code handed to :mod:`context_parallel.comm`) against them, and the bench prints both side by side.
+code handed to :mod:`harness.interfaces.comm`) against them, and the bench prints both side by side.
 Conventions: K and V travel in the input dtype; dK/dV accumulators travel in float32 (as in
 ring-flash-attention); all-to-all outputs and gradients travel in the input dtype.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from context_parallel.base import CPProblem
+from harness.interfaces.strategy import CPProblem
 
 FP32 = 4
 

@@ -12,7 +12,7 @@ import yaml
 from rich.table import Table
 
 from harness.errors import UserError
-from harness.report import wide_console
+from harness.results.report import wide_console
 
 DEFAULT_RESULTS = "results"
 console = wide_console()
@@ -25,7 +25,7 @@ def _availability(reason: Optional[str]) -> str:
 
 
 def list_methods() -> Table:
-    from harness.registry import methods
+    from harness.catalog import methods
 
     table = Table(title="methods (single-device attention kernels)", header_style="bold")
     for col in ("name", "masks (features)", "dtypes", "devices", "bwd", "availability", "summary"):
@@ -40,7 +40,7 @@ def list_methods() -> Table:
 
 
 def list_strategies() -> Table:
-    from context_parallel import strategies
+    from harness.catalog import strategies
 
     table = Table(title="context-parallel strategies", header_style="bold")
     for col in ("name", "availability", "summary"):
@@ -90,10 +90,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 # ----- run / show / compare / export / plot --------------------------------------------------------------
 def make_scheduler(args: argparse.Namespace):
     if args.scheduler == "inline":
-        from harness.sweep import InlineScheduler
+        from harness.cluster.sweep import InlineScheduler
 
         return InlineScheduler()
-    from harness.scheduler import RayScheduler
+    from harness.cluster.scheduler import RayScheduler
 
     budget = None if args.memory_budget is None else int(args.memory_budget * 2**30)
     return RayScheduler(address=args.address, max_concurrent=args.max_concurrent, run_timeout_s=args.run_timeout,
@@ -101,8 +101,8 @@ def make_scheduler(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.store import ResultStore
-    from harness.sweep import run_sweep
+    from harness.results.store import ResultStore
+    from harness.cluster.sweep import run_sweep
     from suites.loader import load_suite
 
     suite = load_suite(args.suite, args.profile)
@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _store(path: str):
-    from harness.store import ResultStore
+    from harness.results.store import ResultStore
 
     p = Path(path)
     target = p if p.suffix == ".db" else p / "results.db"
@@ -134,7 +134,7 @@ def _store(path: str):
 
 def print_results(records: list[dict], title: str) -> None:
     """The results table, then the runs that were not run, grouped by reason."""
-    from harness.report import results_table, skipped_table
+    from harness.results.report import results_table, skipped_table
 
     console.print(results_table(records, title=title))
     skipped = skipped_table(records)
@@ -149,7 +149,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.report import compare_table
+    from harness.results.report import compare_table
 
     table, tally = compare_table(_store(args.base).records(), _store(args.new).records())
     console.print(table)
@@ -158,7 +158,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.report import export
+    from harness.results.report import export
 
     text = export(_store(args.path).export_rows(), args.format)
     if args.output:
@@ -170,7 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from harness.plot import plot_records
+    from harness.results.plot import plot_records
 
     written = plot_records(_store(args.path).records(), args.output)
     if not written:
@@ -182,9 +182,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # ----- validate / mask -------------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.registry import get_method
+    from harness.catalog import get_method
     from harness.masks import get_mask_pattern
-    from harness.validate import validate_all
+    from harness.execution.validate import validate_all
 
     for m in args.method or []:
         get_method(m)

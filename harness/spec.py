@@ -1,22 +1,28 @@
 """What one benchmark run is: plain, hashable, serialisable data.
 
-A :class:`Run` names a method (a single-device kernel) or a context-parallel strategy, a mask with its
-parameters, the problem shape, dtype, direction and world size. It is what the suite expands into, what the
-store keys results by (``Run.key``) and what is shipped to Ray workers.
+A :class:`Run` is one point of a sweep, of one of three kinds:
+
+- a **method** (a single-device attention kernel): ``method`` set, ``strategy`` and ``workload`` None;
+- a **strategy** (context parallelism on ``world_size`` ranks): ``strategy`` set, ``method`` its local kernel;
+- a **workload** (a whole-model phase): ``workload`` set, ``params`` its parameters (a ``flavor`` among them),
+  ``method``/``strategy`` the attention it uses where it takes one.
+
+``direction`` is what is timed: a direction of an attention call (``fwd``, ``bwd``, ``fwd+bwd``, ``decode``)
+or a workload's phase (``train_step``, ``prefill``, ...). It is what the suite expands into, what the store
+keys results by (:attr:`Run.key`) and what is shipped to Ray workers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-DIRECTIONS = ("fwd", "bwd", "fwd+bwd")
+DECODE = "decode"
+TRAINING_DIRECTIONS = ("bwd", "fwd+bwd")
+DIRECTIONS = ("fwd", "bwd", "fwd+bwd", DECODE)  # of an attention call (methods and strategies)
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-
-# FLOPs of the backward and of forward+backward relative to the forward (5 matmuls incl. recompute).
-DIRECTION_FLOP_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
 
 
 def _frozen(params: Optional[dict]) -> tuple:
@@ -48,14 +54,20 @@ class Timing:
     max_samples: int = 50
 
 
+# The fields of lcbench 0.1.0's runs: always part of the key, so results files written then keep their keys.
+KEY_FIELDS_V0 = ("method", "mask", "seqlen", "heads_q", "heads_kv", "head_dim", "dtype", "direction", "batch",
+                 "world_size", "strategy", "mask_params", "options", "device")
+NOT_IN_KEY = ("timing",)  # re-timing the same point is the same run
+
+
 @dataclass(frozen=True)
 class Run:
-    method: str
-    mask: str
-    seqlen: int
-    heads_q: int
-    heads_kv: int
-    head_dim: int
+    method: str = ""
+    mask: str = "causal"
+    seqlen: int = 1024
+    heads_q: Optional[int] = None
+    heads_kv: Optional[int] = None
+    head_dim: Optional[int] = None
     dtype: str = "float32"
     direction: str = "fwd"
     batch: int = 1
@@ -65,13 +77,27 @@ class Run:
     options: tuple = ()
     device: str = "cpu"
     timing: Timing = field(default_factory=Timing)
+    # ----- added after 0.1.0: in the key only when they differ from these defaults -------------------------
+    workload: Optional[str] = None  # a model-level workload (harness.interfaces.workload)
+    params: tuple = ()  # the workload's parameters (``flavor`` among them)
+    decode_tokens: int = 1  # query rows of a decode step (the last ones of the sequence)
 
     @staticmethod
-    def make(mask_params: Optional[dict] = None, options: Optional[dict] = None, **kw: Any) -> "Run":
+    def make(
+        mask_params: Optional[dict] = None, options: Optional[dict] = None, params: Optional[dict] = None, **kw: Any
+    ) -> "Run":
         timing = kw.pop("timing", None)
         if isinstance(timing, dict):
             timing = Timing(**timing)
-        return Run(mask_params=_frozen(mask_params), options=_frozen(options), timing=timing or Timing(), **kw)
+        return Run(mask_params=_frozen(mask_params), options=_frozen(options), params=_frozen(params),
+                   timing=timing or Timing(), **kw)
+
+    @property
+    def kind(self) -> str:
+        """``workload``, ``strategy`` or ``method``: which registry the run's subject comes from."""
+        if self.workload:
+            return "workload"
+        return "strategy" if self.strategy else "method"
 
     @property
     def mask_kwargs(self) -> dict:
@@ -82,31 +108,45 @@ class Run:
         return _thaw(self.options)
 
     @property
+    def param_kwargs(self) -> dict:
+        return _thaw(self.params)
+
+    @property
     def label(self) -> str:
-        who = f"{self.strategy}[{self.method}]" if self.strategy else self.method
+        if self.workload:
+            ps = ",".join(f"{k}={v}" for k, v in self.params)
+            who = f"{self.workload}({ps})" + (f"[{self.method}]" if self.method else "")
+        else:
+            who = f"{self.strategy}[{self.method}]" if self.strategy else self.method
         params = ",".join(f"{k}={v}" for k, v in self.mask_params)
         mask = f"{self.mask}({params})" if params else self.mask
         ws = f" ws={self.world_size}" if self.world_size > 1 else ""
-        return (
-            f"{who} {mask} S={self.seqlen} B={self.batch} H={self.heads_q}:{self.heads_kv} d={self.head_dim} "
-            f"{self.dtype} {self.direction}{ws}"
-        )
+        shape = f" H={self.heads_q}:{self.heads_kv} d={self.head_dim}" if self.heads_q else ""
+        return f"{who} {mask} S={self.seqlen} B={self.batch}{shape} {self.dtype} {self.direction}{ws}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mask_params"] = self.mask_kwargs
         d["options"] = self.option_kwargs
+        d["params"] = self.param_kwargs
         return d
 
     @staticmethod
     def from_dict(d: dict) -> "Run":
-        d = dict(d)
-        return Run.make(**d)
+        known = {f.name for f in fields(Run)}
+        return Run.make(**{k: v for k, v in d.items() if k in known})
 
     @property
     def key(self) -> str:
-        """Stable identity of the run (timing settings excluded: re-timing the same point is the same run)."""
+        """Stable identity of the run: the 0.1.0 fields, plus every later field that differs from its default.
+
+        So a field added in a later version never changes the key of a run that does not use it, and
+        ``--resume`` on a results file written by an older lcbench re-runs nothing.
+        """
         d = self.to_dict()
-        d.pop("timing")
+        defaults = Run()
+        for f in fields(Run):
+            if f.name in NOT_IN_KEY or (f.name not in KEY_FIELDS_V0 and getattr(self, f.name) == getattr(defaults, f.name)):
+                d.pop(f.name)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

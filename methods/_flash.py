@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from harness.registry import AttentionFn, Problem
+from harness.interfaces import AttentionFn, Problem
 from methods._common import first, packed_cu_seqlens
 
 MAX_HEAD_DIM = 256

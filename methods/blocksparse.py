@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from harness.masks.core import ALL_FEATURES, RowIntervals
-from harness.registry import Method, Problem
+from harness.interfaces import Method, Problem
 
 _flash_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.masks.core import CAUSAL
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import all_of, needs
 
 

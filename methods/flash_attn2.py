@@ -7,7 +7,7 @@ for packed documents; windows via ``window_size=(left, right)``; GQA native. CUD
 from __future__ import annotations
 
 from harness.masks.core import CAUSAL, VARLEN, WINDOW
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import needs
 from methods._flash import build_flash, limits
 

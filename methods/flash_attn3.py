@@ -8,7 +8,7 @@ Same calls and mask coverage as FlashAttention-2 (``flash_attn_func`` / ``flash_
 from __future__ import annotations
 
 from harness.masks.core import CAUSAL, VARLEN, WINDOW
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import needs
 from methods._flash import build_flash, limits
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from harness.masks.core import CAUSAL, VARLEN, WINDOW
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import needs, packed_cu_seqlens
 
 WORKSPACE_BYTES = 128 << 20  # the size FlashInfer's documentation recommends

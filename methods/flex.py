@@ -31,7 +31,7 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from harness.masks.core import ALL_FEATURES, FULL, PARTIAL, Mask, MaskMod
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 
 DEFAULT_BLOCK_SIZE = 128
 RECOMPILE_LIMIT = 1024  # graphs per process: one per (mask, shape, dtype); a sweep stays far below

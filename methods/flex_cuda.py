@@ -7,7 +7,7 @@ The pattern's mask_mod closes over CPU index tensors; ``flex.mask_mod_on`` moves
 from __future__ import annotations
 
 from harness.masks.core import ALL_FEATURES
-from harness.registry import Method
+from harness.interfaces import Method
 from methods import flex
 from methods._common import needs
 

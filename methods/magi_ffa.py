@@ -23,7 +23,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from harness.masks.core import ALL_FEATURES, EMPTY, FULL, PER_HEAD, Mask
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import first, needs
 
 DEFAULT_BLOCK_SIZE = 128

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from harness.masks.core import ALL_FEATURES
-from harness.registry import Method, Problem
+from harness.interfaces import Method, Problem
 
 MAX_SCORE_BYTES = 4 << 30
 

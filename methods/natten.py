@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from harness.masks.core import ARBITRARY, CAUSAL, WINDOW
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import needs
 
 PATTERN = "neighborhood"

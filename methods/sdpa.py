@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.masks.core import ALL_FEATURES
-from harness.registry import Method, Problem
+from harness.interfaces import Method, Problem
 
 MAX_MASK_BYTES = 4 << 30
 

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from harness.masks.core import CAUSAL, VARLEN, WINDOW
-from harness.registry import AttentionFn, Method, Problem
+from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import doc_lengths, needs
 
 

@@ -191,7 +191,7 @@ def _expand(data: dict, where: str) -> list[Run]:
         get_method(str(m))
     strategies = data.get("strategies") or []
     if strategies:
-        from context_parallel import get_strategy
+        from harness.catalog import get_strategy
 
         for s in strategies:
             get_strategy(str(s))

@@ -1,6 +1,6 @@
 """Test-only methods and strategies that fail on purpose (registered with ``LCBENCH_PLUGINS=tests.fault_injection``).
 
-Single-device methods (run through the real ``harness.execute``): ``fault_crash`` (``os._exit`` or SIGKILL),
+Single-device methods (run through the real ``harness.execution.executor``): ``fault_crash`` (``os._exit`` or SIGKILL),
 ``fault_sleep`` (sleeps, then is the naive kernel: slow-ish healthy runs, or an overrun), ``fault_hog``
 (allocates until it is stopped), ``fault_wrong`` (ignores the mask: fails the correctness gate). The fault happens when the method builds its kernel, with the amount and
 kind taken from the run's options.
@@ -9,7 +9,7 @@ Strategies: a strategy's behaviour lives in :func:`execute_distributed`, the ran
 scheduler (``rank_executor="tests.fault_injection:execute_distributed"``): ``fault_allreduce`` (healthy: one
 all_reduce, a record from rank 0) and ``fault_raise`` / ``fault_exit`` / ``fault_sigkill`` / ``fault_hang``
 / ``fault_hog`` / ``fault_sleep``, which do that on the rank given by the ``rank`` option (default 1).
-Any other strategy is passed to the real ``context_parallel.runner.execute_distributed`` — among them
+Any other strategy is passed to the real ``harness.execution.distributed.execute_distributed`` — among them
 ``fault_attention_raise``, a real strategy whose attention raises on one rank while its peers wait.
 :func:`stuck_supervisor` replaces the single-run task to test the driver's own time limit.
 """
@@ -23,9 +23,9 @@ from typing import Optional
 
 import torch
 
-from context_parallel.base import Strategy
+from harness.interfaces.strategy import Strategy
 from harness.masks.core import ALL_FEATURES
-from harness.registry import Method, Problem
+from harness.interfaces import Method, Problem
 
 HOG_CHUNK = 64 << 20
 HOG_CAP = 4 << 30  # never more than this, even if the watchdog failed
@@ -105,7 +105,7 @@ def _contiguous(problem):
 
 STRATEGIES = [Strategy(name=n, summary=f"test fault injection: {n}", layout=_not_here, attention=_not_here)
               for n in STRATEGY_FAULTS]
-# Run by the REAL rank executor (context_parallel.runner): its failure path is what is tested.
+# Run by the REAL rank executor (harness.execution.distributed): its failure path is what is tested.
 STRATEGIES.append(Strategy(name="fault_attention_raise", summary="test fault injection: raises in attention",
                            layout=_contiguous, attention=_attention_raises, local_methods=frozenset({"naive"}),
                            options={"rank": 1}))
@@ -119,12 +119,12 @@ def stuck_supervisor(*_args, **_kwargs) -> None:
 def execute_distributed(run) -> Optional[dict]:
     """Rank executor for the tests: the fault strategies here, anything else to the real runner."""
     if run.strategy not in STRATEGY_FAULTS:
-        from context_parallel.runner import execute_distributed as real
+        from harness.execution.distributed import execute_distributed as real
 
         return real(run)
     import torch.distributed as dist
 
-    from harness.execute import base_record, outcome
+    from harness.execution.executor import base_record, outcome
 
     started = time.perf_counter()
     opts = run.option_kwargs

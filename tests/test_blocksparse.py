@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.gate import check_method
+from harness.execution.gate import check_method
 from harness.masks import build_mask
 from methods.blocksparse import blocksparse_attention, make_plan
 
@@ -62,7 +62,7 @@ def test_rows_without_keys_give_zero_output_and_gradient():
 
 def test_bfloat16_gate_at_length_not_divisible_by_tiles():
     from methods.blocksparse import METHOD
-    from harness.registry import Problem
+    from harness.interfaces import Problem
 
     mask = build_mask("causal_document", 777)
     p = Problem(mask, 2, 777, 4, 1, 32, torch.bfloat16, torch.device("cpu"), True, {"block_q": 100, "block_k": 60})

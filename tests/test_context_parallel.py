@@ -16,14 +16,15 @@ import time
 import pytest
 import torch
 
-from context_parallel import CPProblem, strategies
-from context_parallel.launch import run_local, run_local_many
+from harness.catalog import strategies
+from harness.interfaces import CPProblem
+from harness.cluster.launch import run_local, run_local_many
 from context_parallel.layouts import LAYOUTS
-from harness.execute import mask_for
-from harness.gate import TOLERANCE
+from harness.execution.executor import mask_for
+from harness.execution.gate import TOLERANCE
 from harness.masks import MASKS
 from harness.masks.sharding import shard_areas
-from harness.registry import torch_dtype
+from harness.interfaces import torch_dtype
 from harness.spec import Run, Timing
 
 SEQ, HQ, HKV, DIM = 256, 4, 2, 16
@@ -228,7 +229,7 @@ def test_larger_causal_document_with_memory(name):
 
 def test_bench_table(records):
     """The bench's table shows measured bytes next to the model for ok runs, and the reason otherwise."""
-    from context_parallel.bench import format_table
+    from harness.bench.cp import format_table
 
     recs = [records[make_run("ring", "causal", 4)], records[next(iter(UNEVEN))]]
     table = format_table(recs)

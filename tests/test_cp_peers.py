@@ -15,12 +15,13 @@ import json
 import pytest
 import torch
 
-from context_parallel import CPProblem, strategies
-from context_parallel.launch import run_local_many
+from harness.catalog import strategies
+from harness.interfaces import CPProblem
+from harness.cluster.launch import run_local_many
 from context_parallel.layouts import zigzag
-from harness.execute import mask_for
+from harness.execution.executor import mask_for
 from harness.masks import MASKS
-from harness.registry import torch_dtype
+from harness.interfaces import torch_dtype
 from harness.spec import Run, Timing
 
 SEQ, HQ, HKV, DIM = 256, 8, 4, 16  # kv heads divisible by 4: the Ulysses peers split heads evenly

@@ -7,10 +7,11 @@ itself must catch wrong kernels.
 import pytest
 import torch
 
-from harness.gate import check_method
+from harness.execution.gate import check_method
 from harness.masks import build_mask
-from harness.registry import Method, Problem, methods
-from harness.validate import validate_method
+from harness.catalog import methods
+from harness.interfaces import Method, Problem
+from harness.execution.validate import validate_method
 
 # Methods whose compile step makes a full sweep slow on 2 cores get the full matrix only with -m slow.
 QUICK_MASKS = ["causal", "sliding_window", "causal_document"]
@@ -88,8 +89,8 @@ def test_broken_probe_reports_instead_of_raising():
 def test_a_run_failing_the_gate_is_stored_as_invalid_without_a_valid_number(monkeypatch):
     from rich.console import Console
 
-    from harness.execute import execute
-    from harness.report import results_table
+    from harness.execution.executor import execute
+    from harness.results.report import results_table
     from harness.spec import Run
 
     monkeypatch.setenv("LCBENCH_PLUGINS", "tests.fault_injection")

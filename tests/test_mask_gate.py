@@ -12,9 +12,9 @@ import torch
 
 import methods.blocksparse
 import methods.naive
-from harness.gate import check_method
+from harness.execution.gate import check_method
 from harness.masks import MASKS, build_mask
-from harness.registry import Problem
+from harness.interfaces import Problem
 
 SEQLEN = 480
 HEADS_Q, HEADS_KV, HEAD_DIM = 4, 2, 16

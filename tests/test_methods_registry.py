@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from harness.gate import check_method
+from harness.execution.gate import check_method
 from harness.masks import build_mask
 from harness.masks.core import Mask, RowIntervals, Varlen
 from harness.masks.registry import MASKS
-from harness.registry import Method, Problem, methods
+from harness.catalog import methods
+from harness.interfaces import Method, Problem
 from methods import flex, magi_ffa, natten
 from methods._common import packed_cu_seqlens
 

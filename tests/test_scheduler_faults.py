@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from harness.spec import Run, Timing
-from harness.store import ResultStore
-from harness.sweep import run_sweep
+from harness.results.store import ResultStore
+from harness.cluster.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = "tests.fault_injection"
@@ -48,7 +48,7 @@ def ranked(strategy: str = "fault_allreduce", world_size: int = 2, **options) ->
 def scheduler():
     saved = os.environ.get("LCBENCH_PLUGINS")
     os.environ["LCBENCH_PLUGINS"] = PLUGINS  # before Ray starts: its workers inherit it
-    from harness.scheduler import RayScheduler
+    from harness.cluster.scheduler import RayScheduler
 
     s = RayScheduler(run_timeout_s=RUN_TIMEOUT_S, memory_budget_bytes=BUDGET, rank_executor=EXECUTOR,
                      failure_grace_s=1.0)
@@ -104,7 +104,7 @@ def test_single_run_driver_backstop_cancels_a_silent_worker(scheduler, tmp_path,
     limit plus its grace and cancels the task (ray.cancel(force=True)): a timeout record, then business as usual."""
     import ray
 
-    import harness.scheduler as sched
+    import harness.cluster.scheduler as sched
     from tests.fault_injection import stuck_supervisor
 
     monkeypatch.setattr(sched, "run_single_task", ray.remote(max_retries=0)(stuck_supervisor))
@@ -201,7 +201,7 @@ def test_buckets_reuse_one_group_per_world_size(scheduler, tmp_path):
 
 def test_group_that_cannot_be_placed_is_unavailable(scheduler, tmp_path):
     """Bundles the cluster cannot hold: the group's wait times out and every run of the bucket says why."""
-    from harness.scheduler import RayScheduler
+    from harness.cluster.scheduler import RayScheduler
 
     greedy = RayScheduler(rank_cpus=64, group_timeout_s=2, rank_executor=EXECUTOR)  # joins the module's Ray
     try:

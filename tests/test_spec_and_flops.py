@@ -5,8 +5,8 @@ import pickle
 import torch
 
 from harness.masks import build_mask
-from harness.registry import Problem, softmax_forward_flops
-from harness.spec import DIRECTION_FLOP_FACTOR, Run
+from harness.interfaces import Problem, softmax_flops, softmax_forward_flops
+from harness.spec import Run
 
 
 def make(**kw):
@@ -36,7 +36,8 @@ def test_forward_flops_use_the_exact_mask_area():
     problem = Problem(mask, 2, s, h, h, d, torch.float32, torch.device("cpu"))
     assert mask.area() == s * (s + 1) // 2
     assert softmax_forward_flops(problem) == 4 * (s * (s + 1) // 2) * h * d * 2
-    assert DIRECTION_FLOP_FACTOR == {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
+    factors = {d: softmax_flops(problem, d) / softmax_forward_flops(problem) for d in ("fwd", "bwd", "fwd+bwd")}
+    assert factors == {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
 
 
 def test_sliding_window_area_is_exact():

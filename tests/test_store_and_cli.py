@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.store import FIELDS, ResultStore
+from harness.results.store import FIELDS, ResultStore
 
 SUITE = {
     "name": "tiny",

@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Optional
 
 POLL_S = 0.05
-PRELOAD = ["torch", "harness.child_tasks"]  # imported once by the forkserver, shared by every child
+PRELOAD = ["torch", "harness.cluster.child_tasks"]  # imported once by the forkserver, shared by every child
 KINDS = ("ok", "raised", "died", "timeout", "oom")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

@@ -1,11 +1,11 @@
 """Context-parallel benchmark: bytes each rank sends (measured vs analytic) and rank-max time, per strategy.
 
-``python -m context_parallel.bench`` runs causal attention at 16K tokens on 4 local gloo ranks for every
+``python -m harness.bench.cp`` runs causal attention at 16K tokens on 4 local gloo ranks for every
 registered strategy that is available here (ours and the peers), through the real launcher and rank
 executor (the correctness gate included), and prints one table:
 
 * ``sent MB/rank`` — bytes rank 0..W-1 handed to the network per call (counted by
-  :mod:`context_parallel.comm`) next to the strategy's analytic model (:mod:`context_parallel.volumes`);
+  :mod:`harness.interfaces.comm`) next to the strategy's analytic model (:mod:`context_parallel.volumes`);
 * rank-max time per iteration (median and p20-p80), the slowest rank's CPU time per call, time and area
   imbalance (max/mean over ranks) and TFLOP/s per device (total FLOPs / (rank-max time x W)).
 
@@ -24,8 +24,8 @@ import json
 import time
 from typing import Optional, Sequence
 
-from context_parallel.base import strategies
-from context_parallel.launch import run_local_many
+from harness.catalog import strategies
+from harness.cluster.launch import run_local_many
 from harness.spec import Run, Timing
 
 BENCH_TIMING = Timing(warmup=1, min_samples=3, min_run_time=0.0, max_samples=3)

@@ -1,6 +1,6 @@
 """Supervisor outcomes -> result records: every fault of a run becomes a status and a one-line reason.
 
-A single-device run's child returns the record ``harness.execute`` made; a multi-rank run's rank 0 returns
+A single-device run's child returns the record ``harness.execution.executor`` made; a multi-rank run's rank 0 returns
 the record ``execute_distributed`` made. When a process dies, overruns or blows its memory budget there is no
 record, so one is made here from the run and the supervisors' outcomes.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from harness.execute import base_record, outcome
-from harness.isolation import Outcome
-from harness.rank_group import GroupRun
+from harness.execution.executor import base_record, outcome
+from harness.cluster.isolation import Outcome
+from harness.cluster.rank_group import GroupRun
 from harness.spec import Run
 
 # Texts of the failures a rank sees when a *peer* failed first: the peer's failure is the reason, not these.

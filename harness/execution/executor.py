@@ -15,12 +15,14 @@ from typing import Callable, Optional
 import torch
 
 from harness.errors import UserError
-from harness.gate import GateResult, check_method
-from harness.machine import peak_tflops
+from harness.execution.gate import GateResult, check_method
+from harness.execution.machine import peak_tflops
 from harness.masks import Mask, build_mask
-from harness.measure import TimingStats, peak_memory, time_call
-from harness.registry import AttentionFn, Problem, get_method, torch_dtype
-from harness.spec import DIRECTION_FLOP_FACTOR, Run
+from harness.execution.measure import TimingStats, peak_memory, time_call
+from harness.catalog import get_method
+from harness.interfaces import AttentionFn, Problem, torch_dtype
+from harness.interfaces.method import SOFTMAX_DIRECTION_FACTOR as DIRECTION_FLOP_FACTOR
+from harness.spec import Run
 
 STATUSES = ("ok", "unsupported", "unavailable", "oom", "timeout", "error", "invalid")
 

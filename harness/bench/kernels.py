@@ -1,9 +1,9 @@
 """Benchmarks of lcbench itself (figures for results/BENCHMARKS.md; performance is never a unit test).
 
-``python -m harness.bench kernels``  blocksparse vs sdpa side by side (alternating A, B, A, B in one process)
+``python -m harness.bench.kernels kernels``  blocksparse vs sdpa side by side (alternating A, B, A, B in one process)
                                     on causal, sliding_window_causal(1024) and causal_document: median wall
                                     time, per-process CPU time, per-area throughput and the ratios.
-``python -m harness.bench overhead`` a sweep of 100 tiny runs through the real driver and store: what each
+``python -m harness.bench.kernels overhead`` a sweep of 100 tiny runs through the real driver and store: what each
                                     run costs beyond its timed work.
 """
 
@@ -17,10 +17,12 @@ import time
 import torch
 from rich.table import Table
 
-from harness.execute import direction_call, make_inputs, mask_for
-from harness.registry import Problem, get_method, torch_dtype
-from harness.report import wide_console
-from harness.spec import DIRECTION_FLOP_FACTOR, Run, Timing
+from harness.execution.executor import direction_call, make_inputs, mask_for
+from harness.catalog import get_method
+from harness.interfaces import Problem, torch_dtype
+from harness.results.report import wide_console
+from harness.interfaces.method import SOFTMAX_DIRECTION_FACTOR as DIRECTION_FLOP_FACTOR
+from harness.spec import Run, Timing
 
 console = wide_console()
 
@@ -77,8 +79,8 @@ def bench_kernels(seqlen: int, reps: int, heads_q: int, heads_kv: int, head_dim:
 
 def bench_overhead(points: int) -> None:
     """Sweep ``points`` tiny runs with the inline scheduler into a fresh store; report the overhead per run."""
-    from harness.store import ResultStore
-    from harness.sweep import InlineScheduler, run_sweep
+    from harness.results.store import ResultStore
+    from harness.cluster.sweep import InlineScheduler, run_sweep
 
     timing = Timing(warmup=1, min_samples=3, min_run_time=0.0, max_samples=3)
     runs = [
@@ -109,7 +111,7 @@ def bench_overhead(points: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench")
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.kernels")
     sub = parser.add_subparsers(dest="what", required=True)
     k = sub.add_parser("kernels")
     k.add_argument("--seqlen", type=int, default=16384)

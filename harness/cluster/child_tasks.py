@@ -1,4 +1,4 @@
-"""What runs inside a supervised benchmark process (see ``harness.isolation``): thread set-up, one single-device
+"""What runs inside a supervised benchmark process (see ``harness.cluster.isolation``): thread set-up, one single-device
 run, torch.distributed initialisation of a rank, one distributed run.
 
 The forkserver imports this module once (with torch) and warms the method and strategy registries, so every
@@ -13,16 +13,16 @@ from typing import Optional
 
 import torch
 
-from harness.isolation import resolve
+from harness.cluster.isolation import resolve
 from harness.spec import Run
 
 def _warm_registries() -> None:
     """Load methods/strategies (built-ins, ``LCBENCH_PLUGINS``, entry points) in the forkserver, once."""
     try:
-        from harness.registry import methods
+        from harness.catalog import methods
 
         methods()
-        from context_parallel import strategies
+        from harness.catalog import strategies
 
         strategies()
     except Exception:  # noqa: BLE001 — a broken plugin is reported by the run that needs it, not here
@@ -41,8 +41,8 @@ def set_threads(threads: int) -> int:
 
 
 def execute_single(run: Run) -> dict:
-    """One single-device run (``harness.execute.execute`` never raises for a run's failure)."""
-    from harness.execute import execute
+    """One single-device run (``harness.execution.executor.execute`` never raises for a run's failure)."""
+    from harness.execution.executor import execute
 
     return execute(run)
 

@@ -1,7 +1,7 @@
 """``RayScheduler``: runs a sweep's points on Ray, locally or on a cluster, and survives every kind of run fault.
 
 Single-device runs (world size 1, no strategy) are Ray tasks (``max_retries=0``); the run itself happens in a
-benchmark process that the task's worker supervises (``harness.isolation``) with a time limit, a memory
+benchmark process that the task's worker supervises (``harness.cluster.isolation``) with a time limit, a memory
 budget (an RSS watchdog) and an exact death cause, so a crash, a hang or a memory blow-up costs that run
 only (the process is replaced; ``fresh_process_per_run=True`` replaces it after every run). On CPU, concurrent runs compete for
 cores and spoil each other's timings, so by default each task asks for all the CPUs of a node: ONE timed run
@@ -10,7 +10,7 @@ torch threads). The driver also stops waiting for a task after the time limit pl
 (``ray.wait`` timeout) and cancels it (``ray.cancel(force=True)``), in case its supervisor itself is stuck.
 
 Multi-rank runs (a strategy at some world size) are bucketed by (world size, device); each bucket runs on one
-persistent group of rank actors (``harness.rank_group``) whose process group is initialised once and reused
+persistent group of rank actors (``harness.cluster.rank_group``) whose process group is initialised once and reused
 for every run; a run that fails in any way tears the group down and the next run gets a fresh one. On CPU a
 group takes one node's CPUs, so it never overlaps a timed single-device run; groups of other sizes are
 released before a bucket starts.
@@ -27,12 +27,12 @@ from typing import Iterator, Optional
 
 import ray
 
-from harness.execute import base_record, outcome
-from harness.isolation import Outcome
-from harness.outcomes import breaks_group, group_record, single_record
-from harness.rank_group import GroupError, GroupSpec, RankGroup, cpus_per_rank
-from harness.ray_cluster import RayConnection
-from harness.ray_workers import DEFAULT_RANK_EXECUTOR, run_single_task
+from harness.execution.executor import base_record, outcome
+from harness.cluster.isolation import Outcome
+from harness.cluster.outcomes import breaks_group, group_record, single_record
+from harness.cluster.rank_group import GroupError, GroupSpec, RankGroup, cpus_per_rank
+from harness.cluster.ray_cluster import RayConnection
+from harness.cluster.ray_workers import DEFAULT_RANK_EXECUTOR, run_single_task
 from harness.spec import Run
 
 GroupKey = tuple[int, str]  # (world size, device)
@@ -43,7 +43,7 @@ def is_single(run: Run) -> bool:
 
 
 class RayScheduler:
-    """The :class:`~harness.sweep.Scheduler` that runs points on Ray (see module docstring).
+    """The :class:`~harness.cluster.sweep.Scheduler` that runs points on Ray (see module docstring).
 
     ``address``: None (and no ``RAY_ADDRESS``) starts an embedded single-node Ray on loopback; ``"auto"`` or
     ``"HOST:PORT"`` joins a running cluster. ``max_concurrent``: timed single-device runs at once per node.

@@ -1,4 +1,4 @@
-"""What the Ray scheduler costs: ``python -m harness.bench_scheduler`` (figures for the docs; never a unit test).
+"""What the Ray scheduler costs: ``python -m harness.bench.scheduler`` (figures for the docs; never a unit test).
 
 1. Per-run overhead in a reused rank group, world sizes 2 and 4: a bucket of runs of a trivial strategy (one
    all_reduce; :func:`trivial_execute`) through ``RayScheduler.run``; the gaps between consecutive records
@@ -28,7 +28,7 @@ def trivial_execute(run) -> Optional[dict]:
     import torch
     import torch.distributed as dist
 
-    from harness.execute import base_record, outcome
+    from harness.execution.executor import base_record, outcome
 
     t0 = time.perf_counter()
     x = torch.ones(1)
@@ -110,8 +110,8 @@ def sweep_runs(n: int = 100) -> list:
 
 def sweep_ratio(scheduler, n: int) -> tuple[float, float, float, dict]:
     """(sweep wall s, sum of run wall_s, sum of timed_s, status counts) of an ``n``-point sweep."""
-    from harness.store import ResultStore
-    from harness.sweep import run_sweep
+    from harness.results.store import ResultStore
+    from harness.cluster.sweep import run_sweep
 
     runs = sweep_runs(n)
     with tempfile.TemporaryDirectory() as d:
@@ -126,17 +126,17 @@ def sweep_ratio(scheduler, n: int) -> tuple[float, float, float, dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench_scheduler", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.scheduler", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="trivial runs per world size in a reused group")
     parser.add_argument("--fresh", type=int, default=3, help="points per world size with a fresh process group")
     parser.add_argument("--sweep", type=int, default=100, help="points of the single-device sweep")
     parser.add_argument("--world-sizes", type=int, nargs="+", default=[2, 4])
     args = parser.parse_args(argv)
 
-    from harness.scheduler import RayScheduler
+    from harness.cluster.scheduler import RayScheduler
 
     t0 = time.perf_counter()
-    scheduler = RayScheduler(rank_executor="harness.bench_scheduler:trivial_execute")
+    scheduler = RayScheduler(rank_executor="harness.bench.scheduler:trivial_execute")
     print(f"embedded Ray started in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} cores, "
           f"node CPUs {scheduler.node_cpus():g}")
     try:

@@ -1,7 +1,7 @@
 """Rank-side execution of one context-parallel run: the same steps on every rank, the record on rank 0.
 
 :func:`execute_distributed` is called on every rank of an initialised default process group whose size
-is ``run.world_size`` (by the Ray scheduler and by :mod:`context_parallel.launch`). It
+is ``run.world_size`` (by the Ray scheduler and by :mod:`harness.cluster.launch`). It
 
 1. checks the strategy (availability, capabilities, limits, layout) — deterministic, so every rank agrees
    without communicating, and an impossible combination is ``unsupported`` with its reason;
@@ -9,7 +9,7 @@ is ``run.world_size`` (by the Ray scheduler and by :mod:`context_parallel.launch
    strategy's ``prepare`` (plans, subgroups; ranks then agree that every prepare succeeded);
 3. runs the correctness gate: one forward (+ backward with an upstream gradient that is zero outside the
    sampled rows), gathers out/dq/dk/dv and compares on rank 0 with the float64 reference;
-4. measures bytes sent per rank over one call (``comm_bytes``, counted by :mod:`context_parallel.comm`);
+4. measures bytes sent per rank over one call (``comm_bytes``, counted by :mod:`harness.interfaces.comm`);
 5. times each iteration between barriers on every rank and summarises the RANK-MAX time per iteration
    (median, p20, p80); per-rank medians and CPU times, time and area imbalance (max/mean), peak memory.
 
@@ -30,15 +30,16 @@ from typing import Callable, Optional
 import torch
 import torch.distributed as dist
 
-from context_parallel.base import CPContext, CPProblem, Strategy, Unsupported, get_strategy
-from context_parallel.comm import Comm
-from harness.execute import (
+from harness.catalog import get_strategy
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy, Unsupported
+from harness.interfaces.comm import Comm
+from harness.execution.executor import (
     base_record, classify_exception, direction_call, fill_measurement, make_inputs, mask_for, outcome,
 )
-from harness.gate import GateResult, compare, reference_outputs, upstream_gradient
-from harness.measure import peak_memory, summarize
-from harness.reference import sample_rows
-from harness.registry import Problem, softmax_forward_flops, torch_dtype
+from harness.execution.gate import GateResult, compare, reference_outputs, upstream_gradient
+from harness.execution.measure import peak_memory, summarize
+from harness.interfaces.reference import sample_rows
+from harness.interfaces import Problem, softmax_forward_flops, torch_dtype
 from harness.spec import Run
 
 

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.report import FLOP_CONVENTION, mask_label, shape_label, who  # noqa: E402
+from harness.results.report import FLOP_CONVENTION, mask_label, shape_label, who  # noqa: E402
 
 
 def plot_records(records: list[dict], out_dir: str | Path) -> list[Path]:

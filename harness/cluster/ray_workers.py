@@ -1,7 +1,7 @@
 """The Ray side of a sweep: a task per single-device run, an actor per rank of a context-parallel group.
 
-Both are thin supervisors (``harness.isolation``): the benchmark itself runs in a child process they watch,
-so they report a crash, an overrun or a memory blow-up as an :class:`~harness.isolation.Outcome` instead of
+Both are thin supervisors (``harness.cluster.isolation``): the benchmark itself runs in a child process they watch,
+so they report a crash, an overrun or a memory blow-up as an :class:`~harness.cluster.isolation.Outcome` instead of
 dying with it. This module does not import torch: supervisors stay small; children get torch from the
 forkserver.
 """
@@ -14,10 +14,10 @@ from typing import Optional
 
 import ray
 
-from harness.isolation import Child, Outcome, run_once
+from harness.cluster.isolation import Child, Outcome, run_once
 
-DEFAULT_RANK_EXECUTOR = "context_parallel.runner:execute_distributed"  # called on every rank of a group
-CHILD = "harness.child_tasks"  # where the functions run in benchmark processes live (imports torch)
+DEFAULT_RANK_EXECUTOR = "harness.execution.distributed:execute_distributed"  # called on every rank of a group
+CHILD = "harness.cluster.child_tasks"  # where the functions run in benchmark processes live (imports torch)
 MEMORY_FRACTION = 0.8  # default budget: this share of the node's RAM, split between concurrent processes
 
 

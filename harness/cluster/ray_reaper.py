@@ -7,7 +7,7 @@ process that every second notes the driver's descendants (pid and start time) an
 EOF without a goodbye byte (the driver died), terminates those still running, then kills the stragglers.
 A normal ``close()`` writes the goodbye byte and the reaper exits quietly.
 
-Run as ``python -m harness.ray_reaper DRIVER_PID``; started by :func:`start_reaper`.
+Run as ``python -m harness.cluster.ray_reaper DRIVER_PID``; started by :func:`start_reaper`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def start_reaper() -> Optional[subprocess.Popen]:
     if not sys.platform.startswith("linux"):
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.ray_reaper", str(os.getpid())], stdin=subprocess.PIPE,
+        [sys.executable, "-m", "harness.cluster.ray_reaper", str(os.getpid())], stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ),
     )
 

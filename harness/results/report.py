@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 from rich.console import Console
 from rich.table import Table
 
-from harness.store import FIELDS, SESSION_FIELDS
+from harness.results.store import FIELDS, SESSION_FIELDS
 
 SKIPPED = ("unavailable", "unsupported")  # not run: the reason is about the method/library, not the run
 

@@ -14,9 +14,9 @@ from typing import Iterator, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness.machine import machine_info
+from harness.execution.machine import machine_info
 from harness.spec import Run
-from harness.store import ResultStore
+from harness.results.store import ResultStore
 
 
 class Scheduler(Protocol):
@@ -31,13 +31,13 @@ class InlineScheduler:
     """Runs every point in this process, one at a time (tests, debugging, ``--scheduler inline``)."""
 
     def run(self, runs: list[Run]) -> Iterator[dict]:
-        from harness.execute import execute
+        from harness.execution.executor import execute
 
         for run in runs:
             if run.strategy is None and run.world_size == 1:
                 yield execute(run)
             else:
-                from context_parallel.launch import run_local
+                from harness.cluster.launch import run_local
 
                 yield run_local(run)
 

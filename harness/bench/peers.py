@@ -1,7 +1,7 @@
 """Side-by-side benchmark of our strategies against the peers that run here, in ONE process group.
 
-    python -m context_parallel.bench_peers                      # W=2, causal, S=4096, H=8, d=64, float32
-    python -m context_parallel.bench_peers --world-size 4 --seqlen 8192 --reps 7
+    python -m harness.bench.peers                      # W=2, causal, S=4096, H=8, d=64, float32
+    python -m harness.bench.peers --world-size 4 --seqlen 8192 --reps 7
 
 Pairs (ours vs peer, same run): ``ulysses`` vs ``deepspeed_ulysses`` and ``yunchang_ulysses`` (same local
 kernel: only the communication differs); ``ring_zigzag`` vs ``torch_ring_alltoall`` (K/V passed one ring
@@ -40,11 +40,12 @@ DEFAULT_PAIRS = (
 
 def _prepare(name: str, run_kw: dict, rank: int):
     """(strategy, ctx, local inputs, global inputs) for one strategy, prepared, plus its gate result."""
-    from context_parallel import CPContext, CPProblem, get_strategy
-    from context_parallel.comm import Comm
-    from context_parallel.runner import _gate
-    from harness.execute import make_inputs, mask_for
-    from harness.registry import torch_dtype
+    from harness.catalog import get_strategy
+    from harness.interfaces import CPContext, CPProblem
+    from harness.interfaces.comm import Comm
+    from harness.execution.distributed import _gate
+    from harness.execution.executor import make_inputs, mask_for
+    from harness.interfaces import torch_dtype
     from harness.spec import Run
 
     run = Run.make(strategy=name, **run_kw)
@@ -70,7 +71,7 @@ def _timed(call) -> tuple[float, float]:
 
 
 def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
-    from harness.execute import direction_call
+    from harness.execution.executor import direction_call
 
     torch.set_num_threads(args["threads"])
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -142,7 +143,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
         prebuild()  # the one-time JIT build, before any rank starts
 
-    from context_parallel.launch import free_port
+    from harness.cluster.launch import free_port
 
     load0 = os.getloadavg()
     ctx = mp.get_context("spawn")

@@ -24,8 +24,8 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from harness.isolation import Outcome
-from harness.ray_workers import RankActorRemote
+from harness.cluster.isolation import Outcome
+from harness.cluster.ray_workers import RankActorRemote
 
 
 class GroupError(Exception):

@@ -2,7 +2,7 @@
 
 :func:`run_local_many` starts one group of ``world_size`` processes per world size and feeds it all runs of
 that size in order (a group is reused until a run fails or hangs; the ranks pass a barrier after each run,
-so none runs ahead into the next one). Every rank calls :func:`context_parallel.runner.execute_distributed`; rank 0
+so none runs ahead into the next one). Every rank calls :func:`harness.execution.distributed.execute_distributed`; rank 0
 returns the records through a queue. A run that does not finish within ``timeout_s`` (or a rank that dies)
 is recorded as ``timeout`` (``error``), its processes are terminated and a fresh group takes the remaining
 runs — the caller never hangs. :func:`run_local` is the one-run form used by the in-process scheduler.
@@ -25,15 +25,15 @@ from typing import Callable, Optional, Sequence
 
 import torch.multiprocessing as mp
 
-from context_parallel.runner import RankFailed, is_timeout
-from harness.execute import base_record, outcome
+from harness.execution.distributed import RankFailed, is_timeout
+from harness.execution.executor import base_record, outcome
 from harness.spec import Run
 
 _POLL_S = 0.2
 _DEAD_GRACE_S = 1.0
 _GROUP_TIMEOUT_MARGIN_S = 5.0  # the group's collectives time out a little after the launcher's per-run limit
 _STARTUP_GRACE_S = 60.0  # process start-up and group initialisation, on top of the first run's limit
-DEFAULT_EXECUTOR = "context_parallel.runner:execute_distributed"
+DEFAULT_EXECUTOR = "harness.execution.distributed:execute_distributed"
 STATUS_PREFIXES = ("error: ", "oom: ", "timeout: ")  # RankFailed's text: "<status>: rank r: <reason>"
 
 
@@ -46,7 +46,7 @@ def _mp_context():
     except ValueError:
         return mp.get_context("spawn")
     # torch._inductor: the profiler of the memory measurement imports it (~4 s) on first use
-    ctx.set_forkserver_preload(["context_parallel.runner", "context_parallel", "harness.masks", "torch._inductor"])
+    ctx.set_forkserver_preload(["harness.execution.distributed", "context_parallel", "harness.masks", "torch._inductor"])
     return ctx
 
 

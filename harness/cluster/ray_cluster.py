@@ -8,7 +8,7 @@ knobs together: ``_node_ip_address="127.0.0.1"`` alone is rewritten to the host'
 loopback only. The variable is set before Ray starts (its processes inherit it) and the constant patched in
 case ``ray`` was imported earlier.
 
-If the driver is killed (SIGKILL), Ray's GCS, raylet and workers die with it; ``harness.ray_reaper`` takes
+If the driver is killed (SIGKILL), Ray's GCS, raylet and workers die with it; ``harness.cluster.ray_reaper`` takes
 care of the raylet's agents, which Ray leaves behind.
 
 Existing cluster (``address="auto"``, ``"HOST:PORT"``, or ``RAY_ADDRESS``): ``ray.init(address=...)``; the
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from harness.ray_reaper import start_reaper, stop_reaper
+from harness.cluster.ray_reaper import start_reaper, stop_reaper
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"

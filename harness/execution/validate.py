@@ -11,9 +11,10 @@ from typing import Iterator, Optional
 
 import torch
 
-from harness.gate import GateResult, check_method
+from harness.execution.gate import GateResult, check_method
 from harness.masks import MASKS, build_mask
-from harness.registry import Method, Problem, methods
+from harness.catalog import methods
+from harness.interfaces import Method, Problem
 
 SEQLEN = 1024
 SHAPE = dict(batch=1, heads_q=4, heads_kv=2, head_dim=32)

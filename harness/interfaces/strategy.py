@@ -15,30 +15,27 @@ strategy normally only supplies ``layout``, ``prepare`` and ``attention``; the l
 
 Everything a step needs is in the :class:`CPContext`: the problem (plain data, no process group: it is also
 what :meth:`Strategy.unsupported_reason` sees before any process starts), the rank, ``comm`` (the
-byte-counting communication wrapper of :mod:`context_parallel.comm` that every strategy must use, so that
+byte-counting communication wrapper of :mod:`harness.interfaces.comm` that every strategy must use, so that
 ``comm_bytes`` is measured, not estimated), the positions of every rank and ``state`` (a dict ``prepare``
 fills). A combination a strategy cannot run exactly (head or sequence divisibility, world-size
 factorisation) is reported by ``limits`` or by raising :class:`Unsupported` from ``layout``/``prepare``:
 the run is then recorded as ``unsupported`` with the reason, never as a wrong result.
 
 Strategies run inside an initialised process group (gloo on CPU, NCCL on GPU): see
-:func:`context_parallel.runner.execute_distributed` (rank side) and :func:`context_parallel.launch.run_local`.
+:func:`harness.execution.distributed.execute_distributed` (rank side) and :func:`harness.cluster.launch.run_local`.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from harness.errors import unknown
 from harness.masks.core import ALL_FEATURES, Mask
+from harness.interfaces.comm import Comm
 from harness.spec import Run
 
-if TYPE_CHECKING:
-    from context_parallel.comm import Comm
 
 Layout = Callable[["CPProblem"], list[torch.Tensor]]
 """``layout(problem) -> [positions of rank 0, ..., positions of rank W-1]`` (int64 global token indices)."""
@@ -100,7 +97,7 @@ class CPContext:
 
     problem: CPProblem
     rank: int
-    comm: "Comm"
+    comm: Comm
     positions: list[torch.Tensor]  # global positions of every rank's local rows (from the strategy's layout)
     state: dict[str, Any] = field(default_factory=dict)  # filled by ``prepare`` (plans, groups, buffers)
     area: int = 0  # (q, k, head) pairs this rank's kernel computes per call (x batch); set by ``prepare``
@@ -166,6 +163,9 @@ class Strategy:
     dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float64"})
     devices: frozenset[str] = frozenset({"cpu"})
     local_methods: frozenset[str] = frozenset({"blocksparse"})  # ``Run.method`` values (the local kernel)
+    # The kernel a peer really runs per step, when it is the library's own (recorded as the run's ``kernel``;
+    # None: the local method ``Run.method`` is what runs).
+    kernel: Optional[str] = None
     options: dict[str, Any] = field(default_factory=dict)  # option name -> default (None: chosen per run)
     limits: Callable[[CPProblem], Optional[str]] = _no_limits  # world size / heads / seqlen -> why not
     # Analytic bytes each rank sends for a direction ("fwd", "bwd", "fwd+bwd"): tests and the bench compare
@@ -214,22 +214,5 @@ class Strategy:
 
 COMMON_OPTIONS = frozenset({"block_q", "block_k", "collectives"})
 """Options every strategy accepts: the local blocksparse tile sizes, and ``collectives`` = ``"native"``
-(default: the backend's all-to-all / reduce-scatter) or ``"p2p"`` (:class:`~context_parallel.comm.Comm`'s
+(default: the backend's all-to-all / reduce-scatter) or ``"p2p"`` (:class:`~harness.interfaces.comm.Comm`'s
 point-to-point emulation, what a backend without them would run)."""
-
-
-@functools.lru_cache(maxsize=1)
-def strategies() -> dict[str, Strategy]:
-    """All registered strategies: built-ins, ``LCBENCH_PLUGINS`` modules, then entry points of group
-    ``lcbench.strategies``."""
-    from context_parallel import BUILTIN
-    from harness.registry import collect
-
-    return collect(BUILTIN, "lcbench.strategies", "STRATEGIES", Strategy)
-
-
-def get_strategy(name: str) -> Strategy:
-    registry = strategies()
-    if name not in registry:
-        raise unknown("strategy", name, registry)
-    return registry[name]

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from harness.masks.core import Mask
-from harness.reference import reference_attention, sample_rows
+from harness.interfaces.reference import reference_outputs, sample_rows
 
 # Normalised max error allowed per dtype (inputs ~ N(0, 1)); low precision accumulates rounding in grads.
 TOLERANCE = {"float64": 1e-9, "float32": 5e-4, "float16": 1e-2, "bfloat16": 5e-2}
@@ -37,25 +37,6 @@ class GateResult:
 def _normalised(x: torch.Tensor, ref: torch.Tensor) -> float:
     scale = max(float(ref.abs().max()), 1e-6)
     return float((x.double() - ref).abs().max()) / scale
-
-
-def reference_outputs(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: Mask,
-    scale: float,
-    rows: torch.Tensor,
-    dout_rows: Optional[torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Reference out rows and, given the upstream gradient of those rows, full dq/dk/dv (float64)."""
-    leaves = [t.detach().double().requires_grad_(dout_rows is not None) for t in (q, k, v)]
-    out = reference_attention(*leaves, mask=mask, rows=rows, scale=scale)
-    refs = {"out": out.detach()}
-    if dout_rows is not None:
-        grads = torch.autograd.grad(out, leaves, dout_rows.double())
-        refs.update(dq=grads[0], dk=grads[1], dv=grads[2])
-    return refs
 
 
 def compare(
@@ -89,6 +70,7 @@ def check_method(
     scale: float,
     with_grad: bool,
     reference: Callable[..., dict[str, torch.Tensor]] = reference_outputs,
+    q_offset: int = 0,
 ) -> GateResult:
     """Run ``fn`` once on (q, k, v) and compare with ``reference`` (masked softmax by default) on sampled rows."""
     rows = sample_rows(q.shape[1])
@@ -96,7 +78,7 @@ def check_method(
     if not with_grad:
         with torch.no_grad():
             out = fn(q, k, v)
-        ref = reference(q, k, v, mask, scale, rows, None)
+        ref = reference(q, k, v, mask, scale, rows, None, q_offset=q_offset)
         return compare({"out": out.detach().cpu()}, ref, rows, dtype)
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
     out = fn(*leaves)

@@ -1,0 +1,95 @@
+"""The catalog: every method, strategy and workload lcbench knows, by name.
+
+The only harness module that imports the plugin packages. Each registry is the built-ins (``methods.BUILTIN``,
+``context_parallel.BUILTIN``, ``harness.workloads.BUILTIN``), then the lists of the modules named in
+``LCBENCH_PLUGINS`` (``METHODS``, ``STRATEGIES``, ``WORKLOADS``), then the entry points of the groups
+``lcbench.methods``, ``lcbench.strategies``, ``lcbench.workloads``. A broken plugin is one clear line.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from importlib.metadata import entry_points
+from types import ModuleType
+
+from harness.errors import UserError, unknown
+from harness.interfaces import Method, Strategy, Workload
+
+PLUGINS_ENV = "LCBENCH_PLUGINS"
+
+
+def plugin_modules() -> list[ModuleType]:
+    """Modules named in ``LCBENCH_PLUGINS`` (comma-separated). Env vars reach Ray workers and ranks."""
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    modules = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except Exception as e:  # noqa: BLE001 — any import failure of a user's module is theirs to fix
+            raise UserError(f"{PLUGINS_ENV}: cannot import module {name!r}: {type(e).__name__}: {e}") from None
+    return modules
+
+
+def collect(builtin: list, group: str, attr: str, kind: type) -> dict:
+    """Built-ins, then ``LCBENCH_PLUGINS`` modules' ``attr`` lists, then entry points of ``group``, by name."""
+    found = {item.name: item for item in builtin}
+    extra = [(f"{PLUGINS_ENV} module {m.__name__}.{attr}", item) for m in plugin_modules()
+             for item in getattr(m, attr, [])]
+    for ep in entry_points(group=group):
+        try:
+            extra.append((f"entry point {ep.name} of {group}", ep.load()))
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"entry point {ep.name} of {group} ({ep.value}) failed to load: "
+                            f"{type(e).__name__}: {e}") from None
+    for where, item in extra:
+        if not isinstance(item, kind):
+            raise UserError(f"{where}: {item!r} is not an lcbench {kind.__name__}")
+        found.setdefault(item.name, item)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def methods() -> dict[str, Method]:
+    """All registered methods by name."""
+    from methods import BUILTIN
+
+    return collect(BUILTIN, "lcbench.methods", "METHODS", Method)
+
+
+@functools.lru_cache(maxsize=1)
+def strategies() -> dict[str, Strategy]:
+    """All registered context-parallel strategies by name."""
+    from context_parallel import BUILTIN
+
+    return collect(BUILTIN, "lcbench.strategies", "STRATEGIES", Strategy)
+
+
+@functools.lru_cache(maxsize=1)
+def workloads() -> dict[str, Workload]:
+    """All registered model-level workloads by name."""
+    from harness.workloads import BUILTIN
+
+    return collect(BUILTIN, "lcbench.workloads", "WORKLOADS", Workload)
+
+
+def get_method(name: str) -> Method:
+    registry = methods()
+    if name not in registry:
+        raise unknown("method", name, registry)
+    return registry[name]
+
+
+def get_strategy(name: str) -> Strategy:
+    registry = strategies()
+    if name not in registry:
+        raise unknown("strategy", name, registry)
+    return registry[name]
+
+
+def get_workload(name: str) -> Workload:
+    registry = workloads()
+    if name not in registry:
+        raise unknown("workload", name, registry)
+    return registry[name]

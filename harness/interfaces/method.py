@@ -1,0 +1,183 @@
+"""The method interface: an attention kernel, what it supports, its FLOP count and its float64 reference.
+
+A method is one small file in ``methods/`` that defines ``METHOD = Method(...)``. ``build(problem)`` runs
+outside the timed region and returns ``fn(q, k, v) -> out`` on ``[batch, rows, heads, head_dim]`` tensors
+(q: heads_q; k, v: heads_kv). For the directions ``fwd``, ``bwd`` and ``fwd+bwd`` q holds every row of the
+sequence; for ``decode`` it holds the last ``problem.decode_tokens`` rows (query positions
+``problem.q_offset ...``) against a KV cache of the whole sequence, under the mask's rows for those positions.
+
+What a method computes is its own: ``flops(problem, direction)`` and ``reference`` (masked softmax attention,
+the field's FLOP convention, by default; linear attention or TTT layers bring theirs).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from harness.errors import unknown
+from harness.interfaces.reference import reference_outputs
+from harness.masks.core import Mask
+from harness.spec import DECODE, DTYPES, TRAINING_DIRECTIONS
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``fn(q, k, v) -> out`` on ``[batch, rows, heads, head_dim]`` tensors (q: heads_q, k/v: heads_kv)."""
+
+# The field's convention for softmax attention: backward = 2.5 x forward (5 matmuls incl. recompute).
+SOFTMAX_DIRECTION_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5, DECODE: 1.0}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One attention problem, as a method sees it when it builds its callable (outside the timed region)."""
+
+    mask: Mask
+    batch: int
+    seqlen: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    dtype: torch.dtype
+    device: torch.device
+    needs_grad: bool = False
+    options: dict = field(default_factory=dict)
+    direction: str = ""  # fwd | bwd | fwd+bwd | decode; "" = fwd, or fwd+bwd when needs_grad (older callers)
+    decode_tokens: int = 1  # query rows of a decode step: the last ones of the sequence
+
+    def __post_init__(self) -> None:
+        if not self.direction:
+            object.__setattr__(self, "direction", "fwd+bwd" if self.needs_grad else "fwd")
+        object.__setattr__(self, "needs_grad", self.direction in TRAINING_DIRECTIONS)
+
+    @property
+    def scale(self) -> float:
+        return self.head_dim**-0.5
+
+    @property
+    def is_decode(self) -> bool:
+        return self.direction == DECODE
+
+    @property
+    def q_offset(self) -> int:
+        """Query position of q's first row (0, or ``seqlen - decode_tokens`` for a decode step)."""
+        return self.seqlen - self.decode_tokens if self.is_decode else 0
+
+    @property
+    def q_rows(self) -> int:
+        return self.decode_tokens if self.is_decode else self.seqlen
+
+    @property
+    def q_positions(self) -> torch.Tensor:
+        return torch.arange(self.q_offset, self.seqlen)
+
+    @property
+    def area(self) -> int:
+        """Exact (q, k) pairs summed over query heads and batch, for the rows q holds."""
+        if not self.is_decode:
+            return self.mask.area(self.heads_q) * self.batch
+        counts = self.mask.intervals.select_rows(self.q_positions).counts()  # [mask heads, rows]
+        per_batch = int(counts.sum()) if self.mask.per_head else int(counts[0].sum()) * self.heads_q
+        return per_batch * self.batch
+
+    @property
+    def element_bytes(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+
+def softmax_forward_flops(problem: Problem) -> float:
+    """The field's convention: forward FLOPs = 4 * exact mask area * head_dim (summed over heads, batch)."""
+    return 4.0 * problem.area * problem.head_dim
+
+
+def softmax_flops(problem: Problem, direction: str) -> float:
+    """Softmax attention FLOPs of ``direction``: 4 * area * d forward, 2.5x backward, 3.5x both; a decode step
+    counts the forward of its rows."""
+    return softmax_forward_flops(problem) * SOFTMAX_DIRECTION_FACTOR[direction]
+
+
+def dense_cache_bytes(problem: Problem) -> int:
+    """KV bytes a decode step reads when the kernel streams the whole cache (a dense kernel with a mask)."""
+    return 2 * problem.batch * problem.seqlen * problem.heads_kv * problem.head_dim * problem.element_bytes
+
+
+def allowed_block_bytes(problem: Problem, block: int) -> int:
+    """KV bytes a decode step reads when the kernel skips the key blocks of ``block`` tokens that no decode
+    row may attend to (averaged over the mask's heads; each KV head reads its blocks once)."""
+    starts = torch.arange(0, problem.seqlen, block)
+    ends = (starts + block).clamp_max(problem.seqlen)
+    hits = problem.mask.intervals.count_in_ranges(problem.q_positions, starts, ends).sum(1) > 0  # [Hm, blocks]
+    keys_per_head = float(((ends - starts) * hits).sum()) / hits.shape[0]
+    return int(2 * problem.batch * keys_per_head * problem.heads_kv * problem.head_dim * problem.element_bytes)
+
+
+@dataclass(frozen=True)
+class Method:
+    """An attention kernel: what it supports, whether it is available here, and how to build it."""
+
+    name: str
+    summary: str
+    build: Callable[[Problem], AttentionFn]
+    mask_features: frozenset[str] = frozenset()  # features beyond a full mask (harness.masks.core)
+    dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float16", "float64"})
+    devices: frozenset[str] = frozenset({"cpu"})
+    backward: bool = True
+    decode: bool = False  # runs the decode direction (q = the last rows against the whole KV cache)
+    gqa: bool = True
+    probe: Callable[[], Optional[str]] = lambda: None  # None when usable, else why not
+    limits: Callable[[Problem], Optional[str]] = lambda p: None  # shape limits -> why unsupported
+    # What the method computes: FLOPs per direction and the float64 reference (masked softmax by default).
+    flops: Callable[[Problem, str], float] = softmax_flops
+    reference: Callable[..., dict] = reference_outputs
+    flop_convention: str = "softmax: fwd 4*area*Hq*d (exact mask area), bwd 2.5x, fwd+bwd 3.5x, decode 4*area(rows)*Hq*d"
+    # KV-cache bytes one decode step reads (the whole cache by default: a dense kernel streams all of it).
+    decode_bytes: Callable[[Problem], int] = dense_cache_bytes
+    # The state a decode step carries per sequence, in bytes (the KV cache by default; a linear method's d x d).
+    cache_bytes: Callable[[Problem], int] = dense_cache_bytes
+    options: dict[str, Any] = field(default_factory=dict)  # option name -> default (documented, validated)
+    homepage: str = ""
+
+    def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the catalog)
+        return hash(self.name)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("fwd",) + (("bwd", "fwd+bwd") if self.backward else ()) + ((DECODE,) if self.decode else ())
+
+    def unavailable_reason(self) -> Optional[str]:
+        return _probe(self)
+
+    def unsupported_reason(self, problem: Problem, direction: Optional[str] = None) -> Optional[str]:
+        """Why this method cannot run ``problem`` (None when it can)."""
+        direction = direction or problem.direction
+        dtype = str(problem.dtype).removeprefix("torch.")
+        if dtype not in self.dtypes:
+            return f"dtype {dtype} (supports {', '.join(sorted(self.dtypes))})"
+        if problem.device.type not in self.devices:
+            return f"device {problem.device.type} (runs on {', '.join(sorted(self.devices))})"
+        missing = problem.mask.features - self.mask_features
+        if missing:
+            return f"mask feature {', '.join(sorted(missing))} of {problem.mask.name}"
+        if direction == DECODE and not self.decode:
+            return "decode (no decode path)"
+        if direction in TRAINING_DIRECTIONS and not self.backward:
+            return "backward (forward only)"
+        if problem.heads_q != problem.heads_kv and not self.gqa:
+            return "GQA (heads_q != heads_kv)"
+        return self.limits(problem)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(method: Method) -> Optional[str]:
+    try:
+        return method.probe()
+    except Exception as e:  # a broken optional install must never crash a sweep
+        return f"probe failed: {type(e).__name__}: {e}"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise unknown("dtype", name, DTYPES)
+    return getattr(torch, name)

@@ -1,0 +1,174 @@
+"""The workload interface: a whole-model phase (a training step, a prefill, a decode step, a TTT loop).
+
+A workload is one file that defines ``WORKLOAD = Workload(...)``: its named parameters with defaults, named
+flavors (presets of those parameters: ``tiny`` for CPU, the real model's shapes for GPU), its phases and
+the metrics it reports (with units). ``build(problem)`` runs OUTSIDE the timed region — it creates weights,
+caches and optimizer state — and returns a :class:`WorkloadStep`: the timed call, its FLOPs (the workload's
+own FLOP model for that phase), its own correctness check and its metrics.
+
+Workloads use attention methods and context-parallel strategies by name, through ``problem.method(name)``
+and ``problem.strategy(name)``; they never import a plugin package. On a rank group ``problem.rank``,
+``problem.world_size`` and ``problem.comm`` (the byte-counting communication wrapper) are set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import torch
+
+from harness.errors import UserError, unknown
+from harness.spec import Run
+
+if TYPE_CHECKING:
+    from harness.interfaces.comm import Comm
+    from harness.interfaces.method import Method
+    from harness.interfaces.strategy import Strategy
+
+FLAVOR = "flavor"  # the parameter that names a preset
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number a workload reports, with its unit and which way is better."""
+
+    name: str
+    unit: str
+    better: str = "lower"  # "lower" or "higher"
+    description: str = ""
+
+
+@dataclass
+class CheckResult:
+    """The outcome of a workload's own correctness check (against float64, or its own invariant)."""
+
+    ok: bool
+    errors: dict[str, float] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def reason(self) -> Optional[str]:
+        return None if self.ok else f"failed correctness check: {self.detail}"
+
+
+@dataclass
+class WorkloadStep:
+    """A built phase: the timed call and everything measured about it.
+
+    ``check`` runs once before timing (outside it); ``metrics`` turns the timing into the workload's own
+    metrics (tokens/s, ms per token, ...); ``fields`` are static facts recorded with the run (parameter
+    counts, cache bytes modelled and measured, ...). ``inputs`` are the tensors alive during the call (for
+    the memory accounting)."""
+
+    call: Callable[[], object]
+    flops: float
+    check: Callable[[], CheckResult]
+    metrics: Callable[[float], dict[str, float]]  # median seconds per call -> {metric name: value}
+    fields: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple = ()
+    per_rank: Callable[[], dict] = dict  # on a rank group: this rank's facts (bytes sent, ...), gathered to rank 0
+
+
+@dataclass(frozen=True)
+class WorkloadProblem:
+    """One workload run as the workload sees it when it builds: the run, its resolved parameters, the
+    dtype and device, and access to registered methods and strategies by name."""
+
+    run: Run
+    params: dict[str, Any]
+    dtype: torch.dtype
+    device: torch.device
+    method: Callable[[str], "Method"]
+    strategy: Callable[[str], "Strategy"]
+    rank: int = 0
+    world_size: int = 1
+    comm: Optional["Comm"] = None
+
+    @property
+    def phase(self) -> str:
+        return self.run.direction
+
+    @property
+    def seqlen(self) -> int:
+        return self.run.seqlen
+
+    @property
+    def batch(self) -> int:
+        return self.run.batch
+
+
+def _no_limits(problem: WorkloadProblem) -> Optional[str]:
+    return None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model-level workload (see the module docstring)."""
+
+    name: str
+    summary: str
+    phases: tuple[str, ...]
+    params: dict[str, Any]  # parameter -> default (``flavor`` among them when the workload has flavors)
+    build: Callable[[WorkloadProblem], WorkloadStep]
+    metrics: tuple[Metric, ...] = ()
+    flavors: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> parameter overrides
+    flop_convention: str = ""  # how ``flops`` is counted (stated in tables)
+    dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float64"})
+    devices: frozenset[str] = frozenset({"cpu", "cuda"})
+    distributed: bool = False  # runs on a rank group (world size > 1)
+    limits: Callable[[WorkloadProblem], Optional[str]] = _no_limits
+    probe: Callable[[], Optional[str]] = lambda: None
+    homepage: str = ""
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults, then the named flavor's values, then the run's own: the parameters a build sees.
+
+        Unknown parameters, unknown flavors and wrongly typed values are the user's mistake (one line)."""
+        for key in given:
+            if key not in self.params:
+                raise unknown(f"parameter of workload {self.name!r}", key, self.params)
+        resolved = dict(self.params)
+        flavor = given.get(FLAVOR, self.params.get(FLAVOR))
+        if flavor is not None:
+            if flavor not in self.flavors:
+                raise unknown(f"flavor of workload {self.name!r}", str(flavor), self.flavors)
+            resolved.update(self.flavors[flavor])
+        resolved.update(given)
+        for key, value in resolved.items():
+            default = self.params[key]
+            if default is not None and value is not None and not _same_kind(default, value):
+                raise UserError(
+                    f"workload {self.name!r}: parameter {key}={value!r} has type {type(value).__name__}; "
+                    f"expected {type(default).__name__} like the default {default!r}"
+                )
+        return resolved
+
+    def unavailable_reason(self) -> Optional[str]:
+        try:
+            return self.probe()
+        except Exception as e:  # a broken optional install must never crash a sweep
+            return f"probe failed: {type(e).__name__}: {e}"
+
+    def unsupported_reason(self, problem: WorkloadProblem) -> Optional[str]:
+        run = problem.run
+        if run.direction not in self.phases:
+            return f"phase {run.direction} (phases: {', '.join(self.phases)})"
+        if run.dtype not in self.dtypes:
+            return f"dtype {run.dtype} (supports {', '.join(sorted(self.dtypes))})"
+        if problem.device.type not in self.devices:
+            return f"device {problem.device.type} (runs on {', '.join(sorted(self.devices))})"
+        if problem.world_size > 1 and not self.distributed:
+            return f"world size {problem.world_size} (runs on one device)"
+        return self.limits(problem)
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    return isinstance(value, type(default))

@@ -1,0 +1,39 @@
+"""The one status vocabulary of a run, and the groups every part of lcbench reads it by.
+
+A run ends with exactly one status and, unless ``ok``, a one-line reason:
+
+- ``ok``: it ran, passed the correctness gate (or its workload's own check) and was measured;
+- ``unsupported``: the method / strategy / workload cannot express this mask, dtype, shape or option;
+- ``unavailable``: a library or a device is missing here;
+- ``oom``, ``timeout``, ``error``: it was tried and failed so;
+- ``invalid``: it ran but failed the correctness check — its timing is never shown as a result.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+OK = "ok"
+UNSUPPORTED = "unsupported"
+UNAVAILABLE = "unavailable"
+OOM = "oom"
+TIMEOUT = "timeout"
+ERROR = "error"
+INVALID = "invalid"
+
+STATUSES = (OK, UNSUPPORTED, UNAVAILABLE, OOM, TIMEOUT, ERROR, INVALID)
+NOT_RUN = (UNAVAILABLE, UNSUPPORTED)  # the reason is about the method/library, not the run
+FAILED = (ERROR, OOM, TIMEOUT, INVALID)  # tried, and no valid number came out
+RUN_BREAKING = (ERROR, OOM, TIMEOUT)  # a rank group whose run ended so may be out of step: rebuild it
+
+
+def base_record(run) -> dict:
+    """The record every run starts from: its key, its plain-data fields, no status yet."""
+    return {"key": run.key, **run.to_dict(), "status": None, "reason": None}
+
+
+def outcome(record: dict, status: str, reason: Optional[str]) -> dict:
+    """Set a record's status and reason (``status`` must be one of :data:`STATUSES`)."""
+    assert status in STATUSES, status
+    record["status"], record["reason"] = status, reason
+    return record

@@ -1,0 +1,4 @@
+"""Every built-in model-level workload, one file each; shared model blocks in :mod:`harness.workloads.blocks`.
+Third-party workloads use the ``lcbench.workloads`` entry point."""
+
+BUILTIN: list = []
