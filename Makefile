@@ -2,7 +2,7 @@
 PY ?= python3
 STAMP := .setup.stamp
 
-.PHONY: setup quickstart test test-slow
+.PHONY: setup quickstart test test-slow gpu-check lint-imports
 
 # torch first: an existing torch (e.g. a GPU user's CUDA build) is left alone; without one we pin the
 # release whose CPU wheel lies on this machine's disk instead of letting pip resolve a multi-GB CUDA build.
@@ -22,3 +22,13 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow -o addopts="-p no:cacheprovider"
+
+# On a CUDA machine (torch + triton; Ray, flash-attn and internet not needed): the gpu-marked tests and a short
+# inline GPU suite, < 8 minutes; summary on stdout and in results/gpu_check.txt. Without CUDA: nothing to check.
+gpu-check:
+	$(PY) -m harness.gpu_check
+
+# The layering contracts of pyproject.toml ([tool.importlinter]); what the `lint-imports` command runs, called
+# through the interpreter so that no console-script shim needs to be on PATH.
+lint-imports: setup
+	$(PY) -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True, no_logo=True))"

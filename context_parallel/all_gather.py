@@ -1,9 +1,10 @@
 """All-gather KV (Llama 3's context parallelism): gather every rank's K and V, attend the local queries.
 
 The forward all-gathers K and V once (memory grows with S: every rank holds the whole K/V, which the
-backward reuses), the local q rows attend to all keys with one blocksparse plan on global positions, and
-the backward reduce-scatters the float32 dK/dV back to their owners. Layout: head-tail (2W chunks, rank i
-holds i and 2W-1-i), as in the Llama 3 paper, so causal work is balanced.
+backward reuses), the local q rows attend to all keys with one plan of the local kernel (``ctx.kernel``,
+``Run.method``'s) on global positions, and the backward reduce-scatters the float32 dK/dV back to their
+owners. Layout: head-tail (2W chunks, rank i holds i and 2W-1-i), as in the Llama 3 paper, so causal work
+is balanced.
 """
 
 from __future__ import annotations
@@ -15,25 +16,27 @@ import torch
 from context_parallel import layouts
 from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from harness.interfaces.comm import Comm
-from context_parallel.local import build_plan, plan_area
+from harness.interfaces.local_kernel import LocalKernel, Plan
+from context_parallel.local import build_plan, kernel_of, plan_area
 from context_parallel.volumes import all_gather_bytes
-from methods.blocksparse import TilePlan, blocksparse_backward, blocksparse_forward
 
 
 @dataclass
 class GatherState:
     comm: Comm
-    plan: TilePlan
+    kernel: LocalKernel
+    plan: Plan
     sizes: list[int]
     scale: float
 
 
 def prepare(ctx: CPContext) -> None:
     k_pos = torch.cat(ctx.positions)
-    plan = build_plan(ctx.problem, ctx.local_positions, k_pos)
-    ctx.state["gather"] = GatherState(ctx.comm, plan, [len(p) for p in ctx.positions], ctx.scale)
+    kernel = kernel_of(ctx)
+    plan = build_plan(ctx, ctx.local_positions, k_pos)
+    ctx.state["gather"] = GatherState(ctx.comm, kernel, plan, [len(p) for p in ctx.positions], ctx.scale)
     ctx.state["info"] = {"tokens": [len(p) for p in ctx.positions]}
-    ctx.area = plan_area(ctx.problem, plan, ctx.problem.heads_q)
+    ctx.area = plan_area(ctx.problem, kernel, plan)
 
 
 class AllGatherAttention(torch.autograd.Function):
@@ -42,7 +45,7 @@ class AllGatherAttention(torch.autograd.Function):
         q = q.contiguous()
         parts = st.comm.all_gather_varlen(torch.stack([k, v]), dim=2, sizes=st.sizes)
         kv = torch.cat(parts, dim=2)
-        out, lse = blocksparse_forward(q, kv[0], kv[1], st.plan, st.scale)
+        out, lse = st.kernel.forward(q, kv[0], kv[1], st.plan, st.scale)
         fctx.save_for_backward(q, kv, out, lse)
         fctx.st = st
         return out
@@ -51,7 +54,7 @@ class AllGatherAttention(torch.autograd.Function):
     def backward(fctx, dout: torch.Tensor):
         q, kv, out, lse = fctx.saved_tensors
         st: GatherState = fctx.st
-        dq, dk, dv = blocksparse_backward(dout.contiguous(), q, kv[0], kv[1], out, lse, st.plan, st.scale)
+        dq, dk, dv = st.kernel.backward(dout.contiguous(), q, kv[0], kv[1], out, lse, st.plan, st.scale)
         dkv = torch.stack([dk, dv]).float()
         mine = st.comm.reduce_scatter(list(dkv.split(st.sizes, dim=2)))
         return dq, mine[0].to(q.dtype), mine[1].to(q.dtype), None

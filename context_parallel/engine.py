@@ -8,7 +8,8 @@ A :class:`Topology` is two things, both partitions of the ranks:
 * ``levels`` — nested rings, outermost first (one level: a ring; two: LoongTrain's double ring). K/V
   blocks travel around each ring with isend/irecv of the next block posted before the current one is
   computed (communication overlapped with compute); at the innermost level each held block is attended
-  with the local blocksparse kernel on GLOBAL positions and merged by log-sum-exp.
+  with the local kernel (``ctx.kernel``: the LocalKernel of ``Run.method``) on GLOBAL positions and merged
+  by log-sum-exp.
 
 So: ring/zigzag/striped/doc_zigzag = one level, no a2a (they differ only in layout); double_ring = two
 levels; ulysses = one a2a group of all ranks and singleton rings; usp/hierarchical = a2a groups x one ring
@@ -33,8 +34,8 @@ import torch
 
 from harness.interfaces.strategy import CPContext, CPProblem, Unsupported
 from harness.interfaces.comm import Comm, Group
-from context_parallel.local import build_plan, merge_into, plan_area
-from methods.blocksparse import TilePlan, blocksparse_backward, blocksparse_forward
+from harness.interfaces.local_kernel import LocalKernel, Plan
+from context_parallel.local import build_plan, kernel_of, merge_into, plan_area
 
 Partition = tuple[tuple[int, ...], ...]
 
@@ -95,6 +96,7 @@ class EngineState:
 
     comm: Comm
     problem: CPProblem
+    kernel: LocalKernel
     me: int
     topology: Topology
     a2a_group: Group
@@ -102,7 +104,7 @@ class EngineState:
     kv_repeat: int  # kv heads repeated before the all-to-all (GQA with more a2a ranks than kv heads)
     heads_kv_local: int
     positions_of_group: dict[tuple[int, ...], torch.Tensor]  # a2a group -> its combined positions
-    plans: dict[tuple[int, ...], TilePlan]  # a2a group of the K/V origin -> plan for my q rows
+    plans: dict[tuple[int, ...], Plan]  # a2a group of the K/V origin -> the kernel's plan for my q rows
     rings: list[dict[int, tuple[tuple[int, ...], int]]] = field(default_factory=list)  # per level
 
     def a2a_of(self, rank: int) -> tuple[int, ...]:
@@ -150,7 +152,7 @@ def prepare_engine(ctx: CPContext, topology: Topology) -> EngineState:
     heads = (slot * hq_local, (slot + 1) * hq_local)
     combined = {g: torch.cat([ctx.positions[r] for r in g]) for g in topology.a2a}
     state = EngineState(
-        comm=ctx.comm, problem=problem, me=me, topology=topology, a2a_group=a2a_group,
+        comm=ctx.comm, problem=problem, kernel=kernel_of(ctx), me=me, topology=topology, a2a_group=a2a_group,
         a2a_sizes=[len(ctx.positions[r]) for r in a2a_group.ranks], kv_repeat=repeat,
         heads_kv_local=heads_kv_local, positions_of_group=combined, plans={},
         rings=[_lookup(part) for part in topology.levels],
@@ -165,8 +167,8 @@ def prepare_engine(ctx: CPContext, topology: Topology) -> EngineState:
         key = state.a2a_of(origin)
         if key in state.plans:
             raise AssertionError(f"K/V of a2a group {key} visited twice on rank {me}")
-        state.plans[key] = build_plan(problem, q_pos, combined[key], heads)
-        ctx.area += plan_area(problem, state.plans[key], hq_local)
+        state.plans[key] = build_plan(ctx, q_pos, combined[key], heads)
+        ctx.area += plan_area(problem, state.kernel, state.plans[key])
     return state
 
 
@@ -207,9 +209,9 @@ def ring_forward(state: EngineState, q: torch.Tensor, kv: torch.Tensor) -> tuple
 
     def leaf(origin: int, block: torch.Tensor) -> None:
         plan = state.plans[state.a2a_of(origin)]
-        if plan.num_calls == 0:
+        if state.kernel.area(plan) == 0:
             return
-        out, lse = blocksparse_forward(q, block[0], block[1], plan, state.problem.scale)
+        out, lse = state.kernel.forward(q, block[0], block[1], plan, state.problem.scale)
         merge_into(acc_out, acc_lse, out, lse)
 
     def level_fwd(level: int, block: torch.Tensor, f: Callable[[int], int]) -> None:
@@ -243,9 +245,9 @@ def ring_backward(
 
     def leaf(origin: int, block: torch.Tensor) -> Optional[torch.Tensor]:
         plan = state.plans[state.a2a_of(origin)]
-        if plan.num_calls == 0:
+        if state.kernel.area(plan) == 0:
             return None
-        gq, gk, gv = blocksparse_backward(dout, q, block[0], block[1], out, lse, plan, state.problem.scale)
+        gq, gk, gv = state.kernel.backward(dout, q, block[0], block[1], out, lse, plan, state.problem.scale)
         dq.add_(gq)
         return torch.stack([gk, gv]).float()
 

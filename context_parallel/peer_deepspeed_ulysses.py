@@ -4,8 +4,9 @@ What runs: ``deepspeed.sequence.layer.DistributedAttention(local_attention, grou
 gather_idx=1, num_kv_heads=H_kv)`` called on ``[B, S/W, H, d]`` shards with ``batch_dim_idx=0``: DeepSpeed's
 own three all-to-alls (q, k, v: sequence -> heads), the local attention on the full sequence of H/W heads,
 and its all-to-all back (heads -> sequence); the backward is DeepSpeed's (``_SeqAllToAll.backward``).
-The local attention is OUR blocksparse kernel with a plan on global positions — the same kernel our
-``ulysses`` runs locally — so the two differ only in how they communicate and lay out memory.
+The local attention is OUR local kernel of ``Run.method`` (``ctx.kernel``, e.g. blocksparse) with a plan on
+global positions — the same kernel our ``ulysses`` runs locally — so the two differ only in how they
+communicate and lay out memory.
 
 Runs on CPU with gloo, unmodified: DeepSpeed's collectives go through ``deepspeed.comm`` (its
 ``TorchBackend``) to ``torch.distributed.all_to_all_single``, which gloo implements in torch 2.13 (checked:
@@ -109,7 +110,7 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
 STRATEGY = Strategy(
     name="deepspeed_ulysses",
     summary="peer: DeepSpeed-Ulysses (deepspeed.sequence.layer.DistributedAttention): all-to-all seq->heads, "
-    "our blocksparse on the full sequence of H/W heads, all-to-all back; contiguous shards",
+    "our local kernel (Run.method) on the full sequence of H/W heads, all-to-all back; contiguous shards",
     layout=layouts.contiguous,
     prepare=prepare,
     attention=attention,

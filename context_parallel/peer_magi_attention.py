@@ -103,6 +103,7 @@ STRATEGY = Strategy(
     dtypes=frozenset({"bfloat16", "float16"}),
     devices=frozenset({"cuda"}),
     local_methods=OWN_KERNEL,
+    kernel="MagiAttention flex-flash-attention (its own)",
     limits=limits,
     probe=probe,
     homepage=HOMEPAGE,

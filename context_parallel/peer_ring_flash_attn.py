@@ -29,6 +29,7 @@ WHY = "ring_flash_attn calls flash_attn's CUDA kernels at every ring step (no CP
 probe = gpu_probe(("ring_flash_attn", "flash_attn"), "ring-flash-attn (+ flash-attn)", WHY)
 
 GPU_DTYPES = frozenset({"bfloat16", "float16"})
+KERNEL = "flash-attn _flash_attn_forward/_backward (ring-flash-attn's own, per ring step)"
 
 
 def _causal_or_full(problem: CPProblem) -> Optional[str]:
@@ -60,7 +61,7 @@ def _ring_model(problem: CPProblem, direction: str) -> list[int]:
 def _gpu_strategy(name: str, summary: str, **kw) -> Strategy:
     return Strategy(
         name=name, summary=summary, dtypes=GPU_DTYPES, devices=frozenset({"cuda"}), local_methods=OWN_KERNEL,
-        probe=probe, homepage=HOMEPAGE, **kw,
+        probe=probe, homepage=HOMEPAGE, **{"kernel": KERNEL, **kw},
     )
 
 
@@ -124,6 +125,7 @@ def _llama3_attention(ctx: CPContext, q: torch.Tensor, k: torch.Tensor, v: torch
 STRATEGY_LLAMA3 = _gpu_strategy(
     "ring_flash_attn_llama3",
     "peer (GPU): ring-flash-attention llama3_flash_attn_varlen_func, K/V all-gather (Llama 3), varlen documents",
+    kernel="flash-attn _flash_attn_varlen_forward/_backward (ring-flash-attn's own)",
     layout=layouts.contiguous, prepare=_llama3_prepare, attention=_llama3_attention,
     mask_features=frozenset({CAUSAL, VARLEN}), limits=_llama3_limits,
 )

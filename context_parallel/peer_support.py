@@ -4,8 +4,8 @@ A peer adapter is thin: it builds the library's own object in ``prepare`` and ca
 What the adapters share lives here:
 
 * :func:`ulysses_local_kernel` — the local attention a Ulysses peer (DeepSpeed, yunchang) runs on the
-  gathered-heads full sequence: OUR blocksparse kernel with a plan on global positions, exactly what our
-  ``ulysses`` runs locally, so the comparison isolates the communication scheme;
+  gathered-heads full sequence: OUR local kernel of ``Run.method`` (``ctx.kernel``) with a plan on global
+  positions, exactly what our ``ulysses`` runs locally, so the comparison isolates the communication scheme;
 * :func:`counted` — third-party autograd code calls ``torch.distributed`` itself, in the forward and again
   in its backward, long after ``attention`` returned. Two identity autograd nodes placed around the library
   call switch :meth:`Comm.counting_torch_distributed` on for the library's backward too, so ``comm_bytes``
@@ -26,8 +26,8 @@ import torch
 
 from harness.interfaces.strategy import CPContext, CPProblem
 from harness.interfaces.comm import Comm, nbytes
-from context_parallel.local import build_plan, plan_area
-from methods.blocksparse import blocksparse_attention
+from harness.interfaces.local_kernel import local_attention
+from context_parallel.local import build_plan, kernel_of, plan_area
 
 
 class _AnyMethod(frozenset):
@@ -86,7 +86,7 @@ def ulysses_limits(problem: CPProblem) -> Optional[str]:
 
 
 def ulysses_local_kernel(ctx: CPContext) -> Callable[..., torch.Tensor]:
-    """Our blocksparse kernel on the full sequence of this rank's head slice (after the head all-to-all).
+    """Our local kernel (``ctx.kernel``) on the full sequence of this rank's head slice (after the all-to-all).
 
     The all-to-all concatenates the ranks' shards in rank order, so the gathered rows are the global
     positions ``cat(ctx.positions)``; rank r holds q heads ``[r Hq/W, (r+1) Hq/W)`` (and the matching kv
@@ -96,14 +96,15 @@ def ulysses_local_kernel(ctx: CPContext) -> Callable[..., torch.Tensor]:
     w, r = ctx.world_size, ctx.rank
     hq = problem.heads_q // w
     rows = torch.cat(ctx.positions)
-    plan = build_plan(problem, rows, rows, heads=(r * hq, (r + 1) * hq))
-    ctx.area = plan_area(problem, plan, hq)
+    kernel = kernel_of(ctx)
+    plan = build_plan(ctx, rows, rows, heads=(r * hq, (r + 1) * hq))
+    ctx.area = plan_area(problem, kernel, plan)
     scale = problem.scale
 
-    def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return blocksparse_attention(q, k, v, plan, scale)
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return local_attention(kernel, q, k, v, plan, scale)
 
-    return local_attention
+    return attend
 
 
 # ----- counting bytes of third-party code ------------------------------------------------------------------

@@ -22,7 +22,8 @@ Function that plays the role the DTensor dispatch plays on GPU. Everything else 
 
 Supported: the two masks torch's ring has — full and plain causal — in float32/bfloat16/float64 (CPU flash
 dtypes), with GQA (the CPU flash op broadcasts kv heads). The per-step kernel is torch's CPU flash op, the
-same kernel our ``blocksparse`` tiles; ``Run.method`` (``blocksparse`` or ``sdpa``) does not change it.
+same kernel our ``blocksparse`` tiles; ``Run.method`` (``blocksparse`` or ``sdpa``) does not change it, and the
+record's ``kernel`` says so (:data:`KERNEL`).
 Bytes: torch's ring uses functional collectives, counted by
 :func:`context_parallel.peer_support.counting_functional_collectives` around torch's calls.
 ``_cp_options`` is process-global: it is set for each call and restored after.
@@ -41,6 +42,12 @@ from harness.interfaces.strategy import CPContext, CPProblem, Strategy, Unsuppor
 from context_parallel.peer_support import counting_functional_collectives
 from context_parallel.volumes import FP32, kv_bytes
 from harness.masks.core import CAUSAL
+
+KERNEL = (
+    "aten._scaled_dot_product_flash_attention_for_cpu (+ _backward) per ring step "
+    "(torch's _templated_ring_attention)"
+)
+
 
 def _cp():
     """torch's private context-parallel module (its location moved between releases)."""
@@ -169,6 +176,7 @@ def _strategy(name: str, rotate: str, summary: str) -> Strategy:
         attention=attention,
         mask_features=frozenset({CAUSAL}),
         local_methods=frozenset({"blocksparse", "sdpa"}),  # either way: torch's CPU flash op per ring step
+        kernel=KERNEL,
         limits=limits,
         comm_model=_comm_model(rotate),
         probe=probe,

@@ -94,6 +94,7 @@ def _strategy(name: str, comm_type: str, summary: str) -> Strategy:
         dtypes=frozenset({"bfloat16", "float16"}),
         devices=frozenset({"cuda"}),
         local_methods=OWN_KERNEL,
+        kernel="TransformerEngine DotProductAttention's own (cuDNN fused / flash-attn, per CP step)",
         options={usp.OPTION: None} if comm_type == "a2a+p2p" else {},
         limits=_limits(comm_type),
         probe=probe,

@@ -13,8 +13,9 @@ Its local attention is chosen by ``attn_type`` and NONE of yunchang 0.6.4's type
   already head-scattered tensors — wrong results whenever W > 1 even where the op exists.
 
 So this adapter constructs UlyssesAttention with ``AttnType.TORCH_FLASH`` (constructs on CPU) and sets the
-instance's ``attn_fn`` — the callable its ``forward`` invokes between the all-to-alls — to OUR blocksparse
-kernel on global positions, the local kernel our ``ulysses`` and ``deepspeed_ulysses`` use (DeepSpeed takes
+instance's ``attn_fn`` — the callable its ``forward`` invokes between the all-to-alls — to OUR local kernel
+of ``Run.method`` (``ctx.kernel``, e.g. blocksparse) on global positions, the one our ``ulysses`` and
+``deepspeed_ulysses`` use (DeepSpeed takes
 it as its documented ``local_attention`` argument; yunchang has no such argument). yunchang's forward and
 communication code run unchanged; this is a substitution of its local kernel, not of its algorithm.
 :func:`probe` checks that the attribute still exists, so a yunchang release that changes it reports
@@ -84,8 +85,8 @@ def comm_model_ulysses(problem: CPProblem, direction: str) -> list[int]:
 
 STRATEGY = Strategy(
     name="yunchang_ulysses",
-    summary="peer: yunchang UlyssesAttention (SeqAllToAll4D seq->heads, local, heads->seq) with our blocksparse "
-    "as its attn_fn (no yunchang attn_type runs on CPU); contiguous shards",
+    summary="peer: yunchang UlyssesAttention (SeqAllToAll4D seq->heads, local, heads->seq) with our local kernel "
+    "(Run.method) as its attn_fn (no yunchang attn_type runs on CPU); contiguous shards",
     layout=layouts.contiguous,
     prepare=prepare_ulysses,
     attention=attention_ulysses,
@@ -136,6 +137,7 @@ STRATEGY_RING = Strategy(
     dtypes=frozenset({"bfloat16", "float16"}),
     devices=frozenset({"cuda"}),
     local_methods=OWN_KERNEL,
+    kernel="flash-attn _flash_attn_forward/_backward (yunchang's zigzag ring, per step)",
     limits=_causal_or_full,
     comm_model=lambda p, d: ring_bytes(p, [p.seqlen // p.world_size] * p.world_size, d),
     probe=probe_flash,
@@ -168,6 +170,7 @@ STRATEGY_USP = Strategy(
     dtypes=frozenset({"bfloat16", "float16"}),
     devices=frozenset({"cuda"}),
     local_methods=OWN_KERNEL,
+    kernel="flash-attn (yunchang LongContextAttention, attn_type FA)",
     options={usp.OPTION: None},
     limits=lambda p: _causal_or_full(p) or a2a_limits(p, usp.OPTION),
     probe=probe_flash,

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 
 from harness.errors import UserError, unknown
-from harness.interfaces import Method, Strategy, Workload
+from harness.interfaces import LocalKernel, Method, Strategy, Workload
 
 PLUGINS_ENV = "LCBENCH_PLUGINS"
 
@@ -79,6 +79,11 @@ def get_method(name: str) -> Method:
     if name not in registry:
         raise unknown("method", name, registry)
     return registry[name]
+
+
+def local_kernels() -> dict[str, LocalKernel]:
+    """The methods that can be a context-parallel strategy's local kernel, by name (``Method.local_kernel``)."""
+    return {name: m.local_kernel for name, m in methods().items() if m.local_kernel is not None}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -63,17 +63,18 @@ def list_masks() -> Table:
 
 
 def list_suites() -> Table:
-    from suites.loader import available_suites, load_suite
+    from suites.loader import available_suites, load_suite, suite_profiles
 
     table = Table(title="suites", header_style="bold")
-    for col in ("name", "runs", "description"):
+    for col in ("name", "runs", "profiles", "description"):
         table.add_column(col)
     for name in available_suites():
         try:
             suite = load_suite(name)
-            table.add_row(name, str(len(suite.runs)), suite.description)
+            profiles = ", ".join(f"[bold]{p}[/]" if p == suite.profile else p for p in suite_profiles(name))
+            table.add_row(name, str(len(suite.runs)), profiles or "-", suite.description)
         except UserError as e:
-            table.add_row(name, "-", f"[red]invalid[/]: {e}")
+            table.add_row(name, "-", "-", f"[red]invalid[/]: {e}")
     return table
 
 
@@ -133,10 +134,11 @@ def _store(path: str):
 
 
 def print_results(records: list[dict], title: str) -> None:
-    """The results table, then the runs that were not run, grouped by reason."""
-    from harness.results.report import results_table, skipped_table
+    """One results table per kind (method, strategy, workload), then the runs not run, grouped by reason."""
+    from harness.results.report import results_tables, skipped_table
 
-    console.print(results_table(records, title=title))
+    for table in results_tables(records, title=title):
+        console.print(table)
     skipped = skipped_table(records)
     if skipped is not None:
         console.print(skipped)
@@ -153,7 +155,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     table, tally = compare_table(_store(args.base).records(), _store(args.new).records())
     console.print(table)
-    console.print(", ".join(f"{n} {k}" for k, n in tally.items()))
+    console.print(", ".join(f"{n} {k}" for k, n in tally.items() if n or k in ("better", "worse", "tie")))
     return 0
 
 
@@ -172,7 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from harness.results.plot import plot_records
 
-    written = plot_records(_store(args.path).records(), args.output)
+    written = plot_records(_store(args.path).records(), args.output, x=args.x, y=args.y, by=args.by)
     if not written:
         raise UserError(f"no ok results in {args.path} to plot")
     for p in written:
@@ -225,6 +227,13 @@ def cmd_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- bench -----------------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import run_bench
+
+    return run_bench(args.what, args.args)
+
+
 # ----- parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcbench", description="Long-context attention benchmark harness")
@@ -257,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="only this suite's runs")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("compare", help="time ratio NEW/BASE per matching run (3%% = tie)")
+    p = sub.add_parser("compare", help="ratios NEW/BASE of time and metrics per matching run (3%% = tie)")
     p.add_argument("base")
     p.add_argument("new")
     p.set_defaults(func=cmd_compare)
@@ -268,9 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("plot", help="PNG plots: TFLOP/s and time vs sequence length")
+    p = sub.add_parser("plot", help="PNG plots of any metric vs any parameter (default: per kind, vs seqlen)")
     p.add_argument("path")
     p.add_argument("-o", "--output", default="results/plots")
+    p.add_argument("--x", help="x axis: a record field, params.NAME or metrics.NAME (default: seqlen)")
+    p.add_argument("--y", help="y axis, as --x (default: kernels TFLOP/s and time; workloads ms/token and memory)")
+    p.add_argument("--by", help="one line per value of this field (default: who ran, shape, dtype)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("validate", help="check methods against the float64 reference on every claimed mask")
@@ -287,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=int, default=128, help="block size for the block statistics")
     p.add_argument("--png", help="write a picture of the mask to this file")
     p.set_defaults(func=cmd_mask)
+
+    from harness.bench import BENCHES
+
+    p = sub.add_parser("bench", help="benchmarks of lcbench itself (NAME --help: its arguments)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="benchmarks of lcbench itself:\n" + "\n".join(
+                           f"  {name:<10} {doc}" for name, (_, doc) in BENCHES.items()))
+    p.add_argument("what", choices=list(BENCHES), metavar="NAME", help=", ".join(BENCHES))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

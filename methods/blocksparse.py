@@ -9,8 +9,11 @@ softmax at tile granularity. The backward replays the same items through the fla
 global output and log-sum-exp, which gives each item's exact share of dq, dk and dv.
 
 Plans take the global positions of the local q and k rows, so the same kernel is the local attention of
-the context-parallel strategies: a rank's shard of any layout (contiguous, zigzag, striped) gets the right
-mask and returns its log-sum-exp for the ring merge.
+the context-parallel strategies (:data:`LOCAL_KERNEL`, ``METHOD.local_kernel``): a rank's shard of any layout
+(contiguous, zigzag, striped) gets the right mask and returns its log-sum-exp for the ring merge.
+
+A decode step is the same plan for q's last rows at their global positions against the whole KV cache: key
+tiles no decode row attends to are never read, which is what ``decode_bytes`` reports.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Optional
 import torch
 
 from harness.masks.core import ALL_FEATURES, RowIntervals
-from harness.interfaces import Method, Problem
+from harness.interfaces import LocalKernel, Method, Problem
+from harness.interfaces.local_kernel import PlanSpec
+from harness.interfaces.method import allowed_block_bytes
 
 _flash_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
@@ -199,15 +204,67 @@ def blocksparse_attention(q, k, v, plan: TilePlan, scale: float) -> torch.Tensor
     return BlockSparseAttention.apply(q, k, v, plan, scale)
 
 
+DEFAULT_BLOCK = 256
+
+
+def _block_k(problem: Problem) -> int:
+    return int(problem.options.get("block_k", DEFAULT_BLOCK))
+
+
 def build(problem: Problem):
-    positions = torch.arange(problem.seqlen)
-    opts = problem.options
+    """The plan covers q's rows at their global positions: every row, or the last ``decode_tokens`` rows of a
+    decode step against the whole KV cache (key tiles no decode row attends to are never read)."""
     plan = make_plan(
-        problem.mask.intervals, positions, positions, problem.dtype,
-        block_q=int(opts.get("block_q", 256)), block_k=int(opts.get("block_k", 256)),
+        problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen), problem.dtype,
+        block_q=int(problem.options.get("block_q", DEFAULT_BLOCK)), block_k=_block_k(problem),
     )
     scale = problem.scale
+    if problem.is_decode:
+        return lambda q, k, v: blocksparse_forward(q, k, v, plan, scale)[0]
     return lambda q, k, v: blocksparse_attention(q, k, v, plan, scale)
+
+
+def decode_bytes(problem: Problem) -> int:
+    """A decode step reads only the key tiles of ``block_k`` tokens that some decode row attends to."""
+    return allowed_block_bytes(problem, _block_k(problem))
+
+
+# ----- the local kernel of the context-parallel strategies ------------------------------------------------
+
+@dataclass
+class LocalPlan:
+    """A tile plan for one CP block, with the (q, k, q-head) pairs it computes per batch element."""
+
+    tiles: TilePlan
+    pairs: int
+
+
+def local_plan(spec: PlanSpec) -> LocalPlan:
+    iv = spec.intervals
+    tiles = make_plan(
+        iv, spec.q_pos, spec.k_pos, spec.dtype,
+        block_q=int(spec.options.get("block_q", DEFAULT_BLOCK)),
+        block_k=int(spec.options.get("block_k", DEFAULT_BLOCK)),
+    )
+    shared = iv.num_heads == 1  # else tiles.area already sums the plan's heads' patterns
+    return LocalPlan(tiles, tiles.area * (spec.num_heads if shared else 1))
+
+
+def local_forward(q, k, v, plan: LocalPlan, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return blocksparse_forward(q, k, v, plan.tiles, scale)
+
+
+def local_backward(dout, q, k, v, out, lse, plan: LocalPlan, scale: float):
+    return blocksparse_backward(dout, q, k, v, out, lse, plan.tiles, scale)
+
+
+LOCAL_KERNEL = LocalKernel(
+    name="blocksparse (aten._scaled_dot_product_flash_attention_for_cpu per tile)",
+    plan=local_plan,
+    forward=local_forward,
+    backward=local_backward,
+    area=lambda plan: plan.pairs,
+)
 
 
 METHOD = Method(
@@ -216,4 +273,7 @@ METHOD = Method(
     build=build,
     mask_features=ALL_FEATURES,
     dtypes=frozenset({"float32", "bfloat16", "float64"}),
+    local_kernel=LOCAL_KERNEL,
+    decode=True,
+    decode_bytes=decode_bytes,
 )

@@ -2,6 +2,7 @@
 
 ``flash_attn_func`` for single-sequence masks, ``flash_attn_varlen_func`` with ``cu_seqlens``/``max_seqlen``
 for packed documents; windows via ``window_size=(left, right)``; GQA native. CUDA only, fp16/bf16.
+Decode: ``flash_attn_with_kvcache`` on the last document's cache (``methods._flash``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from methods._flash import build_flash, limits
 
 
 def build(problem: Problem) -> AttentionFn:
-    from flash_attn import flash_attn_func, flash_attn_varlen_func
+    from flash_attn import flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache
 
-    return build_flash(problem, flash_attn_func, flash_attn_varlen_func)
+    return build_flash(problem, flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache)
 
 
 METHOD = Method(
@@ -26,6 +27,7 @@ METHOD = Method(
     dtypes=frozenset({"bfloat16", "float16"}),
     devices=frozenset({"cuda"}),
     backward=True,
+    decode=True,
     gqa=True,
     probe=needs("flash_attn"),
     limits=limits,

@@ -2,7 +2,7 @@
 
 Same calls and mask coverage as FlashAttention-2 (``flash_attn_func`` / ``flash_attn_varlen_func`` with
 ``window_size`` and ``cu_seqlens``), on sm90+ GPUs. Depending on the release the functions return ``out`` or
-``(out, lse)``; the adapter takes the output either way.
+``(out, lse)``; the adapter takes the output either way. Decode: ``flash_attn_with_kvcache``, as for FA2.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from methods._flash import build_flash, limits
 
 
 def build(problem: Problem) -> AttentionFn:
-    from flash_attn_interface import flash_attn_func, flash_attn_varlen_func
+    from flash_attn_interface import flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache
 
-    return build_flash(problem, flash_attn_func, flash_attn_varlen_func)
+    return build_flash(problem, flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache)
 
 
 METHOD = Method(
@@ -27,6 +27,7 @@ METHOD = Method(
     dtypes=frozenset({"bfloat16", "float16"}),
     devices=frozenset({"cuda"}),
     backward=True,
+    decode=True,
     gqa=True,
     probe=needs("flash_attn_interface", min_capability=(9, 0)),
     limits=limits,

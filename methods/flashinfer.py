@@ -1,10 +1,15 @@
-"""FlashInfer prefill kernels (forward only): full, causal, causal sliding windows and packed documents.
+"""FlashInfer prefill and decode kernels (forward only): full, causal, causal sliding windows, packed documents.
 
 One sequence of batch 1: ``flashinfer.single_prefill_with_kv_cache`` (``[S, H, d]``, NHD layout). Documents, or
 a batch of several sequences: ``BatchPrefillWithRaggedKVCacheWrapper`` planned once in ``build`` with
 ``qo_indptr = kv_indptr = cu_seqlens`` over ``B`` copies of the documents; ``run`` is the timed call.
 FlashInfer's window is one-sided (``window_left``, keys ``q - left .. q``), so windows must be causal.
 GQA native. CUDA only, fp16/bf16.
+
+Decode (one query token per sequence): ``BatchDecodeWithPagedKVCacheWrapper`` over the ``[B, S, Hkv, d]`` cache
+viewed as ``B * S`` pages of one token (a view, no copy); each sequence's page list is the keys of its last
+document, so the mask's window (``window_left``) applies unchanged (see :mod:`methods._decode`). For the last
+row a window's right side and a full document's later keys do not exist, so every varlen mask decodes.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import torch
 from harness.masks.core import CAUSAL, VARLEN, WINDOW
 from harness.interfaces import AttentionFn, Method, Problem
 from methods._common import needs, packed_cu_seqlens
+from methods._decode import decode_limits, last_document_start
 
 WORKSPACE_BYTES = 128 << 20  # the size FlashInfer's documentation recommends
 HEAD_DIMS = (64, 128, 256)
 
 
 def build(problem: Problem) -> AttentionFn:
+    if problem.is_decode:
+        return build_decode(problem)
     import flashinfer
 
     varlen = problem.mask.varlen
@@ -48,8 +56,45 @@ def build(problem: Problem) -> AttentionFn:
     return flashinfer_ragged
 
 
+def decode_page_table(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(indptr, indices, last_page_len)`` (int32, CPU) of one-token pages over the ``[B * S]`` token rows:
+    sequence ``b`` holds the tokens of its last document, ``b * S + start ... b * S + S - 1``."""
+    b, s = problem.batch, problem.seqlen
+    start = last_document_start(problem)
+    indptr = torch.arange(b + 1, dtype=torch.int32) * (s - start)
+    indices = (torch.arange(b).unsqueeze(1) * s + torch.arange(start, s)).flatten().to(torch.int32)
+    return indptr, indices, torch.ones(b, dtype=torch.int32)
+
+
+def build_decode(problem: Problem) -> AttentionFn:
+    """One decode token per sequence: the batch decode wrapper, planned here, ``run`` timed."""
+    import flashinfer
+
+    b, s, hq, hk, d = problem.batch, problem.seqlen, problem.heads_q, problem.heads_kv, problem.head_dim
+    indptr, indices, last_page_len = (t.to(problem.device) for t in decode_page_table(problem))
+    workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=problem.device)
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
+    wrapper.plan(
+        indptr, indices, last_page_len, hq, hk, d, 1,
+        window_left=problem.mask.varlen.window[0], q_data_type=problem.dtype, kv_data_type=problem.dtype,
+        sm_scale=problem.scale,
+    )
+
+    def flashinfer_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        pages = (k_cache.view(b * s, 1, hk, d), v_cache.view(b * s, 1, hk, d))  # [pages, page_size 1, Hkv, d]
+        return wrapper.run(q.view(b, hq, d), pages).view(b, 1, hq, d)
+
+    return flashinfer_decode
+
+
 def limits(problem: Problem) -> Optional[str]:
     varlen = problem.mask.varlen
+    if problem.is_decode:
+        if problem.decode_tokens != 1:
+            return f"decode_tokens {problem.decode_tokens} (FlashInfer's decode kernels take 1 token per sequence)"
+        if problem.head_dim not in HEAD_DIMS:
+            return f"head_dim {problem.head_dim} (FlashInfer decode supports {', '.join(map(str, HEAD_DIMS))})"
+        return decode_limits(problem)
     if varlen.window != (-1, -1) and not varlen.causal:
         return f"non-causal window {varlen.window} (FlashInfer has window_left only)"
     if problem.head_dim not in HEAD_DIMS:
@@ -59,12 +104,13 @@ def limits(problem: Problem) -> Optional[str]:
 
 METHOD = Method(
     name="flashinfer",
-    summary="FlashInfer prefill: single_prefill_with_kv_cache, ragged batch wrapper for documents; forward only",
+    summary="FlashInfer prefill (single / ragged batch wrapper) and paged batch decode; forward only",
     build=build,
     mask_features=frozenset({CAUSAL, WINDOW, VARLEN}),
     dtypes=frozenset({"bfloat16", "float16"}),
     devices=frozenset({"cuda"}),
     backward=False,
+    decode=True,
     gqa=True,
     probe=needs("flashinfer"),
     limits=limits,

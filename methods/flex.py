@@ -17,6 +17,10 @@ raised, and the warm-up runs with ``fail_on_recompile_limit_hit`` so that case f
 Backward: torch 2.13 does not implement FlexAttention's backward on CPU (``flex_attention`` raises
 ``NotImplementedError: FlexAttention does not support backward on CPU``), so this method is forward only.
 GQA uses ``enable_gqa=True`` (no K/V repeat). Option ``block_size`` (default 128) sets the sparse block size.
+
+Decode: q holds the last ``decode_tokens`` rows (``Q_LEN = n``) against the whole KV cache. The BlockMask then
+has one row of key blocks per ``block_size`` q rows, classified from the mask's intervals at the rows' global
+positions, and its mask_mod is the pattern's own with ``q_idx`` shifted by ``problem.q_offset``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Callable, Optional
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from harness.masks.core import ALL_FEATURES, FULL, PARTIAL, Mask, MaskMod
+from harness.masks.core import ALL_FEATURES, EMPTY, FULL, PARTIAL, Mask, MaskMod
 from harness.interfaces import AttentionFn, Method, Problem
 
 DEFAULT_BLOCK_SIZE = 128
@@ -81,13 +85,50 @@ def _on_device(value, device: torch.device, depth: int):
     return value
 
 
-def block_mask_from_ir(mask: Mask, block_size: int, device: torch.device) -> BlockMask:
+def rows_block_map(mask: Mask, q_pos: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The block map (EMPTY / PARTIAL / FULL, ``[Hm, nq, nk]``) of the query rows at global positions ``q_pos``
+    (blocks of ``block_size`` consecutive rows of ``q_pos``) against every key of the mask."""
+    starts = torch.arange(0, mask.seqlen, block_size)
+    ends = (starts + block_size).clamp_max(mask.seqlen)
+    per_row = mask.intervals.count_in_ranges(q_pos, starts, ends)  # [Hm, n, nk]
+    q_blocks = torch.arange(len(q_pos)).div(block_size, rounding_mode="floor")
+    nq = int(q_blocks[-1]) + 1
+    counts = torch.zeros(per_row.shape[0], nq, len(starts), dtype=per_row.dtype).index_add_(1, q_blocks, per_row)
+    rows = torch.bincount(q_blocks, minlength=nq)
+    cap = rows.view(1, -1, 1) * (ends - starts).view(1, 1, -1)
+    classes = torch.full(counts.shape, PARTIAL, dtype=torch.int8)
+    classes[counts == 0] = EMPTY
+    classes[counts == cap] = FULL
+    return classes
+
+
+def offset_mask_mod(mask_mod: MaskMod, q_offset: int, last: int) -> MaskMod:
+    """``mask_mod`` for a q that starts at global position ``q_offset``: row ``q_idx`` is position
+    ``q_offset + q_idx`` (clamped to ``last`` so that padding rows of a partial q block index in range)."""
+
+    def shifted(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+        return mask_mod(b, h, torch.clamp(q_idx + q_offset, max=last), kv_idx)
+
+    return shifted
+
+
+def block_mask_from_ir(
+    mask: Mask, block_size: int, device: torch.device, q_pos: Optional[torch.Tensor] = None
+) -> BlockMask:
     """``mask``'s ``BlockMask`` from its exact block map: partial blocks run the mask_mod, full blocks skip it.
 
     Shared masks give a head dimension of 1 (broadcast over heads); per-head masks one entry per head.
-    Each row lists its blocks in ascending key order, as ``create_block_mask`` does.
+    Each row lists its blocks in ascending key order, as ``create_block_mask`` does. ``q_pos``: the global
+    positions of q's rows when they are not every row — contiguous positions ``q_pos[0] ...`` (a decode step).
     """
-    classes = mask.block_map(block_size, block_size)  # [Hm, nq, nk]
+    mask_mod = mask_mod_on(mask.flex_mask_mod(), device)
+    if q_pos is None:
+        classes = mask.block_map(block_size, block_size)  # [Hm, nq, nk]
+        q_len = mask.seqlen
+    else:
+        classes = rows_block_map(mask, q_pos, block_size)
+        q_len = len(q_pos)
+        mask_mod = offset_mask_mod(mask_mod, int(q_pos[0]), mask.seqlen - 1)
 
     def sparse(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         counts = selected.sum(-1).to(torch.int32)
@@ -99,15 +140,16 @@ def block_mask_from_ir(mask: Mask, block_size: int, device: torch.device) -> Blo
     return BlockMask.from_kv_blocks(
         kv_num, kv_idx, full_num, full_idx,
         BLOCK_SIZE=block_size,
-        mask_mod=mask_mod_on(mask.flex_mask_mod(), device),
-        seq_lengths=(mask.seqlen, mask.seqlen),
+        mask_mod=mask_mod,
+        seq_lengths=(q_len, mask.seqlen),
     )
 
 
 def build(problem: Problem) -> AttentionFn:
     """Compile flex_attention for this problem (device-generic: the CUDA variant reuses it)."""
     block_size = int(problem.options.get("block_size", DEFAULT_BLOCK_SIZE))
-    block_mask = block_mask_from_ir(problem.mask, block_size, problem.device)
+    q_pos = problem.q_positions if problem.is_decode else None
+    block_mask = block_mask_from_ir(problem.mask, block_size, problem.device, q_pos)
     flex = compiled_flex()
     gqa = problem.heads_q != problem.heads_kv
     scale = problem.scale
@@ -143,10 +185,9 @@ def warm_up(fn: AttentionFn, problem: Problem) -> None:
     dynamo = torch._dynamo.config
     dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
     dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, RECOMPILE_LIMIT)
-    shape = (problem.batch, problem.seqlen)
     args = dict(dtype=problem.dtype, device=problem.device)
-    q = torch.zeros(*shape, problem.heads_q, problem.head_dim, **args)
-    k = torch.zeros(*shape, problem.heads_kv, problem.head_dim, **args)
+    q = torch.zeros(problem.batch, problem.q_rows, problem.heads_q, problem.head_dim, **args)
+    k = torch.zeros(problem.batch, problem.seqlen, problem.heads_kv, problem.head_dim, **args)
     v = torch.zeros_like(k)
     with dynamo.patch(fail_on_recompile_limit_hit=True):
         with torch.no_grad():
@@ -164,6 +205,7 @@ METHOD = Method(
     dtypes=frozenset({"float32", "bfloat16", "float16"}),  # float64 is rejected by the CPU kernel
     devices=frozenset({"cpu"}),
     backward=False,
+    decode=True,
     gqa=True,
     probe=probe,
     limits=limits,

@@ -2,6 +2,10 @@
 
 Full and causal masks use the kernel's native paths; any other mask is passed as a dense boolean mask,
 which the kernel applies without skipping masked blocks — that cost is what this method measures.
+
+Decode: q holds the last ``decode_tokens`` rows. SDPA's ``is_causal`` is aligned top-left (row i sees keys
+``<= i``), which is wrong for q rows at positions ``q_offset + i``, so a decode step passes the mask's rows for
+those positions as a small ``[Hm, n, S]`` boolean mask (none for a full mask).
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ MAX_MASK_BYTES = 4 << 30
 def build(problem: Problem):
     mask = problem.mask
     attn_mask = None
-    if not (mask.is_full or mask.is_plain_causal):
-        attn_mask = mask.dense().to(problem.device).unsqueeze(0)  # [1, Hm, S, S]
-    is_causal = mask.is_plain_causal
+    native_causal = mask.is_plain_causal and not problem.is_decode  # SDPA's causal is top-left aligned
+    if not (mask.is_full or native_causal):
+        attn_mask = mask.dense(q_pos=problem.q_positions).to(problem.device).unsqueeze(0)  # [1, Hm, rows, S]
+        if problem.is_decode and bool(attn_mask.all()):
+            attn_mask = None  # the decode rows see every key (e.g. the last row of a causal mask): no mask
+    is_causal = native_causal
     gqa = problem.heads_q != problem.heads_kv
     scale = problem.scale
 
@@ -42,7 +49,7 @@ def limits(problem: Problem) -> Optional[str]:
     mask = problem.mask
     if mask.is_full or mask.is_plain_causal:
         return None
-    need = mask.intervals.num_heads * problem.seqlen**2
+    need = mask.intervals.num_heads * problem.q_rows * problem.seqlen
     if need > MAX_MASK_BYTES:
         return f"dense boolean mask needs {need / 2**30:.1f} GiB (limit {MAX_MASK_BYTES / 2**30:.0f} GiB)"
     return None
@@ -55,6 +62,7 @@ METHOD = Method(
     mask_features=ALL_FEATURES,
     devices=frozenset({"cpu", "cuda"}),
     dtypes=frozenset({"float32", "bfloat16", "float16", "float64"}),
+    decode=True,
     limits=limits,
     homepage="https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html",
 )

@@ -1,47 +1,55 @@
-"""Suites: declarative YAML sweeps, validated against a schema and expanded into runs.
+"""Suites: declarative YAML sweeps, validated (:mod:`suites.schema`) and expanded into runs.
 
-A suite is the product of its lists: methods (single-device kernels, run at world size 1) and strategies
-(context-parallel, run at every world size) x masks x seqlens x shapes x dtypes x directions. A profile
-(``cpu`` / ``gpu``) overrides any top-level key, so one file holds CPU-sized and GPU-sized lengths.
-Every mistake is reported in one line naming the key, the bad value and what is allowed.
+A suite is the product of its lists, for three kinds of subject:
+
+- ``methods`` — single-device kernels, run at world size 1, x ``directions``;
+- ``strategies`` — context parallelism with ``local_method`` inside, run at every ``world_sizes`` entry,
+  x ``directions``;
+- ``workloads`` — whole-model phases: names or ``{name: W, <param>: value, ...}`` mappings, x ``phases``
+  (each workload runs the listed phases it has; all of its phases when ``phases`` is not given), at every
+  world size when the workload is distributed, else at 1. Heads come from the workload's parameters, so
+  ``shapes`` is optional for a workload-only suite, and ``masks`` defaults to ``[causal]``.
+
+each x ``masks`` x ``seqlens`` (or ``seqlens_per_device``, weak scaling) x ``shapes`` x ``dtypes``.
+
+**Sweep axes.** A workload parameter or an ``options`` value given as a LIST is a sweep axis: the runs are the
+cartesian product of all axes (``options: {block_q: [64, 128]}`` -> two runs per point). A parameter whose
+default is itself a list is a single value when given as a list; give a list of lists to sweep it
+(``segments: [[8, 16], [16, 32]]``). ``decode`` is a direction; ``decode_tokens`` (default 1) is the query
+rows of a decode step.
+
+**Profiles.** ``profiles: {NAME: {<key>: value}}`` override top-level keys (``null`` removes one); the
+default profile is ``gpu`` when CUDA is available else ``cpu``, when the suite defines it. Every shipped
+suite has a ``smoke`` profile: a representative subset that runs in under two minutes on two cores.
+
+**Checks before anything runs**, each one line naming the key, the bad value and what is allowed: the schema
+(types, ranges, empty lists, unknown keys and names with suggestions), duplicate YAML keys, each mask's
+parameters (the mask is built at every sequence length and head count the suite uses), phases, options
+against what the strategies (and methods that declare options) accept, and world sizes against the
+caller's ``max_world_size``.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
-
-import yaml
+from typing import Any, Iterable, Optional
 
 from harness.errors import UserError, unknown
-from harness.spec import DIRECTIONS, DTYPES, Run, Timing
+from harness.spec import DECODE, Run, Timing
+from suites.schema import Keys, MaskEntry, SuiteFile, WorkloadEntry, read_suite_file, validate_file
 
 SUITES_DIR = Path(__file__).resolve().parent
-
-# The schema: key -> (expected type, description). Lists are lists of the named element type.
-SCHEMA: dict[str, tuple[type, str]] = {
-    "name": (str, "suite name"),
-    "description": (str, "what the suite measures"),
-    "methods": (list, "single-device methods (lcbench list methods)"),
-    "strategies": (list, "context-parallel strategies (lcbench list strategies)"),
-    "local_method": (str, "single-device kernel used inside strategies"),
-    "masks": (list, "mask names, or {name: ..., <param>: ...} mappings"),
-    "seqlens": (list, "sequence lengths (integers > 0)"),
-    "seqlens_per_device": (list, "tokens per device (weak scaling: seqlen = tokens x world size)"),
-    "shapes": (list, "{heads_q, heads_kv, head_dim, batch} mappings"),
-    "dtypes": (list, f"dtypes from {', '.join(DTYPES)}"),
-    "directions": (list, f"directions from {', '.join(DIRECTIONS)}"),
-    "world_sizes": (list, "world sizes for strategies (integers >= 1)"),
-    "device": (str, "cpu or cuda"),
-    "timing": (dict, "warmup, min_samples, min_run_time, max_samples"),
-    "options": (dict, "options passed to every method/strategy"),
-    "profiles": (dict, "profile name -> overrides of the keys above"),
-}
-REQUIRED = ("name", "masks", "shapes")
-SHAPE_KEYS = {"heads_q": 8, "heads_kv": 8, "head_dim": 64, "batch": 1}
-TIMING_KEYS = set(Timing.__dataclass_fields__)
+SMOKE = "smoke"
+DEFAULT_LOCAL_METHOD = "blocksparse"
+DEFAULT_WORKLOAD_MASKS = (MaskEntry(name="causal"),)
+LENGTH_KEYS = ("seqlens", "seqlens_per_device")  # a profile giving one form of lengths replaces both
+# Run fields a workload run takes from its explicit parameters, when the workload has such a parameter.
+RUN_FIELDS_FROM_PARAMS = ("method", "strategy")
+# Parameters that give a workload's head count, in order of preference (for building its masks at load time).
+HEADS_PARAMS = ("heads_q", "heads")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class Suite:
     description: str
     runs: tuple[Run, ...]
     path: Optional[Path] = None
+    profile: Optional[str] = None  # the profile whose overrides were applied (None: the base keys)
 
 
 def suite_path(name_or_path: str) -> Path:
@@ -67,45 +76,28 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str, profile: Optional[str] = None) -> Suite:
+def suite_profiles(name_or_path: str) -> list[str]:
+    """The profiles a suite defines (validated: a broken suite is its one-line error)."""
     path = suite_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path.name}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return parse_suite(data, path, profile)
+    return sorted(validate_file(read_suite_file(path), path.name).profiles or {})
 
 
-def parse_suite(data: Any, path: Optional[Path] = None, profile: Optional[str] = None) -> Suite:
+def load_suite(name_or_path: str, profile: Optional[str] = None, max_world_size: Optional[int] = None) -> Suite:
+    """Read, validate and expand a suite; ``max_world_size`` (when given) bounds its world sizes."""
+    path = suite_path(name_or_path)
+    return parse_suite(read_suite_file(path), path, profile, max_world_size)
+
+
+def parse_suite(
+    data: Any, path: Optional[Path] = None, profile: Optional[str] = None, max_world_size: Optional[int] = None
+) -> Suite:
+    """Validate parsed suite data and expand it into runs (see the module docstring)."""
     where = path.name if path else "suite"
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping of keys ({', '.join(SCHEMA)}), got {type(data).__name__}")
-    _check_keys(data, where)
-    profiles = data.get("profiles") or {}
-    if profile is None:
-        profile = _default_profile(profiles)
-    if profile is not None:
-        if profile not in profiles:
-            raise unknown(f"profile of {where}", profile, profiles or ["(none defined)"])
-        overrides = profiles[profile]
-        if not isinstance(overrides, dict):
-            raise UserError(f"{where}: profiles.{profile} must be a mapping, got {overrides!r}")
-        _check_keys(overrides, f"{where} profiles.{profile}")
-        lengths = {"seqlens", "seqlens_per_device"}
-        if lengths & set(overrides):  # a profile's lengths replace the base's, whichever form they take
-            data = {k: v for k, v in data.items() if k not in lengths}
-        data = {**data, **overrides}
-    for key in REQUIRED:
-        if key not in data:
-            raise UserError(f"{where}: missing required key {key!r} ({SCHEMA[key][1]})")
-    if ("seqlens" in data) == ("seqlens_per_device" in data):
-        raise UserError(f"{where}: give exactly one of 'seqlens' (total length) or 'seqlens_per_device' (weak scaling)")
-    if not data.get("methods") and not data.get("strategies"):
-        raise UserError(f"{where}: needs 'methods' or 'strategies' (a non-empty list)")
-    runs = _expand(data, where)
-    return Suite(name=str(data["name"]), description=str(data.get("description", "")), runs=tuple(runs), path=path)
+    file = validate_file(data, where)
+    profile = profile if profile is not None else _default_profile(file.profiles or {})
+    keys = _Merged(file, profile, where)
+    runs = _Expansion(keys, where, max_world_size).runs()
+    return Suite(name=file.name, description=file.description or "", runs=tuple(runs), path=path, profile=profile)
 
 
 def _default_profile(profiles: dict) -> Optional[str]:
@@ -117,115 +109,256 @@ def _default_profile(profiles: dict) -> Optional[str]:
     return preferred if preferred in profiles else None
 
 
-def _check_keys(data: dict, where: str) -> None:
-    for key, value in data.items():
-        if key not in SCHEMA:
-            raise unknown(f"key in {where}", str(key), SCHEMA)
-        expected, what = SCHEMA[key]
-        if not isinstance(value, expected):
-            raise UserError(
-                f"{where}: {key}={value!r} has type {type(value).__name__}; expected a {expected.__name__} of {what}"
-            )
+class _Merged:
+    """The base keys with a profile's overrides applied, remembering where each key came from."""
+
+    def __init__(self, file: SuiteFile, profile: Optional[str], where: str) -> None:
+        self.values: dict[str, Any] = {k: getattr(file, k) for k in file.model_fields_set
+                                       if k not in ("name", "profiles")}
+        self.prefix: dict[str, str] = {}
+        if profile is not None:
+            profiles = file.profiles or {}
+            if profile not in profiles:
+                raise unknown(f"profile of {where}", profile, profiles or ["(none defined)"])
+            overrides: Keys = profiles[profile]
+            if set(LENGTH_KEYS) & overrides.model_fields_set:
+                for k in LENGTH_KEYS:
+                    self.values.pop(k, None)
+            for k in overrides.model_fields_set:
+                self.values[k] = getattr(overrides, k)
+                self.prefix[k] = f"profiles.{profile}."
+        self.values = {k: v for k, v in self.values.items() if v is not None}  # null removes a key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def path(self, key: str, index: Optional[int] = None) -> str:
+        """The dotted path of ``key`` (``profiles.cpu.masks[2]`` when the profile set it)."""
+        return self.prefix.get(key, "") + key + (f"[{index}]" if index is not None else "")
 
 
-def _ints(values: list, key: str, where: str, minimum: int) -> list[int]:
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise UserError(f"{where}: {key} has {v!r}; expected integers >= {minimum}")
-    return values
+def is_sweep(value: Any, default: Any) -> bool:
+    """A list is a sweep axis, unless the default is itself a list: then only a list of lists is."""
+    if not isinstance(value, list):
+        return False
+    if isinstance(default, (list, tuple)):
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return True
 
 
-def _choices(values: list, key: str, where: str, allowed: tuple) -> list[str]:
-    for v in values:
-        if v not in allowed:
-            raise unknown(f"{key[:-1]} in {where}", str(v), allowed)
-    return values
-
-
-def _masks(values: list, where: str) -> list[tuple[str, dict]]:
-    from harness.masks import get_mask_pattern
-
-    out = []
-    for entry in values:
-        if isinstance(entry, str):
-            name, params = entry, {}
-        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            params = {k: v for k, v in entry.items() if k != "name"}
-            name = entry["name"]
+def grid(values: dict[str, Any], defaults: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The cartesian product of the sweep axes of ``values`` (see :func:`is_sweep`), in key order."""
+    axes = []
+    for key, value in values.items():
+        if is_sweep(value, defaults.get(key)):
+            if not value:
+                raise UserError(f"{where}.{key}=[] is empty; expected a value or a non-empty list to sweep")
+            axes.append([(key, v) for v in value])
         else:
-            raise UserError(f"{where}: masks has {entry!r}; expected a mask name or a mapping with 'name'")
-        pattern = get_mask_pattern(name)
-        for k, v in params.items():
-            if k not in pattern.defaults:
-                raise unknown(f"parameter of mask {name!r} in {where}", k, pattern.defaults)
-        out.append((name, params))
-    return out
+            axes.append([(key, value)])
+    return [dict(point) for point in itertools.product(*axes)]
 
 
-def _shapes(values: list, where: str) -> list[dict]:
-    out = []
-    for entry in values:
-        if not isinstance(entry, dict):
-            raise UserError(f"{where}: shapes has {entry!r}; expected a mapping of {', '.join(SHAPE_KEYS)}")
-        for k, v in entry.items():
-            if k not in SHAPE_KEYS:
-                raise unknown(f"shape key in {where}", str(k), SHAPE_KEYS)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise UserError(f"{where}: shapes.{k}={v!r}; expected an integer >= 1")
-        shape = {**SHAPE_KEYS, **entry}
-        if "heads_kv" not in entry:
-            shape["heads_kv"] = shape["heads_q"]
-        if shape["heads_q"] % shape["heads_kv"]:
-            raise UserError(
-                f"{where}: shape heads_q={shape['heads_q']} is not a multiple of heads_kv={shape['heads_kv']}"
-            )
-        out.append(shape)
-    return out
+@functools.lru_cache(maxsize=256)
+def _check_mask(name: str, seqlen: int, heads: int, params: tuple) -> None:
+    """Build the mask once per (length, heads, parameters): its own checks are the parameter checks."""
+    from harness.masks import build_mask
+
+    build_mask(name, seqlen, heads, **{k: list(v) if isinstance(v, tuple) else v for k, v in params})
 
 
-def _expand(data: dict, where: str) -> list[Run]:
-    from harness.registry import get_method
+def _freeze(params: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
 
-    methods = data.get("methods") or []
-    for m in methods:
-        get_method(str(m))
-    strategies = data.get("strategies") or []
-    if strategies:
-        from harness.catalog import get_strategy
 
-        for s in strategies:
-            get_strategy(str(s))
-    local = data.get("local_method", "blocksparse")
-    get_method(local)
-    masks = _masks(data["masks"], where)
-    per_device = "seqlens_per_device" in data
-    seqlens = _ints(data["seqlens_per_device" if per_device else "seqlens"], "seqlens", where, 1)
-    shapes = _shapes(data["shapes"], where)
-    dtypes = _choices(data.get("dtypes", ["float32"]), "dtypes", where, DTYPES)
-    directions = _choices(data.get("directions", ["fwd"]), "directions", where, DIRECTIONS)
-    world_sizes = _ints(data.get("world_sizes", [1]), "world_sizes", where, 1)
-    device = data.get("device", "cpu")
-    if device not in ("cpu", "cuda"):
-        raise unknown(f"device in {where}", device, ("cpu", "cuda"))
-    timing = data.get("timing", {})
-    for k in timing:
-        if k not in TIMING_KEYS:
-            raise unknown(f"timing key in {where}", str(k), TIMING_KEYS)
-    timing = Timing(**timing)
-    options = data.get("options", {})
+class _Expansion:
+    """The runs of merged suite keys, and the checks that need the whole sweep."""
 
-    who = [(m, None, 1) for m in methods] + [(local, s, ws) for s in strategies for ws in world_sizes]
-    runs = []
-    for (method, strategy, ws), (mask, params), seqlen, shape, dtype, direction in itertools.product(
-        who, masks, seqlens, shapes, dtypes, directions
-    ):
-        runs.append(
-            Run.make(
-                method=method, strategy=strategy, world_size=ws, mask=mask, mask_params=params,
-                seqlen=seqlen * ws if per_device else seqlen,
-                dtype=dtype, direction=direction, device=device, timing=timing, options=options, **shape,
-            )
-        )
-    # Bucket by world size so a group of ranks is built once per size.
-    runs.sort(key=lambda r: r.world_size)
-    return runs
+    def __init__(self, keys: _Merged, where: str, max_world_size: Optional[int]) -> None:
+        self.k, self.where, self.max_world_size = keys, where, max_world_size
+        self._require()
+        self.timing: Timing = keys.get("timing").timing() if keys.has("timing") else Timing()
+        self.device: str = keys.get("device", "cpu")
+        self.dtypes: list[str] = keys.get("dtypes", ["float32"])
+        self.directions: list[str] = keys.get("directions", ["fwd"])
+        self.decode_tokens: int = keys.get("decode_tokens", 1)
+        self.world_sizes: list[int] = keys.get("world_sizes", [1])
+        self.per_device = keys.has("seqlens_per_device")
+        self.seqlens: list[int] = keys.get("seqlens_per_device" if self.per_device else "seqlens")
+        self.masks: tuple[MaskEntry, ...] = tuple(keys.get("masks", ()))
+        self.mask_checks: set[tuple[int, int, int]] = set()  # (mask index, seqlen, heads) to build once
+
+    # ----- structure ------------------------------------------------------------------------------------
+
+    def _require(self) -> None:
+        k, where = self.k, self.where
+        if not (k.has("methods") or k.has("strategies") or k.has("workloads")):
+            raise UserError(f"{where}: needs 'methods', 'strategies' or 'workloads' (a non-empty list)")
+        if k.has("seqlens") == k.has("seqlens_per_device"):
+            raise UserError(f"{where}: give exactly one of 'seqlens' (total length) or 'seqlens_per_device' "
+                            f"(weak scaling)")
+        attention = k.has("methods") or k.has("strategies")
+        for key in ("masks", "shapes"):
+            if attention and not k.has(key):
+                raise UserError(f"{where}: missing required key {key!r} (needed by methods and strategies)")
+        if k.has("phases") and not k.has("workloads"):
+            raise UserError(f"{where}: {k.path('phases')}={k.get('phases')!r} is given but the suite has no "
+                            f"'workloads'; expected 'directions' for methods and strategies")
+        if k.has("local_method") and not k.has("strategies"):
+            raise UserError(f"{where}: {k.path('local_method')}={k.get('local_method')!r} is given but the suite "
+                            f"has no 'strategies'")
+
+    def runs(self) -> list[Run]:
+        runs = self._attention_runs() + self._workload_runs()
+        self._check_world_sizes(runs)
+        self._check_masks()
+        runs.sort(key=lambda r: r.world_size)  # a group of ranks is built once per size
+        return runs
+
+    def _seqlen(self, seqlen: int, world_size: int) -> int:
+        return seqlen * world_size if self.per_device else seqlen
+
+    def _decode_tokens(self, direction: str) -> int:
+        return self.decode_tokens if direction == DECODE else 1
+
+    # ----- methods and strategies -----------------------------------------------------------------------
+
+    def _attention_runs(self) -> list[Run]:
+        from harness.catalog import get_method, get_strategy
+
+        k = self.k
+        methods = [get_method(m) for m in k.get("methods", [])]
+        strategies = [get_strategy(s) for s in k.get("strategies", [])]
+        if not methods and not strategies:
+            return []
+        local = k.get("local_method", DEFAULT_LOCAL_METHOD)
+        if strategies:
+            get_method(local)
+        options = self._options(methods, strategies)
+        who = [(m.name, None, 1) for m in methods] + [(local, s.name, ws) for s in strategies
+                                                      for ws in self.world_sizes]
+        shapes = k.get("shapes")
+        runs = []
+        for (method, strategy, ws), opts, (i, mask), seqlen, shape, dtype, direction in itertools.product(
+            who, options, enumerate(self.masks), self.seqlens, shapes, self.dtypes, self.directions
+        ):
+            fields = shape.run_fields()
+            self.mask_checks.add((i, self._seqlen(seqlen, ws), fields["heads_q"]))
+            runs.append(Run.make(
+                method=method, strategy=strategy, world_size=ws, mask=mask.name, mask_params=mask.params,
+                seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=direction, device=self.device,
+                timing=self.timing, options=opts, decode_tokens=self._decode_tokens(direction), **fields,
+            ))
+        return runs
+
+    def _options(self, methods: list, strategies: list) -> list[dict[str, Any]]:
+        """The option sets (sweep axes expanded), after checking the keys against the declared options.
+
+        Strategies declare theirs (plus the common ones); methods only when their ``options`` is non-empty.
+        An option must be known to at least one declaring subject; the check is skipped when none declares."""
+        from harness.interfaces.strategy import COMMON_OPTIONS
+
+        given: dict[str, Any] = self.k.get("options", {})
+        declaring = [(f"strategy {s.name!r}", {**dict.fromkeys(COMMON_OPTIONS), **s.options}) for s in strategies]
+        declaring += [(f"method {m.name!r}", m.options) for m in methods if m.options]
+        defaults: dict[str, Any] = {}
+        for _, opts in declaring:
+            for name, default in opts.items():
+                defaults.setdefault(name, default)
+        if declaring:
+            for key in given:
+                if key not in defaults:
+                    owners = ", ".join(who for who, _ in declaring[:3]) + (", ..." if len(declaring) > 3 else "")
+                    raise UserError(f"{self.where}: {self.k.path('options')}.{key}: "
+                                    f"{unknown(f'option of {owners}', key, defaults)}")
+        return grid(given, defaults, f"{self.where}: {self.k.path('options')}")
+
+    # ----- workloads ------------------------------------------------------------------------------------
+
+    def _workload_runs(self) -> list[Run]:
+        from harness.catalog import get_workload
+
+        k = self.k
+        entries: list[WorkloadEntry] = k.get("workloads", [])
+        if not entries:
+            return []
+        workloads = [get_workload(e.name) for e in entries]
+        phases = self._phases(workloads)
+        masks = self.masks or DEFAULT_WORKLOAD_MASKS
+        options = grid(k.get("options", {}), {}, f"{self.where}: {k.path('options')}")
+        runs = []
+        for i, (entry, workload) in enumerate(zip(entries, workloads)):
+            at = k.path("workloads", i)
+            own_phases = [p for p in (phases or workload.phases) if p in workload.phases]
+            sizes = self.world_sizes if workload.distributed else [1]
+            for params in grid(entry.params, workload.params, f"{self.where}: {at}"):
+                try:
+                    resolved = workload.resolve_params(params)
+                except UserError as e:
+                    raise UserError(f"{self.where}: {at}: {e}") from None
+                subject = self._run_fields(params, workload, at)
+                heads = next((resolved[p] for p in HEADS_PARAMS if isinstance(resolved.get(p), int)), 1)
+                for ws, opts, (j, mask), seqlen, dtype, phase in itertools.product(
+                    sizes, options, enumerate(masks), self.seqlens, self.dtypes, own_phases
+                ):
+                    if self.masks:
+                        self.mask_checks.add((j, self._seqlen(seqlen, ws), heads))
+                    runs.append(Run.make(
+                        workload=workload.name, params=params, world_size=ws, mask=mask.name,
+                        mask_params=mask.params, seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=phase,
+                        device=self.device, timing=self.timing, options=opts,
+                        decode_tokens=self._decode_tokens(phase), **subject,
+                    ))
+        return runs
+
+    def _phases(self, workloads: list) -> Optional[list[str]]:
+        phases: Optional[list[str]] = self.k.get("phases")
+        if phases is None:
+            return None
+        known = {p for w in workloads for p in w.phases}
+        for j, phase in enumerate(phases):
+            if phase not in known:
+                raise UserError(f"{self.where}: {self.k.path('phases', j)}: {unknown('phase', phase, known)}")
+        return phases
+
+    def _run_fields(self, params: dict, workload: Any, at: str) -> dict[str, str]:
+        """``method`` / ``strategy`` of a workload run: the ones its explicit parameters name (checked)."""
+        from harness.catalog import get_method, get_strategy
+
+        lookups = {"method": get_method, "strategy": get_strategy}
+        out = {}
+        for field in RUN_FIELDS_FROM_PARAMS:
+            value = params.get(field)
+            if field in workload.params and isinstance(value, str):
+                try:
+                    lookups[field](value)
+                except UserError as e:
+                    raise UserError(f"{self.where}: {at}.{field}: {e}") from None
+                out[field] = value
+        return out
+
+    # ----- checks over the whole sweep ------------------------------------------------------------------
+
+    def _check_world_sizes(self, runs: Iterable[Run]) -> None:
+        if self.max_world_size is None:
+            return
+        used = {r.world_size for r in runs}
+        for j, ws in enumerate(self.world_sizes):
+            if ws in used and ws > self.max_world_size:
+                raise UserError(f"{self.where}: {self.k.path('world_sizes', j)}={ws} is not allowed; expected "
+                                f"world sizes <= {self.max_world_size} (the devices available)")
+
+    def _check_masks(self) -> None:
+        for i, seqlen, heads in sorted(self.mask_checks):
+            mask = self.masks[i]
+            try:
+                _check_mask(mask.name, seqlen, heads, _freeze(mask.params))
+            except UserError as e:
+                raise UserError(f"{self.where}: {self.k.path('masks', i)} ({mask.name} at seqlen {seqlen}, "
+                                f"{heads} heads): {e}") from None
+            except Exception as e:  # noqa: BLE001 — any failure to build is a parameter the pattern rejects
+                raise UserError(f"{self.where}: {self.k.path('masks', i)} ({mask.name} at seqlen {seqlen}, "
+                                f"{heads} heads): parameters {mask.params!r} fail: {type(e).__name__}: {e}") from None

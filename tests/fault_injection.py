@@ -124,7 +124,7 @@ def execute_distributed(run) -> Optional[dict]:
         return real(run)
     import torch.distributed as dist
 
-    from harness.execution.executor import base_record, outcome
+    from harness.status import base_record, outcome
 
     started = time.perf_counter()
     opts = run.option_kwargs

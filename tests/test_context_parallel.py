@@ -16,11 +16,11 @@ import time
 import pytest
 import torch
 
-from harness.catalog import strategies
+from harness.catalog import local_kernels, strategies
 from harness.interfaces import CPProblem
 from harness.cluster.launch import run_local, run_local_many
 from context_parallel.layouts import LAYOUTS
-from harness.execution.executor import mask_for
+from harness.execution.inputs import mask_for
 from harness.execution.gate import TOLERANCE
 from harness.masks import MASKS
 from harness.masks.sharding import shard_areas
@@ -63,7 +63,8 @@ def expected_reason(run: Run) -> str | None:
     why = strategy.unavailable_reason()
     if why:
         return f"unavailable: {why}"
-    problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"))
+    problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
+                        local_kernels=local_kernels())
     return strategy.unsupported_reason(problem)
 
 

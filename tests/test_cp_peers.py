@@ -19,7 +19,7 @@ from harness.catalog import strategies
 from harness.interfaces import CPProblem
 from harness.cluster.launch import run_local_many
 from context_parallel.layouts import zigzag
-from harness.execution.executor import mask_for
+from harness.execution.inputs import mask_for
 from harness.masks import MASKS
 from harness.interfaces import torch_dtype
 from harness.spec import Run, Timing

@@ -89,7 +89,7 @@ def test_broken_probe_reports_instead_of_raising():
 def test_a_run_failing_the_gate_is_stored_as_invalid_without_a_valid_number(monkeypatch):
     from rich.console import Console
 
-    from harness.execution.executor import execute
+    from harness.execution.single import execute
     from harness.results.report import results_table
     from harness.spec import Run
 

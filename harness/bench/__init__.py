@@ -1,0 +1,29 @@
+"""Benchmarks of lcbench itself (figures for results/BENCHMARKS.md; performance is never a unit test).
+
+``lcbench bench NAME [ARGS]`` runs ``main(argv, prog)`` of the module named here; ``lcbench bench NAME
+--help`` lists its arguments. Modules are imported only when run (some import torch, one starts Ray).
+Side-by-side comparisons share one paired (A, B, A, B) measurement, :mod:`harness.bench.paired`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Sequence
+
+# name -> (module with ``main(argv, prog) -> int``, one line for ``lcbench bench --help``)
+BENCHES: dict[str, tuple[str, str]] = {
+    "kernels": ("harness.bench.kernels", "blocksparse vs sdpa, alternating A/B in one process, per mask"),
+    "overhead": ("harness.bench.overhead", "what each run costs beyond its timed work (100 tiny runs, inline)"),
+    "scheduler": ("harness.bench.scheduler", "the Ray scheduler's per-run cost vs a fresh process group per run"),
+    "cp": ("harness.bench.cp", "bytes sent per rank (measured vs analytic) and rank-max time, per strategy"),
+    "peers": ("harness.bench.peers", "our strategies vs the peers' in one process group, alternating A/B"),
+}
+
+
+def run_bench(name: str, argv: Optional[Sequence[str]] = None) -> int:
+    """Run benchmark ``name`` with its own command-line arguments ``argv``; its exit status."""
+    module, _ = BENCHES[name]
+    return importlib.import_module(module).main(list(argv or []), prog=f"lcbench bench {name}") or 0
+
+
+__all__ = ["BENCHES", "run_bench"]

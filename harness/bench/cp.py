@@ -1,6 +1,6 @@
 """Context-parallel benchmark: bytes each rank sends (measured vs analytic) and rank-max time, per strategy.
 
-``python -m harness.bench.cp`` runs causal attention at 16K tokens on 4 local gloo ranks for every
+``lcbench bench cp`` runs causal attention at 16K tokens on 4 local gloo ranks for every
 registered strategy that is available here (ours and the peers), through the real launcher and rank
 executor (the correctness gate included), and prints one table:
 
@@ -87,8 +87,8 @@ def format_table(records: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench cp") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--strategies", default="", help="comma-separated names (default: every available one)")
     p.add_argument("--seqlen", type=int, default=16384)
     p.add_argument("--world-size", type=int, default=4)
@@ -118,7 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(records, f, indent=1, default=str)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,16 +1,17 @@
 """Side-by-side benchmark of our strategies against the peers that run here, in ONE process group.
 
-    python -m harness.bench.peers                      # W=2, causal, S=4096, H=8, d=64, float32
-    python -m harness.bench.peers --world-size 4 --seqlen 8192 --reps 7
+    lcbench bench peers                      # W=2, causal, S=4096, H=8, d=64, float32
+    lcbench bench peers --world-size 4 --seqlen 8192 --reps 7
 
 Pairs (ours vs peer, same run): ``ulysses`` vs ``deepspeed_ulysses`` and ``yunchang_ulysses`` (same local
 kernel: only the communication differs); ``ring_zigzag`` vs ``torch_ring_alltoall`` (K/V passed one ring
 step at a time, head-tail layout on both sides) and ``all_gather`` vs ``torch_ring`` (K/V gathered once,
 torch's default); ``--pairs ring:torch_ring_alltoall`` adds our plain contiguous ring.
 
-Method: W gloo processes are started once; every strategy is prepared (plans, groups, DeepSpeed's comm
-init — outside timing) and passes the correctness gate (the executor's own gate: output and dq/dk/dv vs the
-float64 reference). Then, per pair and direction, calls alternate A, B, A, B, ... ``--reps`` times each,
+Method: W gloo processes are started once; every strategy is built by the executor's own strategy case
+(plans, groups, DeepSpeed's comm init and its one-time JIT build — outside timing) and passes the
+correctness gate (the executor's own gate: output and dq/dk/dv vs the float64 reference). Then, per pair and
+direction, calls alternate A, B, A, B, ... ``--reps`` times each (:func:`harness.bench.paired.alternate`),
 every call starting at a barrier, so slow drift of the shared machine's load hits both sides alike.
 Reported per strategy: the median over calls of the RANK-MAX wall time, and the median per-rank CPU time
 (process time of each rank; the sum over ranks is the CPU work of the call); the ratio ours/peer of each
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue as queue_mod
 import statistics
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -38,69 +40,48 @@ DEFAULT_PAIRS = (
 )
 
 
-def _prepare(name: str, run_kw: dict, rank: int):
-    """(strategy, ctx, local inputs, global inputs) for one strategy, prepared, plus its gate result."""
-    from harness.catalog import get_strategy
-    from harness.interfaces import CPContext, CPProblem
-    from harness.interfaces.comm import Comm
-    from harness.execution.distributed import _gate
-    from harness.execution.executor import make_inputs, mask_for
-    from harness.interfaces import torch_dtype
+def _build(name: str, run_kw: dict, direction: str, executor, gate: bool):
+    """The timed call of strategy ``name`` for ``direction`` as the executor builds it (prepared, outside
+    timing), the bytes this rank sends per call (one warm-up call, counted) and, when ``gate``, rank 0's
+    verdict of the correctness gate (None otherwise)."""
+    from harness.execution.cases import case_for
     from harness.spec import Run
 
-    run = Run.make(strategy=name, **run_kw)
-    strategy = get_strategy(name)
-    problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"))
-    why = strategy.unavailable_reason() or strategy.unsupported_reason(problem)
+    case = case_for(Run.make(strategy=name, direction=direction, **run_kw))
+    why = case.unavailable() or case.unsupported(executor)
     if why:
         raise RuntimeError(f"{name}: {why}")
-    ctx = CPContext(problem=problem, rank=rank, comm=Comm(), positions=strategy.layout(problem))
-    q, k, v = make_inputs(run, torch.device("cpu"))
-    local = tuple(strategy.shard(ctx, t) for t in (q, k, v))
-    strategy.prepare(ctx)
-    fn = lambda a, b, c, s=strategy, cx=ctx: s.attention(cx, a, b, c)  # noqa: E731
-    gate = _gate(strategy, ctx, fn, (q, k, v), local, rank)
-    return fn, ctx, local, gate
-
-
-def _timed(call) -> tuple[float, float]:
-    dist.barrier()
-    c0, t0 = time.process_time(), time.perf_counter()
-    call()
-    return time.perf_counter() - t0, time.process_time() - c0
+    built = case.build(executor)
+    verdict = built.check() if gate else None
+    built.warm()  # the warm-up call (barrier first), bytes counted
+    return built.call, built.per_rank()["sent"], verdict
 
 
 def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
-    from harness.execution.executor import direction_call
+    from harness.bench.paired import alternate
+    from harness.execution.distributed import RankGroupExecutor
 
     torch.set_num_threads(args["threads"])
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
+        executor = RankGroupExecutor(measure_memory=False)
         run_kw = dict(
             method="blocksparse", mask="causal", seqlen=args["seqlen"], heads_q=args["heads"],
             heads_kv=args["heads_kv"], head_dim=args["head_dim"], dtype=args["dtype"], world_size=world,
         )
         names = list(dict.fromkeys(n for pair in args["pairs"] for n in pair))
         out: dict = {"gate": {}, "bytes": {}, "times": {}}
-        prepared = {}
-        for name in names:
-            fn, ctx, local, gate = _prepare(name, {**run_kw, "direction": "bwd"}, rank)
-            prepared[name] = (fn, ctx, local)
-            out["gate"][name] = (gate.ok, {k: float(f"{e:.1e}") for k, e in gate.errors.items()})
         for direction in ("fwd", "bwd"):
             calls = {}
             for name in names:
-                fn, ctx, local = prepared[name]
-                calls[name] = direction_call(fn, *local, direction)
-                ctx.comm.reset()
-                calls[name]()  # warm-up, and the bytes of one call
-                out["bytes"][(name, direction)] = ctx.comm.sent_bytes
+                # the gate of a bwd run checks the output and dq/dk/dv: once per strategy
+                gated = direction == "bwd"
+                calls[name], out["bytes"][(name, direction)], gate = _build(name, run_kw, direction, executor, gated)
+                if gated:
+                    out["gate"][name] = (gate.ok, {k: float(f"{e:.1e}") for k, e in gate.errors.items()})
             for a, b in args["pairs"]:
-                samples = {a: [], b: []}
-                for _ in range(args["reps"]):
-                    for name in (a, b):
-                        samples[name].append(_timed(calls[name]))
-                out["times"][(a, b, direction)] = samples
+                out["times"][(a, b, direction)] = alternate({a: calls[a], b: calls[b]}, args["reps"],
+                                                            before=dist.barrier)
         everyone: list = [None] * world
         dist.all_gather_object(everyone, out)
         if rank == 0:
@@ -111,18 +92,47 @@ def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
 
 def _summary(per_rank: list[dict], name_a: str, name_b: str, direction: str) -> dict:
     """Median rank-max wall ms and per-rank median CPU ms of both sides of a pair."""
-    res = {}
-    for name in (name_a, name_b):
-        samples = [r["times"][(name_a, name_b, direction)][name] for r in per_rank]
-        n = len(samples[0])
-        wall = statistics.median(max(s[i][0] for s in samples) for i in range(n)) * 1e3
-        cpu = [statistics.median(c for _, c in s) * 1e3 for s in samples]
-        res[name] = (wall, cpu)
-    return res
+    from harness.bench.paired import rank_max_wall
+
+    pairs = [r["times"][(name_a, name_b, direction)] for r in per_rank]
+    return {name: (statistics.median(rank_max_wall(pairs, name)) * 1e3, [p.median_cpu(name) * 1e3 for p in pairs])
+            for name in (name_a, name_b)}
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """``ours:peer,...`` -> pairs of registered strategy names (a user error names the bad entry)."""
+    from harness.catalog import get_strategy
+    from harness.errors import UserError
+
+    pairs = []
+    for item in (i for i in text.split(",") if i):
+        parts = item.split(":")
+        if len(parts) != 2:
+            raise UserError(f"--pairs {item!r}: expected ours:peer, e.g. ulysses:deepspeed_ulysses")
+        for name in parts:
+            get_strategy(name)
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def _collect(results, procs: list) -> list[dict]:
+    """Rank 0's gathered results; a rank that died first ends the wait (its exit code in the error)."""
+    while True:
+        try:
+            per_rank = results.get(timeout=2.0)
+            break
+        except queue_mod.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a rank failed (exit codes {[p.exitcode for p in procs]}); see its traceback")
+    for p in procs:
+        p.join()
+    return per_rank
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("--world-size", type=int, default=2)
     ap.add_argument("--seqlen", type=int, default=4096)
     ap.add_argument("--heads", type=int, default=8)
@@ -133,16 +143,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads per rank (default cores // W)")
     ap.add_argument("--pairs", default=None, help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
     a = ap.parse_args(argv)
-    pairs = [tuple(p.split(":")) for p in a.pairs.split(",")] if a.pairs else list(DEFAULT_PAIRS)
+    pairs = parse_pairs(a.pairs) if a.pairs else list(DEFAULT_PAIRS)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = a.threads or max(1, cores // a.world_size)
     args = dict(seqlen=a.seqlen, heads=a.heads, heads_kv=a.heads_kv or a.heads, head_dim=a.head_dim,
                 dtype=a.dtype, reps=a.reps, threads=threads, pairs=pairs)
-    if any("deepspeed" in n for p in pairs for n in p):
-        from context_parallel.peer_deepspeed_ulysses import prebuild
-
-        prebuild()  # the one-time JIT build, before any rank starts
-
     from harness.cluster.launch import free_port
 
     load0 = os.getloadavg()
@@ -154,9 +159,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     started = time.perf_counter()
     for p in procs:
         p.start()
-    per_rank = results.get()
-    for p in procs:
-        p.join()
+    per_rank = _collect(results, procs)
     load1 = os.getloadavg()
 
     print(
@@ -178,7 +181,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 f"{'/'.join(f'{c:.0f}' for c in ca):>20s} {'/'.join(f'{c:.0f}' for c in cb):>20s} "
                 f"{sum(ca) / sum(cb):6.2f}   {by_a:15d} {by_b:10d}"
             )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

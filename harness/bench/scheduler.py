@@ -1,4 +1,4 @@
-"""What the Ray scheduler costs: ``python -m harness.bench.scheduler`` (figures for the docs; never a unit test).
+"""What the Ray scheduler costs: ``lcbench bench scheduler`` (figures for the docs; never a unit test).
 
 1. Per-run overhead in a reused rank group, world sizes 2 and 4: a bucket of runs of a trivial strategy (one
    all_reduce; :func:`trivial_execute`) through ``RayScheduler.run``; the gaps between consecutive records
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
 from datetime import timedelta
-from typing import Optional
+from typing import Optional, Sequence
 
 TRIVIAL = "bench_trivial"
 
@@ -28,7 +27,7 @@ def trivial_execute(run) -> Optional[dict]:
     import torch
     import torch.distributed as dist
 
-    from harness.execution.executor import base_record, outcome
+    from harness.status import base_record, outcome
 
     t0 = time.perf_counter()
     x = torch.ones(1)
@@ -76,15 +75,11 @@ def _spawned_rank(rank: int, world_size: int, port: int) -> None:
     dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fresh_group_cost(world_size: int, n: int) -> float:
     """Median seconds per point when every point spawns its ranks and initialises a process group."""
     import torch.multiprocessing as mp
+
+    from harness.cluster.launch import free_port
 
     times = []
     for _ in range(n):
@@ -125,8 +120,8 @@ def sweep_ratio(scheduler, n: int) -> tuple[float, float, float, dict]:
     return wall, measured, timed, dict(summary.counts)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench.scheduler", description=__doc__.splitlines()[0])
+def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench scheduler") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="trivial runs per world size in a reused group")
     parser.add_argument("--fresh", type=int, default=3, help="points per world size with a fresh process group")
     parser.add_argument("--sweep", type=int, default=100, help="points of the single-device sweep")
@@ -157,7 +152,8 @@ def main(argv: Optional[list[str]] = None) -> None:
               f"statuses {counts}")
     finally:
         scheduler.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -42,7 +42,7 @@ def set_threads(threads: int) -> int:
 
 def execute_single(run: Run) -> dict:
     """One single-device run (``harness.execution.executor.execute`` never raises for a run's failure)."""
-    from harness.execution.executor import execute
+    from harness.execution.single import execute
 
     return execute(run)
 

@@ -25,8 +25,9 @@ from typing import Callable, Optional, Sequence
 
 import torch.multiprocessing as mp
 
-from harness.execution.distributed import RankFailed, is_timeout
-from harness.execution.executor import base_record, outcome
+from harness.execution.distributed import RankFailed
+from harness.execution.executor import classify_exception
+from harness.status import RUN_BREAKING, base_record, outcome
 from harness.spec import Run
 
 _POLL_S = 0.2
@@ -88,7 +89,7 @@ def _worker(rank: int, world_size: int, port: int, runs: list[dict], results, ti
             record = execute_distributed(Run.from_dict(spec), **executor_kwargs)
             if rank == 0:
                 results.put((index, record))
-            if record is not None and record["status"] in ("error", "timeout", "oom"):
+            if record is not None and record["status"] in RUN_BREAKING:
                 break  # the group may be out of step: the launcher starts a fresh one
             dist.barrier()  # no rank starts the next run (and maybe dies in it) before rank 0 reported this one
         dist.destroy_process_group()
@@ -180,12 +181,12 @@ def _run_group(world_size: int, runs: list[Run], timeout_s: float, executor: str
         if index < 0:  # a rank failed outside rank 0's record (a rank's run, joining the group, a timeout)
             first = str(record).splitlines()[0]
             status, _, reason = first.partition(": ") if first.startswith(STATUS_PREFIXES) else ("", "", first)
-            failure = (status or ("timeout" if is_timeout(first) else "error"), reason)
+            failure = (status or classify_exception(RuntimeError(first))[0], reason)
             break
         out[index] = record
         current = index + 1
         deadline = time.monotonic() + timeout_s
-        if record["status"] in ("error", "timeout", "oom"):
+        if record["status"] in RUN_BREAKING:
             break  # the workers stop after such a run; a fresh group takes the rest
     if failure and current < len(runs):
         rec = base_record(runs[current])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from harness.execution.executor import base_record, outcome
+from harness.status import RUN_BREAKING, base_record, outcome
 from harness.cluster.isolation import Outcome
 from harness.cluster.rank_group import GroupRun
 from harness.spec import Run
@@ -17,7 +17,6 @@ from harness.spec import Run
 # Texts of the failures a rank sees when a *peer* failed first: the peer's failure is the reason, not these.
 PEER_FAILURE_MARKS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "peer", "timed out")
 MEMORY_MARKS = ("out of memory", "memoryerror", "can't allocate memory", "cannot allocate memory")
-RUN_BREAKING_STATUSES = ("error", "oom", "timeout")  # a group whose run ended so may be out of step: rebuild
 
 
 def _annotate(record: dict, o: Outcome, threads: int, scheduler: str = "ray") -> dict:
@@ -101,4 +100,4 @@ def _ranks(ranks: list[int]) -> str:
 
 
 def breaks_group(record: Optional[dict]) -> bool:
-    return record is None or record.get("status") in RUN_BREAKING_STATUSES
+    return record is None or record.get("status") in RUN_BREAKING

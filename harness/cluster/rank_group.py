@@ -112,6 +112,24 @@ class RankGroup:
 
     def _build(self) -> None:
         spec = self.spec
+        self.place()
+        master = self.info[0]["ip"]
+        port = self._get_all([self.actors[0].free_port.remote()], spec.group_timeout_s, "find a free port")[0]
+        envs, devices = self._device_env()
+        refs = [
+            a.start.remote(rank, spec.world_size, master, port, spec.backend, spec.pg_timeout_s, spec.init_timeout_s,
+                           spec.threads, envs[rank], devices[rank])
+            for rank, a in enumerate(self.actors)
+        ]
+        outcomes = self._get_all(refs, spec.init_timeout_s + 10, "initialise the process group")
+        for rank, o in enumerate(outcomes):
+            if not o.ok:
+                raise GroupError(f"rank {rank} could not join the process group: {o.reason}")
+
+    def place(self) -> None:
+        """Reserve one bundle per rank (PACK: a node's ranks are consecutive) and start the rank actors; fills
+        :attr:`info` with each rank's :meth:`RankActor.describe`. No process group yet (that is ``start``)."""
+        spec = self.spec
         self.pg = placement_group([spec.bundle()] * spec.world_size, strategy="PACK")
         ready, _ = ray.wait([self.pg.ready()], timeout=spec.group_timeout_s)
         if not ready:
@@ -127,30 +145,12 @@ class RankGroup:
             for i in range(spec.world_size)
         ]
         self.info = self._get_all([a.describe.remote() for a in self.actors], spec.group_timeout_s, "start rank actors")
-        master = self.info[0]["ip"]
-        port = self._get_all([self.actors[0].free_port.remote()], spec.group_timeout_s, "find a free port")[0]
-        envs, devices = self._device_env() if gpu else ([{}] * spec.world_size, [None] * spec.world_size)
-        refs = [
-            a.start.remote(rank, spec.world_size, master, port, spec.backend, spec.pg_timeout_s, spec.init_timeout_s,
-                           spec.threads, envs[rank], devices[rank])
-            for rank, a in enumerate(self.actors)
-        ]
-        outcomes = self._get_all(refs, spec.init_timeout_s + 10, "initialise the process group")
-        for rank, o in enumerate(outcomes):
-            if not o.ok:
-                raise GroupError(f"rank {rank} could not join the process group: {o.reason}")
 
     def _device_env(self) -> tuple[list[dict], list[Optional[int]]]:
-        """Per rank: ``CUDA_VISIBLE_DEVICES`` = the GPUs of all ranks on its node, and its index among them."""
-        by_node: dict[str, list[str]] = {}
-        for i in self.info:
-            by_node.setdefault(i["ip"], []).extend(i["gpus"])
-        envs, devices = [], []
-        for i in self.info:
-            visible = sorted(set(by_node[i["ip"]]), key=lambda g: (len(g), g))
-            envs.append({"CUDA_VISIBLE_DEVICES": ",".join(visible)})
-            devices.append(visible.index(i["gpus"][0]))
-        return envs, devices
+        """Per rank: the environment of its child and its device index (see :func:`device_env`)."""
+        if self.spec.device != "cuda":
+            return [{}] * self.spec.world_size, [None] * self.spec.world_size
+        return device_env(self.info)
 
     @staticmethod
     def _get_all(refs: list, timeout_s: float, what: str) -> list:
@@ -207,6 +207,23 @@ class RankGroup:
             except Exception:  # noqa: BLE001
                 pass
             self.pg = None
+
+
+def device_env(info: list[dict]) -> tuple[list[dict], list[Optional[int]]]:
+    """Per rank (``info``: each rank's ``describe()``): ``CUDA_VISIBLE_DEVICES`` = the GPUs of all the group's
+    ranks on its node, and its own GPU's index among them (what ``torch.cuda.set_device`` takes). Ranks are
+    grouped by Ray node id (several simulated nodes can share one IP), by IP for a ``describe`` without one."""
+    by_node: dict[str, list[str]] = {}
+    for i in info:
+        by_node.setdefault(i.get("node") or i["ip"], []).extend(i["gpus"])
+    envs, devices = [], []
+    for i in info:
+        if not i["gpus"]:
+            raise GroupError(f"rank on {i['host']} ({i['ip']}) was given no GPU by Ray")
+        visible = sorted(set(by_node[i.get("node") or i["ip"]]), key=lambda g: (len(g), g))
+        envs.append({"CUDA_VISIBLE_DEVICES": ",".join(visible)})
+        devices.append(visible.index(i["gpus"][0]))
+    return envs, devices
 
 
 def _outcome_of(ref) -> Outcome:

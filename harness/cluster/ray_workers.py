@@ -78,9 +78,10 @@ class RankActor:
         self.child: Optional[Child] = None
 
     def describe(self) -> dict:
-        """Where this rank lives: node IP (MASTER_ADDR for rank 0), host, pid and the GPU ids Ray assigned."""
-        return {"ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
-                "gpus": [str(g) for g in ray.get_gpu_ids()]}
+        """Where this rank lives: Ray node id, node IP (MASTER_ADDR for rank 0), host, pid and the GPU ids Ray
+        assigned (ids local to the node: what ``CUDA_VISIBLE_DEVICES`` names there)."""
+        return {"node": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "host": socket.gethostname(), "pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
     def free_port(self) -> int:
         """A TCP port free right now on this node (for the rendezvous store; rank 0 binds it moments later)."""

@@ -27,19 +27,16 @@ from typing import Iterator, Optional
 
 import ray
 
-from harness.execution.executor import base_record, outcome
+from harness.status import base_record, outcome
 from harness.cluster.isolation import Outcome
 from harness.cluster.outcomes import breaks_group, group_record, single_record
 from harness.cluster.rank_group import GroupError, GroupSpec, RankGroup, cpus_per_rank
 from harness.cluster.ray_cluster import RayConnection
 from harness.cluster.ray_workers import DEFAULT_RANK_EXECUTOR, run_single_task
+from harness.cluster.sweep import is_single
 from harness.spec import Run
 
 GroupKey = tuple[int, str]  # (world size, device)
-
-
-def is_single(run: Run) -> bool:
-    return run.strategy is None and run.world_size == 1
 
 
 class RayScheduler:

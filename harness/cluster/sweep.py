@@ -14,6 +14,7 @@ from typing import Iterator, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness import status as st
 from harness.execution.machine import machine_info
 from harness.spec import Run
 from harness.results.store import ResultStore
@@ -27,14 +28,19 @@ class Scheduler(Protocol):
     def close(self) -> None: ...
 
 
+def is_single(run: Run) -> bool:
+    """A run on one device (a method, or a workload at world size 1); the others run on a rank group."""
+    return run.strategy is None and run.world_size == 1
+
+
 class InlineScheduler:
     """Runs every point in this process, one at a time (tests, debugging, ``--scheduler inline``)."""
 
     def run(self, runs: list[Run]) -> Iterator[dict]:
-        from harness.execution.executor import execute
+        from harness.execution.single import execute
 
         for run in runs:
-            if run.strategy is None and run.world_size == 1:
+            if is_single(run):
                 yield execute(run)
             else:
                 from harness.cluster.launch import run_local
@@ -75,7 +81,6 @@ def run_sweep(
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=console, disable=not show_progress, transient=False,
     )
-    failed_statuses = {"error", "oom", "timeout", "invalid"}
     with progress:
         task = progress.add_task(suite_name, total=len(todo), ok=0, failed=0, skipped=0)
         for record in scheduler.run(todo):
@@ -84,7 +89,7 @@ def run_sweep(
             summary.records.append(record)
             c = summary.counts
             progress.update(
-                task, advance=1, ok=c["ok"], failed=sum(c[s] for s in failed_statuses),
-                skipped=c["unsupported"] + c["unavailable"],
+                task, advance=1, ok=c["ok"], failed=sum(c[s] for s in st.FAILED),
+                skipped=sum(c[s] for s in st.NOT_RUN),
             )
     return summary

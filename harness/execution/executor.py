@@ -1,159 +1,200 @@
-"""One single-device run, start to finish: mask -> method -> gate -> timing and memory -> a result record.
+"""One execution sequence for every run: method, strategy or workload, on one device or on a rank group.
 
-Every outcome is a record with a status (see ``STATUSES``) and a one-line reason, never an exception: a
-sweep goes on whatever one run does. Context-parallel runs go through ``context_parallel`` instead.
+::
+
+    resolve (catalog) -> availability -> support check -> build (outside timing) -> correctness check
+    -> warm-up -> time -> memory -> record
+
+The KIND of the run supplies what differs (:mod:`harness.execution.cases`: the callable, its FLOPs, its
+check, its metrics); the EXECUTOR supplies where it runs (:class:`harness.execution.single.SingleDevice`, or
+:class:`harness.execution.distributed.RankGroupExecutor` on every rank of a torch.distributed group: barriers,
+rank-max time, per-rank facts gathered to rank 0). Nothing here knows a kind or a plugin by name.
+
+Every outcome is a record with a status (:mod:`harness.status`) and a one-line reason, never an exception:
+a sweep goes on whatever one run does.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import traceback
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
+from harness import status as st
 from harness.errors import UserError
-from harness.execution.gate import GateResult, check_method
 from harness.execution.machine import peak_tflops
-from harness.masks import Mask, build_mask
-from harness.execution.measure import TimingStats, peak_memory, time_call
-from harness.catalog import get_method
-from harness.interfaces import AttentionFn, Problem, torch_dtype
-from harness.interfaces.method import SOFTMAX_DIRECTION_FACTOR as DIRECTION_FLOP_FACTOR
-from harness.spec import Run
-
-STATUSES = ("ok", "unsupported", "unavailable", "oom", "timeout", "error", "invalid")
+from harness.execution.measure import TimingStats
+from harness.interfaces import Unsupported
+from harness.spec import Run, Timing
 
 
-@functools.lru_cache(maxsize=16)
-def cached_mask(name: str, seqlen: int, num_heads: int, params: tuple) -> Mask:
-    return build_mask(name, seqlen, num_heads, **dict(params))
+@dataclass
+class Built:
+    """What a kind built for one run (outside the timed region): the timed call and what is known about it.
+
+    ``check`` is the correctness gate (a :class:`~harness.execution.gate.GateResult` or a workload's
+    :class:`~harness.interfaces.workload.CheckResult`; on a rank group only rank 0's verdict counts).
+    ``warm`` is one untimed call that may measure something per call (bytes sent); ``per_rank`` this rank's
+    facts and ``summarize`` rank 0's record fields from every rank's facts (distributed runs)."""
+
+    call: Callable[[], object]
+    flops: float
+    check: Callable[[], Any]
+    fields: dict[str, Any] = field(default_factory=dict)
+    inputs: Sequence[torch.Tensor] = ()
+    metrics: Callable[[float], dict[str, float]] = lambda seconds: {}
+    units: dict[str, str] = field(default_factory=dict)
+    better: dict[str, str] = field(default_factory=dict)
+    warm: Callable[[], None] = lambda: None
+    per_rank: Callable[[], dict] = dict
+    summarize: Callable[[list[dict]], dict] = lambda per_rank: {}
+    dtype: Optional[torch.dtype] = None  # for the %peak of attention kinds
+    device: torch.device = torch.device("cpu")
 
 
-def mask_for(run: Run) -> Mask:
-    return cached_mask(run.mask, run.seqlen, run.heads_q, run.mask_params)
+class Case(Protocol):
+    """One run of one kind, resolved from the catalog (see :mod:`harness.execution.cases`)."""
+
+    def unavailable(self) -> Optional[str]: ...
+
+    def unsupported(self, executor: "Executor") -> Optional[str]: ...
+
+    def build(self, executor: "Executor") -> Built: ...
 
 
-def make_inputs(run: Run, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded q, k, v of shape [B, S, H, d] (identical on every rank and machine for the same run)."""
-    g = torch.Generator().manual_seed(seed)
-    dtype = torch_dtype(run.dtype)
+class Executor(Protocol):
+    """Where a run executes: one device, or this rank of a group."""
 
-    def rnd(heads: int) -> torch.Tensor:
-        return torch.randn(run.batch, run.seqlen, heads, run.head_dim, generator=g).to(dtype).to(device)
+    rank: int
+    world_size: int
+    measure_memory: bool
 
-    return rnd(run.heads_q), rnd(run.heads_kv), rnd(run.heads_kv)
+    def agree(self, mine: Optional[tuple[str, str]]) -> Optional[tuple[str, str]]:
+        """Every rank's (status, reason) of a step that may fail on some ranks: the first failure, everywhere."""
 
+    def time(self, call: Callable[[], object], timing: Timing, device: torch.device) -> TimingStats: ...
 
-def direction_call(fn: AttentionFn, q, k, v, direction: str) -> Callable[[], object]:
-    """The measured call for a direction; the forward of a ``bwd`` run happens here, outside the timing."""
-    if direction == "fwd":
-        def forward():
-            with torch.no_grad():
-                return fn(q, k, v)
-        return forward
-    leaves = tuple(t.detach().requires_grad_(True) for t in (q, k, v))
-    if direction == "bwd":
-        out = fn(*leaves)
-        dout = torch.randn_like(out)
-        return lambda: torch.autograd.grad(out, leaves, dout, retain_graph=True)
-    dout = torch.randn(q.shape, dtype=q.dtype, device=q.device)
-    return lambda: torch.autograd.grad(fn(*leaves), leaves, dout)
+    def memory(self, call: Callable[[], object], inputs: Sequence[torch.Tensor],
+               device: torch.device) -> tuple[int, str]: ...
 
+    def gather(self, facts: dict) -> list[dict]:
+        """Every rank's facts, on rank 0 (and a list of one on one device)."""
 
-def base_record(run: Run) -> dict:
-    return {"key": run.key, **run.to_dict(), "status": None, "reason": None}
+    def timing_fields(self) -> dict:
+        """Per-rank timing fields of the last ``time`` (none on one device)."""
+
+    def describe(self, reason: str) -> str:
+        """A failure reason as this executor reports it (ranks prefix theirs)."""
+
+    def finish(self, record: dict) -> Optional[dict]:
+        """The record to return (None off rank 0)."""
 
 
-def outcome(record: dict, status: str, reason: Optional[str]) -> dict:
-    record["status"], record["reason"] = status, reason
-    return record
+class AgreedFailure(Exception):
+    """A step failed on some rank; every rank stops the run with this (status, reason)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
-def classify_exception(e: BaseException) -> tuple[str, str]:
-    """(status, one-line reason) for an exception raised by a run."""
-    text = f"{type(e).__name__}: {e}".splitlines()[0][:400]
-    if isinstance(e, UserError):
-        return "error", str(e)
-    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-        return "oom", text
-    return "error", text
+def execute_run(run: Run, executor: Executor, case_for: Callable[[Run], Case]) -> Optional[dict]:
+    """The one sequence (module docstring). ``case_for`` resolves the run's kind from the catalog."""
+    record = st.base_record(run)
+    record["kind"] = run.kind
+    started = time.perf_counter()
+    try:
+        _sequence(run, executor, case_for, record)
+    except AgreedFailure as e:
+        st.outcome(record, e.status, e.reason)
+    except Exception as e:  # noqa: BLE001 — every failure is a result
+        status, reason = classify_exception(e)
+        st.outcome(record, status, executor.describe(reason))
+        record["traceback"] = traceback.format_exc(limit=8)
+    record["wall_s"] = time.perf_counter() - started
+    return executor.finish(record)
 
 
-def fill_measurement(
-    record: dict, run: Run, problem: Problem, flops_fwd: float, stats: TimingStats, gate: GateResult
-) -> None:
-    """The measured fields shared by single-device and context-parallel records."""
-    flops = flops_fwd * DIRECTION_FLOP_FACTOR[run.direction]
+def _sequence(run: Run, executor: Executor, case_for: Callable[[Run], Case], record: dict) -> None:
+    case = case_for(run)
+    why = case.unavailable()
+    if why:
+        st.outcome(record, st.UNAVAILABLE, why)
+        return
+    why = case.unsupported(executor)
+    if why:
+        st.outcome(record, st.UNSUPPORTED, why)
+        return
+    built = case.build(executor)
+    record.update(built.fields)
+    check = built.check()
+    built.warm()
+    timed_from = time.perf_counter()
+    stats = executor.time(built.call, run.timing, built.device)
+    if executor.measure_memory:
+        peak, mem_method = executor.memory(built.call, built.inputs, built.device)
+    else:
+        peak, mem_method = 0, "not measured"
+    timed_s = time.perf_counter() - timed_from
+    facts = executor.gather({**built.per_rank(), "peak": peak})
+    if executor.rank != 0:
+        return
+    record.update(built.summarize(facts))
+    record.update(executor.timing_fields())
+    record["timed_s"] = timed_s
+    fill_measurement(record, run, built, stats, check)
+    record["peak_mem_bytes"] = max(f["peak"] for f in facts)
+    record["mem_method"] = mem_method if len(facts) == 1 else f"rank max of: {mem_method}"
+    if len(facts) > 1:
+        record["rank_peak_mem_bytes"] = json.dumps([f["peak"] for f in facts])
+    if check.ok:
+        st.outcome(record, st.OK, None)
+    else:
+        st.outcome(record, st.INVALID, check.reason)
+
+
+def fill_measurement(record: dict, run: Run, built: Built, stats: TimingStats, check: Any) -> None:
+    """The measured fields every kind shares: time, CPU time, FLOPs, throughput, check errors, metrics."""
     seconds = stats.median_ms / 1e3 * run.world_size  # device-seconds: rank-max time x world size
-    tflops = flops / seconds / 1e12 if seconds > 0 else 0.0
-    peak = peak_tflops(problem.dtype, problem.device.type)
+    tflops = built.flops / seconds / 1e12 if seconds > 0 and built.flops else 0.0
+    peak = peak_tflops(built.dtype, built.device.type) if built.dtype is not None else 0.0
+    frac = tflops / peak if peak > 0 and tflops > 0 else None
+    errors = getattr(check, "errors", {}) or {}
     record.update(
         time_ms_median=stats.median_ms,
         time_ms_p20=stats.p20_ms,
         time_ms_p80=stats.p80_ms,
         samples=stats.samples,
         cpu_ms=stats.cpu_ms,
-        area=problem.mask.area(run.heads_q) * run.batch,
-        flops=flops,
+        flops=built.flops,
         tflops=tflops,
-        peak_tflops=peak,
-        frac_peak=tflops / peak if peak > 0 else None,
-        max_abs_err=gate.max_abs_err,
-        gate_errors=json.dumps({k: float(f"{v:.3e}") for k, v in gate.errors.items()}),
+        peak_tflops=peak or None,
+        frac_peak=frac,
+        max_abs_err=getattr(check, "max_abs_err", None),
+        gate_errors=json.dumps({k: float(f"{v:.3e}") for k, v in errors.items()}),
         threads=torch.get_num_threads(),
-        mask_info=json.dumps(problem.mask.describe()),
     )
+    metrics = built.metrics(stats.median_ms / 1e3)
+    if metrics:
+        record["metrics"] = metrics
+        record["metric_units"] = {k: built.units.get(k, "") for k in metrics}
+        record["metric_better"] = {k: built.better.get(k, "lower") for k in metrics}
 
 
-def execute(run: Run) -> dict:
-    """Run one single-device benchmark point and return its record (never raises for a run's failure)."""
-    record = base_record(run)
-    started = time.perf_counter()
-    try:
-        _execute(run, record)
-    except Exception as e:  # noqa: BLE001 — every failure is a result
-        status, reason = classify_exception(e)
-        outcome(record, status, reason)
-        record["traceback"] = traceback.format_exc(limit=8)
-    record["wall_s"] = time.perf_counter() - started
-    return record
-
-
-def _execute(run: Run, record: dict) -> None:
-    method = get_method(run.method)
-    why = method.unavailable_reason()
-    if why:
-        outcome(record, "unavailable", why)
-        return
-    if run.heads_q % run.heads_kv:
-        outcome(record, "unsupported", f"heads_q={run.heads_q} is not a multiple of heads_kv={run.heads_kv}")
-        return
-    device = torch.device(run.device)
-    mask = mask_for(run)
-    problem = Problem(
-        mask=mask, batch=run.batch, seqlen=run.seqlen, heads_q=run.heads_q, heads_kv=run.heads_kv,
-        head_dim=run.head_dim, dtype=torch_dtype(run.dtype), device=device,
-        needs_grad=run.direction != "fwd", options=run.option_kwargs,
-    )
-    why = method.unsupported_reason(problem, run.direction)
-    if why:
-        outcome(record, "unsupported", why)
-        return
-    fn = method.build(problem)
-    q, k, v = make_inputs(run, device)
-    gate = check_method(
-        fn, q, k, v, mask, problem.scale, with_grad=run.direction != "fwd", reference=method.reference
-    )
-    call = direction_call(fn, q, k, v, run.direction)
-    timed_from = time.perf_counter()
-    stats = time_call(call, run.timing, device)
-    record["peak_mem_bytes"], record["mem_method"] = peak_memory(call, (q, k, v), device)
-    record["timed_s"] = time.perf_counter() - timed_from
-    fill_measurement(record, run, problem, method.forward_flops(problem), stats, gate)
-    if gate.ok:
-        outcome(record, "ok", None)
-    else:
-        outcome(record, "invalid", gate.reason)
+def classify_exception(e: BaseException) -> tuple[str, str]:
+    """(status, one-line reason) for an exception raised by a run."""
+    text = f"{type(e).__name__}: {e}".splitlines()[0][:400]
+    if isinstance(e, Unsupported):
+        return st.UNSUPPORTED, str(e)
+    if isinstance(e, UserError):
+        return st.ERROR, str(e)
+    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        return st.OOM, text
+    lowered = text.lower()
+    if "timed out" in lowered or "timeout" in lowered:  # a collective that hit the group's timeout
+        return st.TIMEOUT, text
+    return st.ERROR, text

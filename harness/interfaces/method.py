@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from harness.errors import unknown
+from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.reference import reference_outputs
 from harness.masks.core import Mask
 from harness.spec import DECODE, DTYPES, TRAINING_DIRECTIONS
@@ -137,7 +138,17 @@ class Method:
     # The state a decode step carries per sequence, in bytes (the KV cache by default; a linear method's d x d).
     cache_bytes: Callable[[Problem], int] = dense_cache_bytes
     options: dict[str, Any] = field(default_factory=dict)  # option name -> default (documented, validated)
+    # What a context-parallel strategy needs of this method as its local kernel (partial attention + LSE on
+    # global positions; see harness.interfaces.local_kernel). None: the method cannot be a CP local kernel.
+    local_kernel: Optional[LocalKernel] = None
     homepage: str = ""
+    # lcbench 0.1.0's hook (forward FLOPs, softmax factors for the other directions): kept for its plugins.
+    forward_flops: Optional[Callable[[Problem], float]] = None
+
+    def __post_init__(self) -> None:
+        if self.forward_flops is not None and self.flops is softmax_flops:
+            forward = self.forward_flops
+            object.__setattr__(self, "flops", lambda p, d: forward(p) * SOFTMAX_DIRECTION_FACTOR[d])
 
     def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the catalog)
         return hash(self.name)

@@ -1,46 +1,78 @@
-"""The float64 reference every method and strategy is checked against.
+"""The references every method and strategy is checked against: masked softmax attention, exact or eager.
 
-It computes exact masked softmax attention for a chosen subset of query rows, so the check stays cheap at
-any sequence length: with an upstream gradient that is zero outside those rows, the gradients of the whole
-problem (dq on the rows, dk and dv everywhere) are exactly the gradients of the rows alone.
+``reference_outputs`` computes masked softmax attention for a chosen subset of query rows, so the check stays
+cheap at any sequence length: with an upstream gradient that is zero outside those rows, the gradients of the
+whole problem (dq on the rows, dk and dv everywhere) are exactly the gradients of the rows alone.
+
+By default it computes in float64 (the exact answer). With ``compute_dtype`` set to the run's dtype it is the
+plain eager implementation an eager PyTorch user would write in that dtype (flash-attention's ``attention_ref``
+with ``upcast=False``): matmuls in the dtype, softmax in at least float32 and cast back, autograd for the
+gradients. The correctness gate measures how far *that* lands from float64 and allows a kernel a small multiple
+of it (see :mod:`harness.execution.gate`).
+
+Work is split into chunks of query heads (sharing one KV head) and, only when one head's rows are still too
+large, of rows; gradients of row chunks are summed in at least float32.
 """
 
 from __future__ import annotations
 
-import torch
-
 from typing import Optional
 
+import torch
+
 from harness.masks.core import Mask
+
+# Score elements (batch x heads x rows x keys) of one chunk: ~128 MiB of float64 scores, a few copies in autograd.
+CHUNK_SCORES = 1 << 24
+
+
+def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Softmax runs in float32 for 16-bit dtypes (what eager users and every kernel do), else in the dtype."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Eager masked softmax attention in q's dtype: q ``[B, H, n, d]``, k/v ``[B, H, S, d]``, allowed
+    broadcastable to ``[B, H, n, S]``. Rows with no keys give 0."""
+    scores = (q @ k.transpose(-1, -2)).to(_softmax_dtype(q.dtype)) * scale
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0).to(q.dtype)  # fully masked rows -> 0
+    return probs @ v
 
 
 def reference_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, rows: torch.Tensor, scale: float,
-    q_offset: int = 0,
+    q_offset: int = 0, compute_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Output rows ``[B, len(rows), Hq, d]`` in float64; q is ``[B, Sq, Hq, d]``, k/v ``[B, S, Hkv, d]``.
+    """Output rows ``[B, len(rows), Hq, d]`` in ``compute_dtype``; q is ``[B, Sq, Hq, d]``, k/v ``[B, S, Hkv, d]``.
 
     Row ``i`` of q is query position ``q_offset + i`` of the mask (a decode step's q holds the last rows only).
-    Rows with no keys give 0."""
-    heads_q, heads_kv = q.shape[2], k.shape[2]
-    group = heads_q // heads_kv
-    qr = q[:, rows].double().transpose(1, 2)  # [B, Hq, n, d]
-    kd = k.double().transpose(1, 2).repeat_interleave(group, dim=1)  # [B, Hq, S, d]
-    vd = v.double().transpose(1, 2).repeat_interleave(group, dim=1)
-    allowed = mask.dense(q_pos=rows + q_offset)  # [Hm, n, S]
-    scores = (qr @ kd.transpose(-1, -2)) * scale
-    scores = scores.masked_fill(~allowed.unsqueeze(0), float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
-    return (probs @ vd).transpose(1, 2)
+    Rows with no keys give 0. Differentiable with respect to q, k and v."""
+    group = q.shape[2] // k.shape[2]
+    qr = q[:, rows].to(compute_dtype).transpose(1, 2)  # [B, Hq, n, d]
+    kd = k.to(compute_dtype).transpose(1, 2).repeat_interleave(group, dim=1)  # [B, Hq, S, d]
+    vd = v.to(compute_dtype).transpose(1, 2).repeat_interleave(group, dim=1)
+    allowed = mask.dense(q_pos=rows.cpu() + q_offset).to(q.device)  # [Hm, n, S]
+    return _attend(qr, kd, vd, allowed.unsqueeze(0), scale).transpose(1, 2)
 
 
 def sample_rows(seqlen: int, count: int = 64, seed: int = 0) -> torch.Tensor:
-    """Sorted query rows to check: first and last rows plus a seeded random sample."""
+    """Sorted query rows: first and last rows plus a seeded random sample (see ``harness.execution.gate``
+    for the rows the gate checks, which also cover every tile and document)."""
     if seqlen <= count:
         return torch.arange(seqlen)
     g = torch.Generator().manual_seed(seed)
     picked = torch.randperm(seqlen - 2, generator=g)[: count - 2] + 1
     return torch.cat([torch.tensor([0, seqlen - 1]), picked]).sort().values
+
+
+def _chunks(rows: torch.Tensor, batch: int, group: int, seqlen: int) -> list[torch.Tensor]:
+    """Row chunks such that one KV head's group of query heads stays under ``CHUNK_SCORES`` score elements."""
+    per_row = max(1, batch * group * seqlen)
+    size = max(1, CHUNK_SCORES // per_row)
+    return list(rows.split(size))
 
 
 def reference_outputs(
@@ -52,14 +84,46 @@ def reference_outputs(
     rows: torch.Tensor,
     dout_rows: Optional[torch.Tensor],
     q_offset: int = 0,
+    compute_dtype: torch.dtype = torch.float64,
 ) -> dict[str, torch.Tensor]:
-    """Masked softmax attention in float64: out on ``rows`` and, given the upstream gradient of those rows,
-    full dq/dk/dv. The default ``Method.reference``; other methods (linear attention, TTT) bring their own
-    with this signature."""
-    leaves = [t.detach().double().requires_grad_(dout_rows is not None) for t in (q, k, v)]
-    out = reference_attention(*leaves, mask=mask, rows=rows, scale=scale, q_offset=q_offset)
-    refs = {"out": out.detach()}
-    if dout_rows is not None:
-        grads = torch.autograd.grad(out, leaves, dout_rows.double())
-        refs.update(dq=grads[0], dk=grads[1], dv=grads[2])
+    """Masked softmax attention in ``compute_dtype`` (float64: exact): out on ``rows`` and, given the upstream
+    gradient of those rows (``[B, len(rows), Hq, d]``), full dq/dk/dv in ``compute_dtype``.
+
+    The default ``Method.reference``; other methods (linear attention, TTT) bring their own with this signature,
+    ``compute_dtype`` included (the gate calls it once in float64 and once in the run's dtype)."""
+    batch, _, heads_q, dim = q.shape
+    heads_kv, seqlen = k.shape[2], k.shape[1]
+    group = heads_q // heads_kv
+    want_grad = dout_rows is not None
+    rows = rows.to(q.device)
+    allowed_all = mask.dense(q_pos=rows.cpu() + q_offset).to(q.device)  # [Hm, n, S]
+    per_head = allowed_all.shape[0] > 1
+    acc = torch.promote_types(compute_dtype, torch.float32)  # row-chunk gradients are summed in this
+    out = torch.empty(batch, len(rows), heads_q, v.shape[-1], dtype=compute_dtype, device=q.device)
+    grads = {name: torch.zeros(t.shape, dtype=acc, device=q.device) for name, t in (("dq", q), ("dk", k), ("dv", v))}
+    for h in range(heads_kv):
+        hq = slice(h * group, (h + 1) * group)
+        leaves = [
+            t.detach().to(compute_dtype).requires_grad_(want_grad)
+            for t in (q[:, :, hq], k[:, :, h : h + 1], v[:, :, h : h + 1])
+        ]
+        kd, vd = (t.transpose(1, 2).expand(batch, group, seqlen, t.shape[-1]) for t in leaves[1:])
+        start = 0
+        for chunk in _chunks(rows, batch, group, seqlen):
+            idx = slice(start, start + len(chunk))
+            start += len(chunk)
+            allowed = allowed_all[hq, idx] if per_head else allowed_all[:, idx]
+            with torch.set_grad_enabled(want_grad):
+                o = _attend(leaves[0][:, chunk].transpose(1, 2), kd, vd, allowed.unsqueeze(0), scale)
+                o = o.transpose(1, 2)  # [B, n, group, d]
+            out[:, idx, hq] = o.detach()
+            if want_grad:
+                g = dout_rows[:, idx, hq].to(device=q.device, dtype=compute_dtype)
+                dq, dk, dv = torch.autograd.grad(o, leaves, g)
+                grads["dq"][:, :, hq] += dq
+                grads["dk"][:, :, h : h + 1] += dk
+                grads["dv"][:, :, h : h + 1] += dv
+    refs = {"out": out}
+    if want_grad:
+        refs.update({name: t.to(compute_dtype) for name, t in grads.items()})
     return refs

@@ -10,8 +10,11 @@ sequence out over the ranks of a torch.distributed group, and three steps that r
 
 The layout is a function ``layout(problem) -> list of LongTensor``: the GLOBAL token positions of the local
 rows of every rank, in local row order (any order, any sizes). The default ``shard``/``gather`` use it, so a
-strategy normally only supplies ``layout``, ``prepare`` and ``attention``; the local kernel (on CPU our
-``blocksparse``) takes global positions, so any mask is exact on any layout.
+strategy normally only supplies ``layout``, ``prepare`` and ``attention``. The local attention is the
+:class:`~harness.interfaces.local_kernel.LocalKernel` of the method ``Run.method`` (``ctx.kernel``): it takes
+global positions, so any mask is exact on any layout, and returns log-sum-exps, so partial results merge
+exactly. A built-in strategy runs whichever method has a local kernel (``local_methods`` =
+:data:`WITH_LOCAL_KERNEL`); a peer that runs its library's own kernel says so in ``kernel``.
 
 Everything a step needs is in the :class:`CPContext`: the problem (plain data, no process group: it is also
 what :meth:`Strategy.unsupported_reason` sees before any process starts), the rank, ``comm`` (the
@@ -28,12 +31,13 @@ Strategies run inside an initialised process group (gloo on CPU, NCCL on GPU): s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
 from harness.masks.core import ALL_FEATURES, Mask
 from harness.interfaces.comm import Comm
+from harness.interfaces.local_kernel import LocalKernel
 from harness.spec import Run
 
 
@@ -53,6 +57,14 @@ class CPProblem:
     mask: Mask
     dtype: torch.dtype
     device: torch.device
+    # Every method that has a local kernel, by name (from the catalog; what ``unsupported_reason`` checks
+    # ``Run.method`` against and lists). Empty: no method can be a local kernel here.
+    local_kernels: Mapping[str, LocalKernel] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def kernel(self) -> Optional[LocalKernel]:
+        """The local kernel of ``Run.method`` (None when that method has none)."""
+        return self.local_kernels.get(self.run.method)
 
     @property
     def world_size(self) -> int:
@@ -101,6 +113,12 @@ class CPContext:
     positions: list[torch.Tensor]  # global positions of every rank's local rows (from the strategy's layout)
     state: dict[str, Any] = field(default_factory=dict)  # filled by ``prepare`` (plans, groups, buffers)
     area: int = 0  # (q, k, head) pairs this rank's kernel computes per call (x batch); set by ``prepare``
+    # The local method's kernel (Method.local_kernel of Run.method); None: the problem's own (problem.kernel).
+    kernel: Optional[LocalKernel] = None
+
+    def __post_init__(self) -> None:
+        if self.kernel is None:
+            self.kernel = self.problem.kernel
 
     @property
     def world_size(self) -> int:
@@ -138,6 +156,17 @@ def gather_by_layout(ctx: CPContext, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class _WithLocalKernel(frozenset):
+    """The ``local_methods`` marker of strategies that run ``ctx.kernel``: every method with a local kernel."""
+
+    def __repr__(self) -> str:
+        return "WITH_LOCAL_KERNEL"
+
+
+WITH_LOCAL_KERNEL: frozenset[str] = _WithLocalKernel()
+"""Default ``local_methods``: any ``Run.method`` whose ``Method.local_kernel`` is set (checked on the problem)."""
+
+
 def _no_limits(problem: CPProblem) -> Optional[str]:
     return None
 
@@ -162,7 +191,9 @@ class Strategy:
     backward: bool = True
     dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float64"})
     devices: frozenset[str] = frozenset({"cpu"})
-    local_methods: frozenset[str] = frozenset({"blocksparse"})  # ``Run.method`` values (the local kernel)
+    # ``Run.method`` values it runs: WITH_LOCAL_KERNEL (default: any method with a LocalKernel, which runs as
+    # ``ctx.kernel``), a fixed set (a peer whose kernel does not depend on the method), or OWN_KERNEL.
+    local_methods: frozenset[str] = WITH_LOCAL_KERNEL
     # The kernel a peer really runs per step, when it is the library's own (recorded as the run's ``kernel``;
     # None: the local method ``Run.method`` is what runs).
     kernel: Optional[str] = None
@@ -186,7 +217,11 @@ class Strategy:
     def unsupported_reason(self, problem: CPProblem) -> Optional[str]:
         """Why this strategy cannot run ``problem`` exactly (None when it can). Cheap; no process group."""
         run = problem.run
-        if run.method not in self.local_methods:
+        if self.local_methods is WITH_LOCAL_KERNEL:
+            if problem.kernel is None:
+                have = ", ".join(sorted(problem.local_kernels)) or "none"
+                return f"local method {run.method} has no local kernel (methods with one: {have})"
+        elif run.method not in self.local_methods:
             return f"local method {run.method} (uses {', '.join(sorted(self.local_methods))})"
         if run.dtype not in self.dtypes:
             return f"dtype {run.dtype} (supports {', '.join(sorted(self.dtypes))})"

@@ -172,3 +172,35 @@ def _same_kind(default: Any, value: Any) -> bool:
     if isinstance(default, (int, float)):
         return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
     return isinstance(value, type(default))
+
+
+OUTPUT_FACTOR = 2.0  # the field's rule (flash-attention's tests): error <= 2x an eager same-dtype run's error
+GRADIENT_FACTOR = 3.0  # gradients: 3x (CPU flash backward in bf16 measured at up to 2.5x eager on dk/dv)
+
+
+def rounding_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """flash-attention's absolute floor: twice the rounding error of ``ref + 0.3 - 0.3`` in ``dtype`` (what
+    merely storing values of that size costs)."""
+    rounded = (ref + 0.3).to(dtype).double() - 0.3
+    return 2.0 * float((rounded - ref).abs().max())
+
+
+def check_against_eager(got: dict[str, torch.Tensor], exact: dict[str, torch.Tensor],
+                        eager: dict[str, torch.Tensor]) -> CheckResult:
+    """The field's correctness rule for a workload's tensors: per tensor, the max error of ``got`` against the
+    float64 ``exact`` must be at most a small multiple of the max error of an eager implementation in the same
+    dtype (``eager``) plus the dtype's rounding floor. Tensors named ``d...`` are gradients
+    (:data:`GRADIENT_FACTOR`), the others outputs (:data:`OUTPUT_FACTOR`)."""
+    errors, worst = {}, None
+    for name, ref in exact.items():
+        ref = ref.double()
+        factor = GRADIENT_FACTOR if name.startswith("d") else OUTPUT_FACTOR
+        err = float((got[name].double() - ref).abs().max())
+        eager_err = float((eager[name].double() - ref).abs().max())
+        floor = rounding_floor(ref, got[name].dtype)
+        errors[name] = err
+        errors[f"{name}_eager"] = eager_err
+        if not bool(torch.isfinite(got[name]).all()) or err > factor * eager_err + floor:
+            ratio = err / max(eager_err, floor, 1e-300)
+            worst = worst or f"{name} error {err:.2e} is {ratio:.1f}x the eager error {eager_err:.2e} (limit {factor:g}x)"
+    return CheckResult(ok=worst is None, errors=errors, detail=worst or "")

@@ -1,7 +1,8 @@
-"""Results as tables: one sweep, two sweeps compared, and exports (CSV, JSON, Markdown).
+"""Results as tables: one sweep (one table per kind), two sweeps compared, and exports (CSV, JSON, Markdown).
 
-Only runs with status ``ok`` (correct and measured) carry numbers; every other status is shown with its
-reason, so a table never presents an unvalidated figure as a result.
+Every record is read through :func:`harness.results.records.public_view`: only runs with status ``ok``
+(correct and measured) carry numbers; every other status is shown with its reason, so a table never presents
+an unvalidated figure as a result.
 """
 
 from __future__ import annotations
@@ -9,47 +10,31 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from harness.results.store import FIELDS, SESSION_FIELDS
+from harness.results.records import (  # noqa: F401  (labels re-exported for older callers)
+    DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, flop_convention, kind_of, mask_label,
+    metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, who,
+)
+from harness.results.store import export_columns
+from harness.status import FAILED, NOT_RUN, OK
 
-SKIPPED = ("unavailable", "unsupported")  # not run: the reason is about the method/library, not the run
+SKIPPED = NOT_RUN  # not run: the reason is about the method/library, not the run
 
-# Relative difference below which two timings are a tie (run-to-run noise on these machines).
+# Relative difference below which two figures are a tie (run-to-run noise on these machines).
 TIE = 0.03
-FLOP_CONVENTION = "FLOPs: fwd 4*area*Hq*d (exact mask area), bwd 2.5x, fwd+bwd 3.5x; TFLOP/s per device"
-
-IDENTITY = ("strategy", "method", "mask", "mask_params", "seqlen", "batch", "heads_q", "heads_kv", "head_dim",
-            "dtype", "direction", "world_size", "device", "options")
-
-
-def identity(record: dict) -> tuple:
-    """What makes two records the same benchmark point (across runs and machines)."""
-    return tuple(json.dumps(record.get(f), sort_keys=True) for f in IDENTITY)
-
-
-def who(record: dict) -> str:
-    return f"{record['strategy']}[{record['method']}]" if record.get("strategy") else record["method"]
-
-
-def mask_label(record: dict) -> str:
-    params = record.get("mask_params") or {}
-    inner = ",".join(f"{k}={v}" for k, v in params.items() if k not in ("seed",))
-    return f"{record['mask']}({inner})" if inner else record["mask"]
-
-
-def shape_label(record: dict) -> str:
-    return f"B{record['batch']} H{record['heads_q']}:{record['heads_kv']} d{record['head_dim']}"
+TIME = "time_ms_median"  # the figure every comparison and every table has
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _bytes(n: Optional[int]) -> str:
+def _bytes(n: Optional[float]) -> str:
     if n is None:
         return ""
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -61,31 +46,63 @@ def _bytes(n: Optional[int]) -> str:
 
 def _documents(record: dict) -> str:
     """The realised document count of a packed mask (empty for other masks)."""
-    info = json.loads(record.get("mask_info") or "{}")
-    docs = info.get("documents")
+    info = record.get("mask_info") or "{}"
+    docs = (json.loads(info) if isinstance(info, str) else info).get("documents")
     return f" [{docs['count']} docs]" if docs else ""
 
 
 def _comm_mb(record: dict) -> str:
-    sent = json.loads(record.get("comm_bytes") or "[]")
+    sent = record.get("comm_bytes") or "[]"
+    sent = json.loads(sent) if isinstance(sent, str) else sent
     return f"{max(sent) / 2**20:.1f}" if sent else ""
 
 
+def _timing(view: dict) -> list[str]:
+    """Median and p20-p80 cells (empty when the view carries no timing)."""
+    median, p20, p80 = view.get(TIME), view.get("time_ms_p20"), view.get("time_ms_p80")
+    spread = f"{p20:.2f}-{p80:.2f}" if p20 is not None and p80 is not None else ""
+    return [_fmt(median, ".2f"), spread]
+
+
+def _status(view: dict) -> str:
+    if view["status"] == OK:
+        return "[green]ok[/]"
+    return f"[yellow]{view['status']}[/]: {escape(view.get('reason') or '')}"
+
+
+def _metric_cell(value: object, unit: str) -> str:
+    if number(value) is not None and unit.lower() in ("b", "byte", "bytes"):
+        return _bytes(value)
+    return cell(value)
+
+
+def conventions_caption(records: list[dict]) -> str:
+    """The FLOP convention(s) of the records: one line, or one per convention naming who uses it."""
+    by_convention: dict[str, set[str]] = {}
+    for r in records:
+        by_convention.setdefault(flop_convention(r), set()).add(r.get("workload") or r.get("method") or "")
+    if len(by_convention) <= 1:
+        return next(iter(by_convention), FLOP_CONVENTION)
+    return "\n".join(f"{', '.join(sorted(names))}: {conv}" for conv, names in sorted(by_convention.items()))
+
+
+# ----- one sweep ---------------------------------------------------------------------------------------------
 def results_table(records: list[dict], title: str = "results") -> Table:
-    """One row per run that ran: who, mask, size, timing (median, p20-p80), TFLOP/s, memory, error, status.
+    """Attention kernels (methods or strategies), one row per run that ran: who, mask, size, timing (median,
+    p20-p80), TFLOP/s, memory, error, status; captioned with their FLOP convention.
 
     Shape and dtype become part of the title when every run shares them, to keep the table narrow; the
     context-parallel columns (bytes sent per rank, time and area imbalance) appear when a run has ranks.
     """
-    distributed = any(r["world_size"] > 1 for r in records)
+    distributed = any((r.get("world_size") or 1) > 1 for r in records)
     shapes = {shape_label(r) for r in records}
-    dtypes = {r["dtype"] for r in records}
+    dtypes = {r.get("dtype") for r in records}
     per_row_shape, per_row_dtype = len(shapes) > 1, len(dtypes) > 1
     if not per_row_shape and shapes:
         title += f" · {shapes.pop()}"
     if not per_row_dtype and dtypes:
         title += f" · {dtypes.pop()}"
-    table = Table(title=title, caption=FLOP_CONVENTION, header_style="bold")
+    table = Table(title=title, caption=escape(conventions_caption(records)), header_style="bold")
     columns = [("method", "left"), ("mask", "left"), ("S", "right")]
     columns += [("shape", "left")] * per_row_shape + [("dtype", "left")] * per_row_dtype
     columns += [("dir", "left"), ("ws", "right"), ("ms median", "right"), ("p20-p80", "right"), ("cpu ms", "right"),
@@ -97,26 +114,73 @@ def results_table(records: list[dict], title: str = "results") -> Table:
     for r in sorted(records, key=_sort_key):
         if r["status"] in SKIPPED:
             continue  # listed by skipped_table, grouped by reason
-        ok = r["status"] == "ok"
-        cells = [who(r), mask_label(r) + _documents(r), str(r["seqlen"])]
-        cells += [shape_label(r)] * per_row_shape + [r["dtype"]] * per_row_dtype
-        cells += [r["direction"], str(r["world_size"])]
-        if ok:
-            cells += [
-                f"{r['time_ms_median']:.2f}", f"{r['time_ms_p20']:.2f}-{r['time_ms_p80']:.2f}", _fmt(r.get("cpu_ms"), ".1f"),
-                _fmt(r.get("tflops"), ".3f"), _fmt(100 * r["frac_peak"], ".1f") if r.get("frac_peak") else "",
-                _bytes(r.get("peak_mem_bytes")), _fmt(r.get("max_abs_err"), ".1e"),
-            ]
-            cells += [_comm_mb(r), _fmt(r.get("time_imbalance"), ".2f"), _fmt(r.get("area_imbalance"), ".2f")] * distributed
-            cells += ["[green]ok[/]"]
-        else:
-            cells += [""] * (7 + 3 * distributed) + [f"[yellow]{r['status']}[/]: {r.get('reason') or ''}"]
-        table.add_row(*cells)
+        v = public_view(r)
+        frac = v.get("frac_peak")
+        cells = [escape(who(v)), escape(mask_label(v) + _documents(v)), str(v.get("seqlen"))]
+        cells += [shape_label(v)] * per_row_shape + [str(v.get("dtype"))] * per_row_dtype
+        cells += [str(v.get("direction")), str(v.get("world_size"))]
+        cells += _timing(v) + [
+            _fmt(v.get("cpu_ms"), ".1f"), _fmt(v.get("tflops"), ".3f"), _fmt(100 * frac, ".1f") if frac else "",
+            _bytes(v.get("peak_mem_bytes")), _fmt(v.get("max_abs_err"), ".1e"),
+        ]
+        cells += [_comm_mb(v), _fmt(v.get("time_imbalance"), ".2f"), _fmt(v.get("area_imbalance"), ".2f")] * distributed
+        table.add_row(*cells, _status(v))
     return table
 
 
+def workload_table(records: list[dict], title: str = "results") -> Table:
+    """Workloads, one row per run that ran: workload, its parameters (flavor first), the attention it used,
+    size, phase, timing, TFLOP/s, memory, then one column per metric (with its unit), status."""
+    ran = [r for r in records if r["status"] not in SKIPPED]
+    dtypes = {r.get("dtype") for r in ran}
+    per_row_dtype = len(dtypes) > 1
+    if not per_row_dtype and dtypes:
+        title += f" · {dtypes.pop()}"
+    attention = any(r.get("method") or r.get("strategy") for r in ran)
+    metrics = metric_names([public_view(r) for r in ran])
+    table = Table(title=title, caption=escape(conventions_caption(records)), header_style="bold")
+    columns = [("workload", "left"), ("params", "left")] + [("attention", "left")] * attention
+    columns += [("S", "right"), ("B", "right")] + [("dtype", "left")] * per_row_dtype
+    columns += [("phase", "left"), ("ws", "right"), ("ms median", "right"), ("p20-p80", "right"),
+                ("TFLOP/s", "right"), ("peak mem", "right")]
+    columns += [(f"{m} ({metric_unit(ran, m)})" if metric_unit(ran, m) else m, "right") for m in metrics]
+    for col, justify in columns + [("status", "left")]:
+        table.add_column(col, justify=justify, no_wrap=col != "status")
+    for r in sorted(ran, key=_workload_sort_key):
+        v = public_view(r)
+        kernel = f"{v['strategy']}[{v.get('method')}]" if v.get("strategy") else v.get("method") or ""
+        cells = [escape(str(v.get("workload"))), escape(params_label(v))] + [escape(kernel)] * attention
+        cells += [str(v.get("seqlen")), str(v.get("batch"))] + [str(v.get("dtype"))] * per_row_dtype
+        cells += [str(v.get("direction")), str(v.get("world_size"))] + _timing(v)
+        cells += [_fmt(v.get("tflops"), ".3f"), _bytes(v.get("peak_mem_bytes"))]
+        values = v.get("metrics") or {}
+        cells += [_metric_cell(values.get(m), metric_unit([v], m) or metric_unit(ran, m)) for m in metrics]
+        table.add_row(*cells, _status(v))
+    return table
+
+
+# How each kind's runs are tabulated (kinds not listed here read as kernels).
+KIND_TABLES: dict[str, Callable[[list[dict], str], Table]] = {
+    "method": results_table, "strategy": results_table, "workload": workload_table,
+}
+
+
+def results_tables(records: list[dict], title: str = "results") -> list[Table]:
+    """One table per kind present (method, strategy, workload), each with its own FLOP convention caption.
+    Kinds whose runs were all not run get no table (see :func:`skipped_table`)."""
+    by_kind: dict[str, list[dict]] = {}
+    for r in records:
+        by_kind.setdefault(kind_of(r), []).append(r)
+    order = sorted(by_kind, key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k))
+    return [
+        KIND_TABLES.get(kind, results_table)(by_kind[kind], f"{title} · {kind}")
+        for kind in order
+        if any(r["status"] not in SKIPPED for r in by_kind[kind])
+    ]
+
+
 def skipped_table(records: list[dict]) -> Optional[Table]:
-    """Runs that were not run (unavailable here, unsupported by the method/strategy), grouped by reason."""
+    """Runs that were not run (unavailable here, unsupported by the method/strategy/workload), by reason."""
     groups: dict[tuple, int] = {}
     for r in records:
         if r["status"] in SKIPPED:
@@ -128,59 +192,114 @@ def skipped_table(records: list[dict]) -> Optional[Table]:
     for col in ("method", "status", "runs", "reason"):
         table.add_column(col, justify="right" if col == "runs" else "left", no_wrap=col == "method")
     for (name, status, reason), n in sorted(groups.items()):
-        table.add_row(name, f"[yellow]{status}[/]", str(n), reason)
+        table.add_row(escape(name), f"[yellow]{status}[/]", str(n), escape(reason))
     return table
 
 
 def _sort_key(r: dict) -> tuple:
-    return (r["mask"], r["direction"], r["seqlen"], r["world_size"], who(r))
+    return (str(r.get("mask")), str(r.get("direction")), r.get("seqlen") or 0, r.get("world_size") or 1, who(r))
+
+
+def _workload_sort_key(r: dict) -> tuple:
+    return (str(r.get("workload")), params_label(r), str(r.get("direction")), r.get("seqlen") or 0,
+            r.get("world_size") or 1, who(r))
+
+
+# ----- two sweeps --------------------------------------------------------------------------------------------
+def verdict(ratio: float, better: str) -> str:
+    """``tie`` within :data:`TIE`, else ``better``/``worse`` by which way the metric improves."""
+    if abs(ratio - 1) < TIE:
+        return "tie"
+    return "better" if (ratio < 1) == (better == "lower") else "worse"
+
+
+def ratios(base: dict, new: dict) -> list[tuple[str, float, float, float, str]]:
+    """(metric, base value, new value, new/base, verdict) for the median time and every metric both ok
+    records carry; figures that are missing or zero in base are left out."""
+    names = [TIME] + sorted(set(base.get("metrics") or {}) & set(new.get("metrics") or {}))
+    out = []
+    for name in names:
+        b = number(base.get(name) if name == TIME else base["metrics"][name])
+        n = number(new.get(name) if name == TIME else new["metrics"][name])
+        if b is None or n is None or b == 0:
+            continue
+        ratio = n / b
+        out.append((name, b, n, ratio, verdict(ratio, metric_better(new, name))))
+    return out
+
+
+COLOURS = {"tie": "white", "better": "green", "worse": "red", "broken": "red", "fixed": "green"}
 
 
 def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
-    """Time ratio new/base per matching point; |ratio - 1| < 3% is flagged as a tie."""
-    base_by = {identity(r): r for r in base if r["status"] == "ok"}
-    table = Table(title="compare (new / base time)", caption=f"tie: |ratio-1| < {TIE:.0%}", header_style="bold")
-    for col in ("method", "mask", "S", "shape", "dtype", "dir", "ws", "base ms", "new ms", "ratio", "verdict"):
-        table.add_column(col, justify="right" if col in ("S", "ws", "base ms", "new ms", "ratio") else "left")
-    tally = {"faster": 0, "slower": 0, "tie": 0, "unmatched": 0}
+    """Ratios new/base per run matched by key: the median time and every workload metric both carry.
+
+    A verdict per ratio (better / worse by the metric's direction, tie within 3%); runs ok in one sweep and
+    failed in the other are listed as ``broken`` or ``fixed`` without numbers; the tally counts ratios
+    and runs."""
+    base_by = {r["key"]: public_view(r) for r in base}
+    table = Table(title="compare (new / base)", header_style="bold",
+                  caption=f"ratio new/base; better/worse by each metric's direction; tie: |ratio-1| < {TIE:.0%}")
+    for col in ("method", "mask", "S", "shape", "dtype", "dir", "ws", "metric", "base", "new", "ratio", "verdict"):
+        table.add_column(col, justify="right" if col in ("S", "ws", "base", "new", "ratio") else "left")
+    tally = {"better": 0, "worse": 0, "tie": 0, "broken": 0, "fixed": 0, "not ok": 0, "unmatched": 0}
     for r in sorted(new, key=_sort_key):
-        b = base_by.get(identity(r))
-        if r["status"] != "ok" or b is None:
+        n, b = public_view(r), base_by.get(r["key"])
+        if b is None:
             tally["unmatched"] += 1
             continue
-        ratio = r["time_ms_median"] / b["time_ms_median"]
-        verdict = "tie" if abs(ratio - 1) < TIE else ("faster" if ratio < 1 else "slower")
-        tally[verdict] += 1
-        colour = {"tie": "white", "faster": "green", "slower": "red"}[verdict]
-        table.add_row(
-            who(r), mask_label(r), str(r["seqlen"]), shape_label(r), r["dtype"], r["direction"], str(r["world_size"]),
-            f"{b['time_ms_median']:.2f}", f"{r['time_ms_median']:.2f}", f"{ratio:.3f}", f"[{colour}]{verdict}[/]",
-        )
+        point = [escape(who(n)), escape(mask_label(n)), str(n.get("seqlen")), shape_label(n), str(n.get("dtype")),
+                 str(n.get("direction")), str(n.get("world_size"))]
+        if n["status"] == OK and b["status"] == OK:
+            for name, bv, nv, ratio, v in ratios(b, n):
+                tally[v] += 1
+                unit = metric_unit([n, b], name)
+                table.add_row(*point, name, _metric_cell(bv, unit), _metric_cell(nv, unit), f"{ratio:.3f}",
+                              f"[{COLOURS[v]}]{v}[/]")
+        elif b["status"] == OK and n["status"] in FAILED:
+            tally["broken"] += 1
+            table.add_row(*point, "", "ok", n["status"], "", f"[red]broken[/]: {escape(n.get('reason') or '')}")
+        elif n["status"] == OK and b["status"] in FAILED:
+            tally["fixed"] += 1
+            table.add_row(*point, "", b["status"], "ok", "", "[green]fixed[/]")
+        else:
+            tally["not ok"] += 1
     return table, tally
 
 
+# ----- exports -----------------------------------------------------------------------------------------------
+def _text(value: object) -> object:
+    """A csv cell: dicts and lists as JSON, everything else as is."""
+    return json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+
+
+def _md_header(column: str, rows: list[dict]) -> str:
+    if column.startswith(METRIC_PREFIX):
+        unit = metric_unit(rows, column[len(METRIC_PREFIX):])
+        return f"{column} [{unit}]" if unit else column
+    return column
+
+
 def export(rows: Iterable[dict], fmt: str) -> str:
-    """Rows (see ``ResultStore.export_rows``) as csv, json or md text."""
+    """Rows (see ``ResultStore.export_rows``) as csv, json or md text, with every column any row has.
+
+    csv and json carry a non-ok run's figures only in its ``diagnostics`` column; md (for reading) leaves
+    that column out."""
     rows = list(rows)
-    columns = list(FIELDS) + list(SESSION_FIELDS)
+    columns = export_columns(rows)
     if fmt == "json":
-        return json.dumps(rows, indent=1, default=str)
+        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str)
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({c: _text(r.get(c)) for c in columns} for r in rows)
         return buf.getvalue()
     if fmt == "md":
-        md_cols = ["method", "strategy", "mask", "seqlen", "heads_q", "heads_kv", "head_dim", "dtype", "direction",
-                   "world_size", "status", "time_ms_median", "time_ms_p20", "time_ms_p80", "tflops", "peak_mem_bytes",
-                   "max_abs_err", "reason"]
-        lines = ["| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
+        md_cols = [c for c in columns if c != DIAGNOSTICS]
+        lines = ["| " + " | ".join(_md_header(c, rows) for c in md_cols) + " |", "|" + "---|" * len(md_cols)]
         for r in rows:
-            cells = []
-            for c in md_cols:
-                v = r.get(c)
-                cells.append(f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v).replace("|", "/")))
+            cells = (cell(r.get(c)).replace("|", "/").replace("\n", " ") for c in md_cols)
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
     raise ValueError(fmt)

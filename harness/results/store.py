@@ -14,15 +14,34 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-# Exported columns, in order (metadata columns from the session are appended by ``export_rows``).
+from harness.results.records import DIAGNOSTICS, METRIC_PREFIX, flat_row, public_view
+
+# The known columns of an export, in this order: what ran (identity), its outcome, its measured figures, then
+# the bookkeeping. Every other record key follows them, sorted (``export_columns``), so nothing is dropped.
 FIELDS = (
-    "method", "strategy", "mask", "mask_params", "seqlen", "batch", "heads_q", "heads_kv", "head_dim", "dtype",
-    "direction", "world_size", "device", "options", "status", "reason", "time_ms_median", "time_ms_p20",
-    "time_ms_p80", "samples", "cpu_ms", "flops", "area", "tflops", "peak_tflops", "frac_peak", "peak_mem_bytes",
-    "mem_method", "max_abs_err", "gate_errors", "threads", "rank_time_ms", "rank_cpu_ms", "time_imbalance",
-    "area_imbalance", "comm_bytes", "mask_info", "wall_s", "timed_s", "suite", "key", "session", "finished_at",
+    "method", "strategy", "workload", "params", "kind", "kernel", "mask", "mask_params", "seqlen", "batch",
+    "heads_q", "heads_kv", "head_dim", "dtype", "direction", "decode_tokens", "world_size", "device", "options",
+    "status", "reason", "time_ms_median", "time_ms_p20", "time_ms_p80", "samples", "cpu_ms", "flops", "area",
+    "tflops", "peak_tflops", "frac_peak", "flop_convention", "peak_mem_bytes", "mem_method", "max_abs_err",
+    "gate_errors", "threads", "rank_time_ms", "rank_cpu_ms", "time_imbalance", "rank_area", "area_imbalance",
+    "comm_bytes", "comm_bytes_model", "rank_peak_mem_bytes", "cp_info", "mask_info", "wall_s", "timed_s",
+    "suite", "key", "session", "finished_at",
 )
 SESSION_FIELDS = ("hostname", "cpu", "gpu", "commit", "versions", "platform", "python")
+
+
+def export_columns(rows: Iterable[dict]) -> list[str]:
+    """The union of the rows' keys in a stable order: :data:`FIELDS`, then the ``metric.*`` columns, then every
+    other key sorted, then ``diagnostics``, then the session's machine metadata."""
+    keys: set[str] = set()
+    for row in rows:
+        keys.update(row)
+    known = [f for f in FIELDS if f in keys]
+    metrics = sorted(k for k in keys if k.startswith(METRIC_PREFIX))
+    diagnostics = [DIAGNOSTICS] if DIAGNOSTICS in keys else []
+    rest = sorted(keys - set(known) - set(metrics) - set(diagnostics) - set(SESSION_FIELDS))
+    return known + metrics + rest + diagnostics + list(SESSION_FIELDS)
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -88,18 +107,18 @@ class ResultStore:
         return {sid: {"suite": suite, "started_at": t, **json.loads(m)} for sid, suite, t, m in rows}
 
     def export_rows(self) -> Iterator[dict]:
-        """Records as flat rows: the result fields, then the machine metadata of their session."""
+        """Records as flat rows: every field of the record's public view (a non-ok run's figures only under
+        ``diagnostics``), its metrics as ``metric.<name>`` columns, then the machine metadata of its session.
+
+        Values stay as stored (dicts and lists included); the export format decides how to write them."""
         sessions = self.sessions()
         for rec in self.records():
-            row = {f: rec.get(f) for f in FIELDS}
+            row = flat_row(public_view(rec, diagnostics=True))
             meta = sessions.get(rec.get("session"), {})
             for f in SESSION_FIELDS:
                 row[f] = meta.get(f)
-            yield {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+            yield row
 
     def close(self) -> None:
         self.conn.close()
 
-
-def open_stores(paths: Iterable[str | Path]) -> list[ResultStore]:
-    return [ResultStore(p) for p in paths]

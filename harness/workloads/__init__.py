@@ -1,4 +1,8 @@
 """Every built-in model-level workload, one file each; shared model blocks in :mod:`harness.workloads.blocks`.
-Third-party workloads use the ``lcbench.workloads`` entry point."""
+Third-party workloads use the ``lcbench.workloads`` entry point (or ``LCBENCH_PLUGINS`` modules' ``WORKLOADS``)."""
 
-BUILTIN: list = []
+from harness.workloads import attention_layer
+
+BUILTIN = [
+    attention_layer.WORKLOAD,
+]

@@ -1,0 +1,87 @@
+"""The benchmarks of lcbench: the paired (A, B, A, B) measurement and ``lcbench bench`` as a subcommand."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.bench import BENCHES
+from harness.bench.paired import Paired, alternate, measure, rank_max_wall
+from harness.cli import main
+
+
+def test_alternate_interleaves_and_records_the_order() -> None:
+    calls_made: list[str] = []
+    before_made: list[int] = []
+    calls = {name: (lambda n=name: calls_made.append(n)) for name in ("a", "b", "c")}
+    paired = alternate(calls, reps=3, before=lambda: before_made.append(len(calls_made)))
+    assert calls_made == ["a", "b", "c"] * 3
+    assert paired.order == calls_made
+    assert before_made == list(range(9))  # once ahead of every call, never inside one
+    assert paired.names == ["a", "b", "c"] and all(len(paired.wall_s[n]) == 3 for n in "abc")
+    with pytest.raises(ValueError):
+        alternate(calls, reps=0)
+
+
+def test_measure_separates_wall_from_process_cpu() -> None:
+    wall, cpu = measure(lambda: time.sleep(0.05))
+    assert wall >= 0.05 and cpu < wall / 2  # sleeping costs wall time, not CPU
+
+    def spin() -> None:  # busy for 0.05 s of this process's CPU time
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+
+    wall, cpu = measure(spin)
+    assert cpu >= 0.05 and wall >= cpu * 0.9
+
+
+def test_medians_and_ratios() -> None:
+    p = Paired()
+    for wall_a, wall_b in ((1.0, 2.0), (9.0, 4.0), (3.0, 6.0)):
+        p.add("a", wall_a, wall_a / 2)
+        p.add("b", wall_b, wall_b / 4)
+    assert p.order == ["a", "b"] * 3
+    assert p.median_wall("a") == 3.0 and p.median_wall("b") == 4.0
+    assert p.ratio("a", "b") == pytest.approx(0.75)
+    assert p.median_cpu("a") == 1.5 and p.median_cpu("b") == 1.0
+    assert p.ratio("a", "b", metric="cpu") == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        p.ratio("a", "b", metric="flops")
+
+
+def test_rank_max_is_per_call() -> None:
+    r0, r1 = Paired(), Paired()
+    for w0, w1 in ((1.0, 3.0), (5.0, 2.0)):
+        r0.add("x", w0, 0.0)
+        r1.add("x", w1, 0.0)
+    assert rank_max_wall([r0, r1], "x") == [3.0, 5.0]
+    r1.add("x", 1.0, 0.0)
+    with pytest.raises(ValueError, match="different numbers"):
+        rank_max_wall([r0, r1], "x")
+
+
+def test_every_bench_is_a_module_with_main() -> None:
+    import importlib
+    import inspect
+
+    for name, (module, doc) in BENCHES.items():
+        main_fn = importlib.import_module(module).main
+        assert list(inspect.signature(main_fn).parameters)[:2] == ["argv", "prog"], name
+        assert doc
+
+
+def test_lcbench_bench_kernels_runs(capsys) -> None:
+    rc = main(["bench", "kernels", "--seqlen", "128", "--reps", "2", "--heads-q", "2", "--heads-kv", "1",
+               "--head-dim", "16"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for mask in ("causal", "sliding_window_causal", "causal_document"):
+        assert f"{mask} fwd: sdpa" in out and f"{mask} bwd: sdpa" in out
+    assert "speed-up" in out and "alternating A/B x2" in out
+
+
+def test_lcbench_bench_peers_rejects_a_bad_pair(capsys) -> None:
+    assert main(["bench", "peers", "--pairs", "ulysses"]) == 2
+    assert "ours:peer" in capsys.readouterr().err

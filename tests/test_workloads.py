@@ -1,0 +1,113 @@
+"""Workloads are a third registry kind that runs through the same execution sequence as methods and strategies:
+every registered workload's every phase builds, passes its own float64 check, reports its metrics with units,
+and has a FLOP model that agrees with torch's FLOP counter; a wrong kernel inside a workload is caught."""
+
+import sys
+import types
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import catalog
+from harness.errors import UserError
+from harness.execution.cases.workload import WorkloadCase
+from harness.execution.single import SingleDevice, execute
+from harness.interfaces import Method
+from harness.spec import Run, Timing
+
+QUICK = Timing(warmup=1, min_samples=3, min_run_time=0.01)
+WORKLOADS = sorted(catalog.workloads())
+
+
+def workload_run(name: str, phase: str, **kw) -> Run:
+    base = dict(workload=name, mask="causal", seqlen=256, direction=phase, timing=QUICK, decode_tokens=2)
+    return Run.make(**{**base, **kw})
+
+
+def cases():
+    for name in WORKLOADS:
+        w = catalog.get_workload(name)
+        for phase in w.phases:
+            yield name, phase
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name,phase", list(cases()))
+def test_every_phase_runs_checked_and_measured(name, phase, dtype):
+    record = execute(workload_run(name, phase, dtype=dtype))
+    assert record["status"] == "ok", record["reason"]
+    assert record["kind"] == "workload" and record["flops"] > 0 and record["time_ms_median"] > 0
+    assert record["metrics"] and set(record["metric_units"]) == set(record["metrics"])
+    assert all(v > 0 for v in record["metrics"].values())
+    assert record["flop_convention"]
+
+
+def test_flavors_and_parameters_resolve_and_bad_ones_are_one_line_errors():
+    w = catalog.get_workload("attention_layer")
+    assert w.resolve_params({"flavor": "llama3-8b"})["heads_q"] == 32
+    assert w.resolve_params({"flavor": "llama3-8b", "heads_q": 16})["heads_q"] == 16
+    with pytest.raises(UserError, match="unknown flavor of workload 'attention_layer' 'tinyy'; did you mean 'tiny'"):
+        w.resolve_params({"flavor": "tinyy"})
+    with pytest.raises(UserError, match="unknown parameter of workload 'attention_layer' 'head'"):
+        w.resolve_params({"head": 3})
+    with pytest.raises(UserError, match="heads_q='x' has type str; expected int"):
+        w.resolve_params({"heads_q": "x"})
+
+
+def test_unsupported_phase_and_method_are_reported_not_run():
+    record = execute(workload_run("attention_layer", "ttt_step"))
+    assert record["status"] == "unsupported" and "phase ttt_step" in record["reason"]
+    record = execute(workload_run("attention_layer", "train_step", params={"method": "flex"}))
+    assert record["status"] == "unsupported" and "backward" in record["reason"]
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train_step"])
+def test_flop_model_matches_torch_flop_counter(phase):
+    """With the eager ``naive`` method every FLOP is a counted matmul; the softmax convention's fwd+bwd also
+    counts the forward recompute a flash kernel does (0.5x the attention forward), which naive skips."""
+    case = WorkloadCase(workload_run("attention_layer", phase, mask="full", params={"method": "naive"}))
+    executor = SingleDevice()
+    assert case.unsupported(executor) is None
+    built = case.build(executor)
+    built.call()
+    with FlopCounterMode(display=False) as counter:
+        built.call()
+    counted = counter.get_total_flops()
+    expected = built.flops
+    if phase == "train_step":
+        expected -= 0.5 * built.fields["attention_flops"] / 3.5
+    assert abs(counted - expected) <= 0.05 * expected, (counted, expected)
+
+
+def test_a_wrong_kernel_inside_a_workload_is_caught(monkeypatch):
+    sdpa = catalog.get_method("sdpa")
+
+    def build(problem):
+        fn = sdpa.build(problem)
+        return lambda q, k, v: fn(q, k, v) * 1.01
+
+    module = types.ModuleType("lcbench_test_wrong_kernel")
+    module.METHODS = [Method(name="sdpa_off_by_1pct", summary="sdpa x 1.01", build=build,
+                             mask_features=sdpa.mask_features, decode=True)]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setenv("LCBENCH_PLUGINS", module.__name__)
+    catalog.methods.cache_clear()
+    try:
+        for phase in ("prefill", "decode", "train_step"):
+            record = execute(workload_run("attention_layer", phase, params={"method": "sdpa_off_by_1pct"}))
+            assert record["status"] == "invalid", (phase, record["reason"])
+            assert "eager error" in record["reason"]
+            assert "time_ms_median" in record  # measured, but stored invalid: never shown as a result
+    finally:
+        catalog.methods.cache_clear()
+
+
+def test_decode_equals_the_last_rows_of_prefill_in_float64():
+    """The decode check compares a decode step with the float64 prefill of the same tokens: in float64 the
+    kernel's own error is ~1e-15."""
+    record = execute(workload_run("attention_layer", "decode", dtype="float64", params={"method": "naive"}))
+    assert record["status"] == "ok", record["reason"]
+    import json
+
+    assert json.loads(record["gate_errors"])["out"] < 1e-10
