@@ -28,12 +28,12 @@ def list_methods() -> Table:
     from harness.catalog import methods
 
     table = Table(title="methods (single-device attention kernels)", header_style="bold")
-    for col in ("name", "masks (features)", "dtypes", "devices", "bwd", "availability", "summary"):
+    for col in ("name", "masks (features)", "dtypes", "devices", "directions", "availability", "summary"):
         table.add_column(col)
     for m in methods().values():
         feats = ", ".join(sorted(m.mask_features)) or "full only"
         table.add_row(
-            m.name, feats, ",".join(sorted(m.dtypes)), ",".join(sorted(m.devices)), "yes" if m.backward else "no",
+            m.name, feats, ",".join(sorted(m.dtypes)), ",".join(sorted(m.devices)), ",".join(m.directions),
             _availability(m.unavailable_reason()), m.summary,
         )
     return table
@@ -47,6 +47,20 @@ def list_strategies() -> Table:
         table.add_column(col)
     for s in strategies().values():
         table.add_row(s.name, _availability(s.unavailable_reason()), s.summary)
+    return table
+
+
+def list_workloads() -> Table:
+    from harness.catalog import workloads
+
+    table = Table(title="workloads (model-level phases)", header_style="bold")
+    for col in ("name", "phases", "parameters (defaults)", "flavors", "metrics", "availability", "summary"):
+        table.add_column(col)
+    for w in workloads().values():
+        params = ", ".join(f"{k}={v}" for k, v in w.params.items())
+        metrics = ", ".join(f"{m.name} ({m.unit})" for m in w.metrics)
+        table.add_row(w.name, ", ".join(w.phases), params, ", ".join(w.flavors), metrics,
+                      _availability(w.unavailable_reason()), w.summary)
     return table
 
 
@@ -79,7 +93,8 @@ def list_suites() -> Table:
 
 
 LISTS: dict[str, Callable[[], Table]] = {
-    "methods": list_methods, "strategies": list_strategies, "masks": list_masks, "suites": list_suites,
+    "methods": list_methods, "strategies": list_strategies, "workloads": list_workloads, "masks": list_masks,
+    "suites": list_suites,
 }
 
 

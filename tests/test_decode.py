@@ -36,7 +36,7 @@ MASK_NAMES = [
 ]
 MASK_CASES = [(name, params) for name in MASK_NAMES for params in MASKS[name].examples]
 # Methods whose compile step makes the full matrix slow on 2 cores: the full matrix only with -m slow.
-QUICK_MASKS = {"causal", "sliding_window", "causal_document", "s2"}
+QUICK_MASKS = {"causal_document", "s2"}
 COMPILED = {"flex"}
 
 ALL = methods()

@@ -19,6 +19,7 @@ Megatron's parallel state is process-global: the groups live until the context m
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -75,6 +76,9 @@ def megatron_cp_groups(context_parallel_size: Optional[int] = None,
     world, rank = dist.get_world_size(), dist.get_rank()
     cp_size = world if context_parallel_size is None else int(context_parallel_size)
     _check_sizes(world, cp_size, hierarchical_sizes)
+    if hierarchical_sizes and importlib.util.find_spec("einops") is None:
+        raise UserError("hierarchical_context_parallel_sizes: Megatron-Core builds hierarchical groups with einops, "
+                        "which is not installed (pip install einops)")
     ps = _parallel_state()
     if ps.model_parallel_is_initialized():
         raise RuntimeError("Megatron-Core's model parallel state is already initialised in this process")

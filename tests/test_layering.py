@@ -1,0 +1,76 @@
+"""Layering and dependencies: the import contracts hold, they cover every harness module, and every hard
+dependency of pyproject.toml is imported by the code it is there for."""
+
+from __future__ import annotations
+
+import pkgutil
+import re
+import subprocess
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from pathlib import Path
+
+import pytest
+
+import harness
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+CODE_DIRS = ("harness", "methods", "context_parallel", "suites")
+# distribution name -> the module its users import, where the two differ
+IMPORT_NAME = {"pyyaml": "yaml", "megatron-core": "megatron.core"}
+# what each hard dependency is for, and a module of ours that uses it for that
+PURPOSE = {
+    "torch": ("tensors, kernels, torch.distributed", "harness/interfaces/comm.py"),
+    "ray": ("the cluster scheduler: tasks, rank actors, placement groups", "harness/cluster/rank_group.py"),
+    "pyyaml": ("suite files and --param values", "harness/cli.py"),
+    "pydantic": ("suite file schema validation", "suites/schema.py"),
+    "rich": ("tables and progress bars", "harness/results/report.py"),
+    "matplotlib": ("PNG plots and mask pictures", "harness/results/plot.py"),
+    "numpy": ("document-length sampling of the mask patterns", "harness/masks/documents.py"),
+    "deepspeed": ("the deepspeed_ulysses peer strategy", "context_parallel/peer_deepspeed_ulysses.py"),
+    "megatron-core": ("Megatron's context-parallel rank groups", "harness/cluster/megatron_groups.py"),
+    "yunchang": ("the yunchang peer strategies", "context_parallel/peer_yunchang.py"),
+}
+
+
+def _contracts() -> list[dict]:
+    return PYPROJECT["tool"]["importlinter"]["contracts"]
+
+
+def test_import_contracts_hold() -> None:
+    pytest.importorskip("importlinter")
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True, no_logo=True))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert f"{len(_contracts())} kept, 0 broken" in proc.stdout
+
+
+def test_every_harness_module_is_under_the_catalog_only_contract() -> None:
+    """A new harness module is either listed in the 'only harness.catalog imports plugins' contract or is one of
+    the two allowed to import plugin packages: the catalog itself, and the built-in workloads (a plugin)."""
+    contract = next(c for c in _contracts() if c["id"] == "catalog-only")
+    listed = set(contract["source_modules"])
+    allowed = {"harness.catalog", "harness.workloads"}
+    for module in pkgutil.iter_modules(harness.__path__, "harness."):
+        assert module.name in listed | allowed, f"{module.name}: add it to the catalog-only contract's sources"
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower()
+
+
+def test_every_dependency_is_imported() -> None:
+    deps = [_requirement_name(r) for r in PYPROJECT["project"]["dependencies"]]
+    assert set(deps) == set(PURPOSE), "a hard dependency was added or dropped: say in PURPOSE what it is for"
+    sources = {p.relative_to(ROOT).as_posix(): p.read_text() for d in CODE_DIRS for p in (ROOT / d).rglob("*.py")}
+    for dist in deps:
+        module = IMPORT_NAME.get(dist, dist.replace("-", "_"))
+        pattern = re.compile(rf"^\s*(?:import|from)\s+{re.escape(module)}(?:[.\s]|$)", re.MULTILINE)
+        users = sorted(path for path, text in sources.items() if pattern.search(text))
+        assert users, f"{dist} is a hard dependency but no module imports {module}"
+        what, where = PURPOSE[dist]
+        assert where in users, f"{dist} is there for {what}, in {where}; importers: {users}"
