@@ -6,10 +6,12 @@ a batch of several sequences: ``BatchPrefillWithRaggedKVCacheWrapper`` planned o
 FlashInfer's window is one-sided (``window_left``, keys ``q - left .. q``), so windows must be causal.
 GQA native. CUDA only, fp16/bf16.
 
-Decode (one query token per sequence): ``BatchDecodeWithPagedKVCacheWrapper`` over the ``[B, S, Hkv, d]`` cache
-viewed as ``B * S`` pages of one token (a view, no copy); each sequence's page list is the keys of its last
-document, so the mask's window (``window_left``) applies unchanged (see :mod:`methods._decode`). For the last
-row a window's right side and a full document's later keys do not exist, so every varlen mask decodes.
+Decode: the ``[B, S, Hkv, d]`` cache viewed as ``B * S`` pages of one token (a view, no copy); each sequence's
+page list is the keys of its last document, so the mask's causal flag and ``window_left`` apply unchanged (see
+:mod:`methods._decode`). One token per sequence runs ``BatchDecodeWithPagedKVCacheWrapper``: for the last row a
+window's right side and a document's later keys do not exist, so every varlen mask decodes. Several tokens run
+the append kernel, ``BatchPrefillWithPagedKVCacheWrapper`` (its causal mask is aligned bottom-right), and, as
+for prefill, need a causal window.
 """
 
 from __future__ import annotations
@@ -67,39 +69,40 @@ def decode_page_table(problem: Problem) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def build_decode(problem: Problem) -> AttentionFn:
-    """One decode token per sequence: the batch decode wrapper, planned here, ``run`` timed."""
+    """A decode step over the paged view of the cache: the wrapper is planned here, its ``run`` is timed."""
     import flashinfer
 
-    b, s, hq, hk, d = problem.batch, problem.seqlen, problem.heads_q, problem.heads_kv, problem.head_dim
+    b, s, n = problem.batch, problem.seqlen, problem.decode_tokens
+    hq, hk, d = problem.heads_q, problem.heads_kv, problem.head_dim
+    varlen = problem.mask.varlen
     indptr, indices, last_page_len = (t.to(problem.device) for t in decode_page_table(problem))
     workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=problem.device)
-    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
-    wrapper.plan(
-        indptr, indices, last_page_len, hq, hk, d, 1,
-        window_left=problem.mask.varlen.window[0], q_data_type=problem.dtype, kv_data_type=problem.dtype,
-        sm_scale=problem.scale,
+    common = dict(
+        window_left=varlen.window[0], q_data_type=problem.dtype, kv_data_type=problem.dtype, sm_scale=problem.scale
     )
+    if n == 1:
+        wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
+        wrapper.plan(indptr, indices, last_page_len, hq, hk, d, 1, **common)
+    else:
+        qo_indptr = (torch.arange(b + 1, dtype=torch.int32) * n).to(problem.device)
+        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
+        wrapper.plan(qo_indptr, indptr, indices, last_page_len, hq, hk, d, 1, causal=varlen.causal, **common)
 
     def flashinfer_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
         pages = (k_cache.view(b * s, 1, hk, d), v_cache.view(b * s, 1, hk, d))  # [pages, page_size 1, Hkv, d]
-        return wrapper.run(q.view(b, hq, d), pages).view(b, 1, hq, d)
+        return wrapper.run(q.reshape(b * n, hq, d), pages).view(b, n, hq, d)
 
     return flashinfer_decode
 
 
 def limits(problem: Problem) -> Optional[str]:
     varlen = problem.mask.varlen
-    if problem.is_decode:
-        if problem.decode_tokens != 1:
-            return f"decode_tokens {problem.decode_tokens} (FlashInfer's decode kernels take 1 token per sequence)"
-        if problem.head_dim not in HEAD_DIMS:
-            return f"head_dim {problem.head_dim} (FlashInfer decode supports {', '.join(map(str, HEAD_DIMS))})"
-        return decode_limits(problem)
-    if varlen.window != (-1, -1) and not varlen.causal:
+    one_token = problem.is_decode and problem.decode_tokens == 1  # the last row sees no later key anyway
+    if varlen.window != (-1, -1) and not varlen.causal and not one_token:
         return f"non-causal window {varlen.window} (FlashInfer has window_left only)"
     if problem.head_dim not in HEAD_DIMS:
-        return f"head_dim {problem.head_dim} (FlashInfer prefill supports {', '.join(map(str, HEAD_DIMS))})"
-    return None
+        return f"head_dim {problem.head_dim} (FlashInfer supports {', '.join(map(str, HEAD_DIMS))})"
+    return decode_limits(problem)
 
 
 METHOD = Method(

@@ -64,16 +64,75 @@ def machine_info() -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
-def peak_tflops(dtype: torch.dtype, device: str) -> float:
-    """Measured GEMM throughput (TFLOP/s) of this process's device for ``dtype``: the 100% of 'fraction of
-    peak'. Measured once per process (workers are long-lived), best of several blocks: a peak, not a typical
-    value, so that load from other processes on a shared machine lowers it as little as possible."""
+# GEMM peaks of this process, by (dtype, device type): calibrated once, or installed from the session.
+_PEAKS: dict[tuple[str, str], float] = {}
+CALIBRATION_ATTEMPTS = 5
+CALIBRATION_SECONDS = 0.3  # minimum run time of each attempt
+CALIBRATION_PAUSE_S = 0.05  # between attempts, so a burst of load from other processes can pass
+
+
+def _key(dtype: torch.dtype | str, device: str) -> tuple[str, str]:
+    return str(dtype).removeprefix("torch."), torch.device(device).type
+
+
+def _gemm_tflops(dtype: torch.dtype, device: str, seconds: float) -> float:
+    """Best TFLOP/s of an n x n x n matmul over one ``blocked_autorange`` of at least ``seconds``."""
     import torch.utils.benchmark as benchmark
 
-    n = 2048 if device == "cpu" else 8192
+    n = 2048 if torch.device(device).type == "cpu" else 8192
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up
-    m = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=0.5)
+    m = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=seconds)
     return 2 * n**3 / min(m.times) / 1e12
+
+
+def calibrate_peak(dtype: torch.dtype | str, device: str, attempts: int = CALIBRATION_ATTEMPTS) -> float:
+    """Measure this machine's GEMM peak (TFLOP/s) for ``dtype`` on ``device``: the best of ``attempts``
+    separate measurements, each itself the best block of a timed matmul. A peak, not a typical value: load
+    from other processes only lowers single attempts. Call it once per machine at the start of a sweep, store
+    the result with the session (``install_peaks``) and let every run of the sweep reuse it."""
+    import time
+
+    dtype_t = getattr(torch, _key(dtype, device)[0])
+    best = 0.0
+    for i in range(max(1, attempts)):
+        if i:
+            time.sleep(CALIBRATION_PAUSE_S)
+        best = max(best, _gemm_tflops(dtype_t, device, CALIBRATION_SECONDS))
+    _PEAKS[_key(dtype, device)] = best
+    return best
+
+
+def calibrate_peaks(dtypes, device: str) -> dict[str, float]:
+    """``{dtype name: peak TFLOP/s}`` for every dtype of a sweep (see :func:`calibrate_peak`), ready to store
+    in the session's machine info (``machine_info()["peak_tflops"] = ...``) and to hand to workers."""
+    return {_key(d, device)[0]: calibrate_peak(d, device) for d in dtypes}
+
+
+def install_peaks(peaks: dict[str, float], device: str) -> None:
+    """Make this process reuse peaks calibrated elsewhere (by the sweep's driver, stored with its session)."""
+    for dtype, value in peaks.items():
+        if value and value > 0:
+            _PEAKS[_key(dtype, device)] = float(value)
+
+
+def peak_tflops(dtype: torch.dtype | str, device: str, explicit: float | None = None) -> float:
+    """The 100% of 'fraction of peak': ``explicit`` when given (and remembered), else the value calibrated or
+    installed in this process, else a calibration now (once per process)."""
+    key = _key(dtype, device)
+    if explicit is not None and explicit > 0:
+        _PEAKS[key] = float(explicit)
+    if key not in _PEAKS:
+        calibrate_peak(dtype, device)
+    return _PEAKS[key]
+
+
+def peak_fields(tflops: float | None, peak: float | None) -> dict:
+    """``frac_peak`` and ``peak_suspect`` of a record. A fraction above 1 means the calibrated peak was too low
+    (measured under load) or the FLOP count is too high: ``peak_suspect`` is True and tables must not show
+    the fraction as a fact."""
+    if not tflops or not peak or peak <= 0:
+        return {"frac_peak": None, "peak_suspect": False}
+    frac = tflops / peak
+    return {"frac_peak": frac, "peak_suspect": frac > 1.0}
