@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import yaml
 from rich.table import Table
 
+from harness.checks import integer, positive, writable_dir, writable_file
 from harness.errors import UserError
 from harness.results.report import wide_console
 
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suites.loader import load_suite
 
     suite = load_suite(args.suite, args.profile)
-    store = ResultStore(args.results)
+    store = ResultStore(args.results)  # checked (writable, an lcbench database) before anything runs
     scheduler = make_scheduler(args)
     try:
         summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,
@@ -141,11 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _store(path: str):
     from harness.results.store import ResultStore
 
-    p = Path(path)
-    target = p if p.suffix == ".db" else p / "results.db"
-    if not target.is_file():
-        raise UserError(f"no results at {path!r} (expected a .db file or a directory with results.db)")
-    return ResultStore(target)
+    return ResultStore(path, create=False)
 
 
 def print_results(records: list[dict], title: str) -> None:
@@ -177,7 +174,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.results.report import export
 
-    text = export(_store(args.path).export_rows(), args.format)
+    store = _store(args.path)
+    if args.output:
+        writable_file(args.output, "export -o")
+    text = export(store.export_rows(), args.format)
     if args.output:
         Path(args.output).write_text(text)
         err_console.print(f"wrote {args.output}")
@@ -189,7 +189,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from harness.results.plot import plot_records
 
-    written = plot_records(_store(args.path).records(), args.output, x=args.x, y=args.y, by=args.by)
+    store = _store(args.path)
+    writable_dir(args.output, "plot -o")
+    written = plot_records(store.records(), args.output, x=args.x, y=args.y, by=args.by)
     if not written:
         raise UserError(f"no ok results in {args.path} to plot")
     for p in written:
@@ -238,6 +240,8 @@ def parse_params(pairs: list[str]) -> dict:
 def cmd_mask(args: argparse.Namespace) -> int:
     from harness.masks.view import mask_command
 
+    if args.png:
+        writable_file(args.png, "mask --png")
     mask_command(args.name, args.seqlen, parse_params(args.param), args.png, args.heads, args.block)
     return 0
 
@@ -251,7 +255,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # ----- parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lcbench", description="Long-context attention benchmark harness")
+    parser = OneLineParser(prog="lcbench", description="Long-context attention benchmark harness")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list methods, strategies, masks or suites")
@@ -267,12 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray cluster: auto or HOST:PORT (default: an embedded local Ray)")
     p.add_argument("--scheduler", choices=("ray", "inline"), default="ray",
                    help="ray (default) or inline (this process, one run at a time)")
-    p.add_argument("--max-concurrent", type=int, default=1,
+    p.add_argument("--max-concurrent", type=integer(1, 1024), default=1,
                    help="timed runs at once per node (default 1: concurrent CPU runs spoil timings)")
-    p.add_argument("--run-timeout", type=float, default=600.0, help="seconds before a run is stopped (timeout)")
-    p.add_argument("--memory-budget", type=float, metavar="GIB",
+    p.add_argument("--run-timeout", type=positive, default=600.0, help="seconds before a run is stopped (timeout)")
+    p.add_argument("--memory-budget", type=positive, metavar="GIB",
                    help="RSS limit per benchmark process, GiB (default: 80%% of node RAM / processes sharing it)")
-    p.add_argument("--threads", type=int, help="torch threads per benchmark process (default: the CPUs it reserved)")
+    p.add_argument("--threads", type=integer(1, 4096), help="torch threads per benchmark process (default: the CPUs it reserved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -308,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mask", help="describe a mask and draw it")
     p.add_argument("name")
-    p.add_argument("--seqlen", type=int, required=True)
+    p.add_argument("--seqlen", type=integer(1, 1 << 24), required=True)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mask parameter (repeatable)")
-    p.add_argument("--heads", type=int, default=1, help="number of heads (per-head patterns)")
-    p.add_argument("--block", type=int, default=128, help="block size for the block statistics")
+    p.add_argument("--heads", type=integer(1, 1024), default=1, help="number of heads (per-head patterns)")
+    p.add_argument("--block", type=integer(1, 1 << 20), default=128, help="block size for the block statistics")
     p.add_argument("--png", help="write a picture of the mask to this file")
     p.set_defaults(func=cmd_mask)
 
@@ -327,9 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (``error: ...``, exit 2) like every other user error."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as e:
         err_console.print(f"[red]error:[/] {e}", highlight=False)

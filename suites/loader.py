@@ -69,6 +69,9 @@ def suite_path(name_or_path: str) -> Path:
     candidate = SUITES_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        state = "is a directory" if p.is_dir() else "does not exist"
+        raise UserError(f"suite file {name_or_path!r} {state} (suites by name: {', '.join(available_suites())})")
     raise unknown("suite", name_or_path, available_suites())
 
 

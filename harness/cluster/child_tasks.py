@@ -13,18 +13,26 @@ from typing import Optional
 
 import torch
 
+from harness.cluster.group_run import RankFailure
 from harness.cluster.isolation import resolve
 from harness.spec import Run
 
+_WARMED_PLUGINS: Optional[str] = None  # LCBENCH_PLUGINS as the forkserver saw it when it warmed the registries
+
+
 def _warm_registries() -> None:
-    """Load methods/strategies (built-ins, ``LCBENCH_PLUGINS``, entry points) in the forkserver, once."""
+    """Load methods/strategies (built-ins, ``LCBENCH_PLUGINS``, entry points) in the forkserver, once; and the
+    rank runner with what the profiler of its memory measurement imports on first use (torch._inductor, ~4 s
+    that every rank child would otherwise pay again)."""
+    global _WARMED_PLUGINS
     try:
-        from harness.catalog import methods
+        from harness.catalog import PLUGINS_ENV, methods, strategies
 
+        _WARMED_PLUGINS = os.environ.get(PLUGINS_ENV)
         methods()
-        from harness.catalog import strategies
-
         strategies()
+        import harness.execution.distributed  # noqa: F401
+        import torch._inductor  # noqa: F401
     except Exception:  # noqa: BLE001 — a broken plugin is reported by the run that needs it, not here
         pass
 
@@ -32,8 +40,20 @@ def _warm_registries() -> None:
 _warm_registries()
 
 
+def _refresh_registries() -> None:
+    """A child whose ``LCBENCH_PLUGINS`` differs from the forkserver's (set after the forkserver started) must
+    not use the registries warmed without its plugins."""
+    from harness import catalog
+
+    if os.environ.get(catalog.PLUGINS_ENV) != _WARMED_PLUGINS:
+        for registry in (catalog.methods, catalog.strategies, catalog.workloads):
+            registry.cache_clear()
+
+
 def set_threads(threads: int) -> int:
-    """Pin this process's intra-op threads (torch and the OpenMP/MKL env its libraries read)."""
+    """Pin this process's intra-op threads (torch and the OpenMP/MKL env its libraries read). Called first in
+    every child (directly or by :func:`init_rank`), after the child's environment was applied."""
+    _refresh_registries()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     torch.set_num_threads(threads)
@@ -65,6 +85,12 @@ def init_rank(
             "pid": os.getpid(), "threads": torch.get_num_threads()}
 
 
-def execute_rank(executor: str, run: Run) -> Optional[dict]:
-    """One distributed run on this rank: ``executor(run)`` returns the record on rank 0, None elsewhere."""
-    return resolve(executor)(run)
+def execute_rank(executor: str, run: Run, kwargs: Optional[dict] = None) -> Optional[dict | RankFailure]:
+    """One distributed run on this rank: ``executor(run, **kwargs)`` returns the record on rank 0, None elsewhere;
+    a rank other than 0 whose part failed returns its status and reason as a :class:`RankFailure`."""
+    from harness.execution.distributed import RankFailed
+
+    try:
+        return resolve(executor)(run, **(kwargs or {}))
+    except RankFailed as e:
+        return RankFailure(e.status, e.reason)

@@ -11,7 +11,7 @@ from typing import Optional
 
 from harness.status import RUN_BREAKING, base_record, outcome
 from harness.cluster.isolation import Outcome
-from harness.cluster.rank_group import GroupRun
+from harness.cluster.group_run import GroupRun, RankFailure, failed as rank_failed
 from harness.spec import Run
 
 # Texts of the failures a rank sees when a *peer* failed first: the peer's failure is the reason, not these.
@@ -29,11 +29,11 @@ def _annotate(record: dict, o: Outcome, threads: int, scheduler: str = "ray") ->
     return record
 
 
-def _failure(run: Run, status: str, reason: str, o: Outcome, threads: int) -> dict:
+def _failure(run: Run, status: str, reason: str, o: Outcome, threads: int, scheduler: str = "ray") -> dict:
     record = outcome(base_record(run), status, reason)
     if o.detail:
         record["traceback"] = o.detail
-    return _annotate(record, o, threads)
+    return _annotate(record, o, threads, scheduler)
 
 
 def _raised_status(reason: str) -> str:
@@ -55,7 +55,9 @@ def single_record(run: Run, o: Outcome, threads: int) -> dict:
 
 def _priority(o: Outcome) -> int:
     """Which rank's failure explains the run: deaths and memory first, then a rank's own exception, then a
-    peer-induced communication error, then an overrun."""
+    peer-induced communication error, then an overrun. A :class:`RankFailure` counts as a rank's own exception."""
+    if isinstance(o.value, RankFailure):
+        return 2
     if o.kind == "died":
         return 0
     if o.kind == "oom":
@@ -65,27 +67,35 @@ def _priority(o: Outcome) -> int:
     return 4
 
 
-def group_record(run: Run, g: GroupRun, threads: int, time_limit_s: float) -> dict:
-    """The record of a multi-rank run: rank 0's record, or the failure that explains the run."""
+def group_record(run: Run, g: GroupRun, threads: int, time_limit_s: float, scheduler: str = "ray") -> dict:
+    """The record of a multi-rank run: rank 0's record, or the failure that explains the run.
+
+    Rank 0's record also stands when the only failures are other ranks' :class:`RankFailure` reports (the
+    ranks agreed on a failure that rank 0 recorded). ``scheduler`` names the supervisor (``ray``, ``local``)."""
     by_rank = {r.rank: r.outcome for r in g.results}
-    if g.ok:
-        o = by_rank[0]
-        if isinstance(o.value, dict):
-            return _annotate(dict(o.value), o, threads)
-        return _failure(run, "error", f"rank 0 returned {type(o.value).__name__}, not a record", o, threads)
-    failed = sorted(((r, o) for r, o in by_rank.items() if not o.ok), key=lambda ro: (_priority(ro[1]), ro[0]))
+    failed = sorted(((r, o) for r, o in by_rank.items() if rank_failed(o)), key=lambda ro: (_priority(ro[1]), ro[0]))
+    zero = by_rank.get(0)
+    if zero is not None and not rank_failed(zero) and (g.ok or not g.missing and
+                                                       all(isinstance(o.value, RankFailure) for _, o in failed)):
+        if isinstance(zero.value, dict):
+            return _annotate(dict(zero.value), zero, threads, scheduler)
+        return _failure(run, "error", f"rank 0 returned {type(zero.value).__name__}, not a record", zero, threads,
+                        scheduler)
     if failed:
         rank, o = failed[0]
+        if isinstance(o.value, RankFailure):
+            return _failure(run, o.value.status, o.value.reason, _elapsed(o, g), threads, scheduler)
         if o.kind == "timeout":
             ranks = sorted(r for r, x in failed if x.kind == "timeout") + g.missing
-            return _failure(run, "timeout", f"{_ranks(ranks)} {o.reason}", _elapsed(o, g), threads)
+            return _failure(run, "timeout", f"{_ranks(ranks)} {o.reason}", _elapsed(o, g), threads, scheduler)
         if o.kind == "raised":
-            return _failure(run, _raised_status(o.reason), f"rank {rank} raised {o.reason}", _elapsed(o, g), threads)
+            return _failure(run, _raised_status(o.reason), f"rank {rank} raised {o.reason}", _elapsed(o, g), threads,
+                            scheduler)
         sep = " " if o.kind == "died" else ": "
         return _failure(run, "error" if o.kind == "died" else o.kind, f"rank {rank}{sep}{o.reason}", _elapsed(o, g),
-                        threads)
+                        threads, scheduler)
     return _failure(run, "timeout", f"{_ranks(g.missing)} gave no answer within {time_limit_s:g} s",
-                    Outcome("timeout", elapsed_s=g.elapsed_s), threads)
+                    Outcome("timeout", elapsed_s=g.elapsed_s), threads, scheduler)
 
 
 def _elapsed(o: Outcome, g: GroupRun) -> Outcome:

@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from harness.cluster.group_run import GroupError, GroupRun, RankResult, collect  # noqa: F401 — re-exported
 from harness.cluster.isolation import Outcome
 from harness.cluster.ray_workers import RankActorRemote
-
-
-class GroupError(Exception):
-    """A group could not be built (the message is the record's one-line reason)."""
-
-    def __init__(self, reason: str, status: str = "error"):
-        super().__init__(reason)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -62,25 +55,6 @@ class GroupSpec:
 def cpus_per_rank(node_cpus: float, world_size: int) -> float:
     """On CPU a group takes one node's CPUs in all (one timed thing per node); Ray resources have 4 decimals."""
     return max(math.floor(node_cpus / world_size * 1e4) / 1e4, 0.0001)
-
-
-@dataclass
-class RankResult:
-    rank: int
-    outcome: Outcome
-
-
-@dataclass
-class GroupRun:
-    """What each rank reported for one run (``missing``: ranks that gave no answer before the group gave up)."""
-
-    results: list[RankResult] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and all(r.outcome.ok for r in self.results)
 
 
 class RankGroup:
@@ -165,28 +139,15 @@ class RankGroup:
     # ----- running ------------------------------------------------------------------------------------
     def run(self, executor: str, run, time_limit_s: float, memory_budget: Optional[int], budget_share: int,
             failure_grace_s: float, answer_grace_s: float) -> GroupRun:
-        """Run on every rank. Ranks enforce ``time_limit_s`` themselves; the group waits ``answer_grace_s``
-        longer before giving up on a rank, and only ``failure_grace_s`` after the first rank failed."""
+        """Run on every rank and wait for them (:func:`harness.cluster.group_run.collect`: the same rule as a
+        local group's); a group whose run failed is marked unhealthy."""
         started = time.perf_counter()
         refs = {
             a.run.remote(executor, run, time_limit_s, memory_budget, budget_share): rank
             for rank, a in enumerate(self.actors)
         }
-        deadline = started + time_limit_s + answer_grace_s
-        out = GroupRun()
-        pending = list(refs)
-        while pending:
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-            ready, pending = ray.wait(pending, num_returns=1, timeout=deadline - now)
-            for ref in ready:
-                outcome = _outcome_of(ref)
-                out.results.append(RankResult(refs[ref], outcome))
-                if not outcome.ok:
-                    deadline = min(deadline, time.perf_counter() + failure_grace_s)
-        out.missing = sorted(refs[r] for r in pending)
-        out.elapsed_s = time.perf_counter() - started
+        out = collect(refs, lambda pending, timeout: ray.wait(pending, num_returns=1, timeout=timeout), _outcome_of,
+                      time_limit_s, failure_grace_s, answer_grace_s, started)
         if not out.ok:
             self.healthy = False
         return out

@@ -22,18 +22,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from harness.cluster.ray_reaper import start_reaper, stop_reaper
+from harness.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps 127.0.0.1 as the node IP (module docstring)
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for a submitted job's entrypoint
+CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails within this, not after Ray's minutes of retries
 EMBEDDED_OBJECT_STORE_BYTES = 256 << 20  # records are small; don't reserve 30% of RAM in /dev/shm
 
 
@@ -73,21 +76,22 @@ class RayConnection:
             )
             self.reaper = start_reaper()  # cleans up Ray's agents if this driver is killed
         else:
+            check_reachable(address)
             env = _forwarded_env()
             extra = {}
             if _is_loopback(address):  # a cluster bound to loopback: this driver must register as 127.0.0.1 too
                 os.environ.update(LOOPBACK_ENV)
                 _force_loopback()
                 extra["_node_ip_address"] = LOOPBACK
-            ray.init(
-                address=address, logging_level=logging.ERROR, log_to_driver=log_to_driver,
-                runtime_env={"env_vars": env} if env else None, **extra,
-            )
+            try:
+                ray.init(
+                    address=address, logging_level=logging.ERROR, log_to_driver=log_to_driver,
+                    runtime_env={"env_vars": env} if env else None, **extra,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserError(f"--address {address}: cannot join a Ray cluster there: "
+                                f"{str(e).strip().splitlines()[0][:200]}") from None
         self.owned = True
-
-    @property
-    def embedded(self) -> bool:
-        return self.owned and self.address is None
 
     def nodes(self) -> list[NodeInfo]:
         """The alive nodes and their schedulable resources."""
@@ -110,6 +114,23 @@ class RayConnection:
         stop_reaper(self.reaper)
         self.reaper = None
         self.owned = False
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A ``HOST:PORT`` address must accept a TCP connection within ``timeout_s`` — else one line, at once,
+    instead of Ray's minutes of retry warnings. ``auto`` is left to Ray (it reads the local cluster file)."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UserError(f"--address {address!r}: expected 'auto' or HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or str(e))
+        raise UserError(f"--address {address}: no Ray cluster reachable there ({reason} after at most "
+                        f"{timeout_s:g} s)") from None
 
 
 def _forwarded_env() -> dict:

@@ -33,7 +33,7 @@ from harness.cluster.outcomes import breaks_group, group_record, single_record
 from harness.cluster.rank_group import GroupError, GroupSpec, RankGroup, cpus_per_rank
 from harness.cluster.ray_cluster import RayConnection
 from harness.cluster.ray_workers import DEFAULT_RANK_EXECUTOR, run_single_task
-from harness.cluster.sweep import is_single
+from harness.cluster.sweep import is_single, rank_capacity, unplaceable
 from harness.spec import Run
 
 GroupKey = tuple[int, str]  # (world size, device)
@@ -97,6 +97,15 @@ class RayScheduler:
             self.release_groups()
             yield from self._run_singles(singles)
         for key, bucket in buckets.items():
+            world_size, device = key
+            nodes = self.connection.nodes()
+            capacity = rank_capacity(device, sum(n.cpus for n in nodes), sum(n.gpus for n in nodes))
+            refused = [unplaceable(run, capacity) for run in bucket]
+            if all(refused):
+                for record in refused:
+                    record["scheduler"] = "ray"
+                    yield record
+                continue
             self.release_groups(keep=key)
             yield from self._run_bucket(key, bucket)
 

@@ -6,11 +6,13 @@ for the next, so a sweep killed at any moment resumes (``resume=True``) without 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterator, Optional, Protocol
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -33,6 +35,24 @@ def is_single(run: Run) -> bool:
     return run.strategy is None and run.world_size == 1
 
 
+RANKS_PER_CPU = 4  # CPU ranks are processes sharing cores: beyond this many per core a group is pointless
+
+
+def rank_capacity(device: str, cpus: float, gpus: float) -> int:
+    """How many ranks a cluster with ``cpus`` CPUs and ``gpus`` GPUs can place for ``device`` runs."""
+    return int(gpus) if device == "cuda" else int(cpus * RANKS_PER_CPU)
+
+
+def unplaceable(run: Run, capacity: int) -> Optional[dict]:
+    """The ``unsupported`` record of a run whose world size the cluster cannot place (None when it can):
+    reported before any rank starts."""
+    if run.world_size <= capacity:
+        return None
+    unit = "GPUs" if run.device == "cuda" else f"rank slots ({RANKS_PER_CPU} per CPU)"
+    return st.outcome(st.base_record(run), st.UNSUPPORTED,
+                      f"needs {run.world_size} ranks, cluster has {capacity} {unit}")
+
+
 class InlineScheduler:
     """Runs every point in this process, one at a time (tests, debugging, ``--scheduler inline``)."""
 
@@ -42,10 +62,12 @@ class InlineScheduler:
         for run in runs:
             if is_single(run):
                 yield execute(run)
-            else:
-                from harness.cluster.launch import run_local
+                continue
+            from harness.cluster.launch import run_local
 
-                yield run_local(run)
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            refused = unplaceable(run, rank_capacity(run.device, os.cpu_count() or 1, gpus))
+            yield refused or run_local(run)
 
     def close(self) -> None:
         pass

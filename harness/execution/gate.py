@@ -1,12 +1,12 @@
 """The correctness gate: a method's output and gradients against float64, judged by the field's rule.
 
 The rule is flash-attention's own (its tests): per tensor (out, dq, dk, dv), a kernel's largest error against
-the float64 reference must be at most ``FACTOR`` times the largest error of a plain eager implementation *in
-the same dtype* against the same reference, plus a tiny floor scaled by the reference's magnitude. The eager
-implementation is the method's own ``reference`` evaluated in the run's dtype (``compute_dtype``), so the
-allowance follows the dtype and the problem by itself: no hand-tuned tolerance per dtype, no division by a
-near-zero reference (an exactly zero gradient — a mask where each query sees only itself — has an eager error
-of ~0 and is judged against the floor).
+the float64 reference must be at most ``FACTOR`` (2 for out, 3 for gradients) times the largest error of a
+plain eager implementation *in the same dtype* against the same reference, plus a tiny floor scaled by the
+reference's magnitude. The eager implementation is the method's own ``reference`` evaluated in the run's
+dtype (``compute_dtype``), so the allowance follows the dtype and the problem by itself: no hand-tuned
+tolerance per dtype, no division by a near-zero reference (an exactly zero gradient — a mask where each query
+sees only itself — has an eager error of ~0 and is judged against the floor).
 
 Checked rows (:func:`gate_rows`) are every row where that is affordable, else a fresh draw per run (seeded by
 the run's key) with at least one row in every ``ROW_TILE``-row query tile and every document of the mask. The
@@ -27,8 +27,9 @@ import torch
 from harness.masks.core import Mask
 from harness.interfaces.reference import reference_outputs
 
-# A kernel may be this many times less accurate than eager PyTorch in the same dtype (flash-attention's 2x).
-FACTOR = 2.0
+# A kernel may be this many times less accurate than eager PyTorch in the same dtype: flash-attention's tests
+# allow 2x on the output and 3x on the gradients (accumulated over many tiles, in any kernel's order).
+FACTOR = {"out": 2.0, "dq": 3.0, "dk": 3.0, "dv": 3.0}
 # Absolute floor: FLOOR_REL (at most 100 ulp of the dtype) x (the tensor's largest reference magnitude plus
 # FLOOR_SHARE x the problem's largest reference magnitude, for tensors whose exact value is zero).
 FLOOR_REL = 1e-5
@@ -49,7 +50,7 @@ TENSORS = ("out", "dq", "dk", "dv")
 class GateResult:
     """The verdict on one run. ``errors`` are normalised (max error / the tensor's reference magnitude, floored
     by a share of the problem's); ``ratios`` are max error / the eager same-dtype error; ``limits`` the
-    absolute limit each tensor was held to; ``tolerance`` the allowed ratio (``FACTOR``)."""
+    absolute limit each tensor was held to; ``tolerance`` the largest allowed ratio (``FACTOR``)."""
 
     ok: bool
     max_abs_err: float  # of the output, absolute
@@ -162,11 +163,11 @@ def compare(
         if bad.any():
             index = tuple(int(i) for i in bad.nonzero()[0])
             where = _where(name, index, rows if name == "out" else None, q_offset)
-            return GateResult(ok=False, max_abs_err=math.inf, tolerance=FACTOR, checked_rows=len(rows),
+            return GateResult(ok=False, max_abs_err=math.inf, tolerance=max(FACTOR.values()), checked_rows=len(rows),
                               failure=f"failed correctness gate: {name} is not finite at {where}")
     magnitude = max(_amax(t) for n, t in ref.items() if n in view)
     rel = floor_rel(dtype)
-    result = GateResult(ok=True, max_abs_err=0.0, tolerance=FACTOR, checked_rows=len(rows))
+    result = GateResult(ok=True, max_abs_err=0.0, tolerance=max(FACTOR.values()), checked_rows=len(rows))
     worst: tuple[float, str] = (-1.0, "")
     for name, x in view.items():
         err, index = _max_error(x, ref[name])
@@ -174,7 +175,7 @@ def compare(
         result.errors[name] = err / scale if scale > 0 else err
         if eager is not None:
             base, _ = _max_error(eager[name], ref[name])
-            limit = FACTOR * base + rel * scale
+            limit = FACTOR[name] * base + rel * scale
             result.eager_errors[name] = base
             result.ratios[name] = err / base if base > 0 else (0.0 if err == 0 else math.inf)
         else:
@@ -196,7 +197,7 @@ def _reason(name: str, err: float, where: str, base: float, limit: float, dtype:
         return f"{head} exceeds the fixed {dtype} limit {limit:.1e}"
     if base > 0:
         return (f"{head} is {err / base:.3g}x the eager {dtype} error {base:.1e} "
-                f"(limit {FACTOR:g}x + floor = {limit:.1e})")
+                f"(limit {FACTOR[name]:g}x + floor = {limit:.1e})")
     return f"{head} exceeds the floor {limit:.1e} (the eager {dtype} error is 0)"
 
 

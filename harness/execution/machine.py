@@ -75,32 +75,34 @@ def _key(dtype: torch.dtype | str, device: str) -> tuple[str, str]:
     return str(dtype).removeprefix("torch."), torch.device(device).type
 
 
-def _gemm_tflops(dtype: torch.dtype, device: str, seconds: float) -> float:
-    """Best TFLOP/s of an n x n x n matmul over one ``blocked_autorange`` of at least ``seconds``."""
+def _gemm_tflops(dtype: torch.dtype, device: str, attempts: int, seconds: float, pause: float) -> float:
+    """Best TFLOP/s of an n x n x n matmul over ``attempts`` separate ``blocked_autorange`` measurements."""
+    import time
+
     import torch.utils.benchmark as benchmark
 
-    n = 2048 if torch.device(device).type == "cpu" else 8192
+    n = 1024 if torch.device(device).type == "cpu" else 8192  # large enough to reach each device's peak
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up
-    m = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=seconds)
-    return 2 * n**3 / min(m.times) / 1e12
+    best = 0.0
+    for i in range(max(1, attempts)):
+        if i:
+            time.sleep(pause)
+        m = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=seconds)
+        best = max(best, 2 * n**3 / min(m.times) / 1e12)
+    return best
 
 
 def calibrate_peak(dtype: torch.dtype | str, device: str, attempts: int = CALIBRATION_ATTEMPTS) -> float:
     """Measure this machine's GEMM peak (TFLOP/s) for ``dtype`` on ``device``: the best of ``attempts``
     separate measurements, each itself the best block of a timed matmul. A peak, not a typical value: load
     from other processes only lowers single attempts. Call it once per machine at the start of a sweep, store
-    the result with the session (``install_peaks``) and let every run of the sweep reuse it."""
-    import time
-
-    dtype_t = getattr(torch, _key(dtype, device)[0])
-    best = 0.0
-    for i in range(max(1, attempts)):
-        if i:
-            time.sleep(CALIBRATION_PAUSE_S)
-        best = max(best, _gemm_tflops(dtype_t, device, CALIBRATION_SECONDS))
-    _PEAKS[_key(dtype, device)] = best
+    the result with the session (``calibrate_peaks``) and let every run of the sweep reuse it
+    (``install_peaks`` in worker processes)."""
+    key = _key(dtype, device)
+    best = _gemm_tflops(getattr(torch, key[0]), device, attempts, CALIBRATION_SECONDS, CALIBRATION_PAUSE_S)
+    _PEAKS[key] = best
     return best
 
 

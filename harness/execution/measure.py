@@ -17,7 +17,7 @@ import os
 import sys
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -36,9 +36,6 @@ class TimingStats:
     p80_ms: float
     samples: int
     cpu_ms: float  # process CPU time per call (all threads): on a shared 2-core machine, the honest cost
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+from harness.checks import writable_file
+from harness.errors import UserError
 from harness.results.records import DIAGNOSTICS, METRIC_PREFIX, flat_row, public_view
 
 # The known columns of an export, in this order: what ran (identity), its outcome, its measured figures, then
@@ -43,6 +45,7 @@ def export_columns(rows: Iterable[dict]) -> list[str]:
     return known + metrics + rest + diagnostics + list(SESSION_FIELDS)
 
 
+REQUIRED_COLUMNS = {("sessions", "id"), ("sessions", "machine"), ("results", "key"), ("results", "record")}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, suite TEXT, started_at REAL, argv TEXT, machine TEXT
@@ -57,16 +60,35 @@ CREATE INDEX IF NOT EXISTS results_session ON results(session);
 class ResultStore:
     """Results of one or more sweeps at ``path`` (a ``.db`` file, or a directory holding ``results.db``)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
+        """Open (``create``: or create) the store. A path that cannot hold one, or a file that is not an
+        lcbench results database, is the user's mistake: one line (:class:`UserError`)."""
         path = Path(path)
         if path.suffix != ".db":
             path = path / "results.db"
+        if not create and not path.is_file():
+            raise UserError(f"no results at {str(path)!r} (expected a .db file or a directory with results.db)")
+        writable_file(path, "results path", create_parents=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and not {"sessions", "results"} <= tables:
+                raise UserError(f"results path {str(path)!r} is an SQLite database but not lcbench's "
+                                f"(tables: {', '.join(sorted(tables))})")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+            missing = REQUIRED_COLUMNS - {
+                (table, col) for table in ("sessions", "results")
+                for (_, col, *_rest) in self.conn.execute(f"PRAGMA table_info({table})")
+            }
+        except sqlite3.Error as e:
+            raise UserError(f"results path {str(path)!r} is not a readable lcbench results database: {e}") from None
+        if missing:
+            raise UserError(f"results path {str(path)!r} is an SQLite database but not lcbench's (missing "
+                            f"{', '.join(sorted(f'{t}.{c}' for t, c in missing))})")
 
     # ----- writing ------------------------------------------------------------------------------------
     def start_session(self, suite: str, machine: dict, argv: Optional[list[str]] = None) -> str:

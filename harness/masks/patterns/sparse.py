@@ -1,10 +1,24 @@
 """PowerAttention and its equal-budget block-sparse baselines (REFERENCE.md §3, arXiv 2503.03588).
 
 All patterns are causal and defined on blocks of ``block`` tokens with ``blk = q//block - k//block``; the
-diagonal block is causal at token level (``q >= k``). The paper uses block 256 at 32K-128K; the defaults here
-use block 64 so that a CPU-sized 4K sequence has 64 blocks and the patterns keep their shape (PowerAttention
-at 4K: sink + 5 window blocks + power-of-two blocks at distances 8, 16, 32). Block budgets of the baselines
-follow the paper: sliding window 9 + sink, stride-slash 6 window + sink + slashes, dilated 10 even blocks.
+diagonal block is causal at token level (``q >= k``). Every other parameter counts blocks, so a pattern keeps
+its block graph when ``block`` changes (what the receptive-field analysis, :mod:`harness.masks.reach`, uses).
+
+The defaults are the paper's: block 256, and budgets equal to PowerAttention's 10 blocks per query block at
+32K (128 blocks: sink + 5 window + power-of-two distances 8, 16, 32, 64):
+
+- ``power``: window 5 blocks, 1 sink block;
+- ``sliding_window_sink``: window 9 blocks + 1 sink block;
+- ``stride_slash``: window 6 + 1 sink + 3 slashes. The paper names the slash count, not the stride; the
+  slashes are the distances ``stride, 2*stride, ...`` beyond the window, and ``stride=32`` gives exactly 3 of
+  them (32, 64, 96) for the last block at 32K (any stride in 32..42 does; 32 is the power of two). At other
+  lengths the count is ``(blocks - 2) // stride`` (e.g. 15 at 128K): the stride, not the count, is fixed;
+- ``dilated``: "20 blocks with dilation 1 block" — one block skipped between attended ones, i.e. distances
+  0, 2, ..., 18 (``dilation=2`` here is the step between attended blocks), 10 blocks;
+- ``longnet``: segments 8..128 blocks with dilations 1..16.
+
+Short CPU lengths need smaller blocks for the patterns to keep their shape (at 4K, block 256 leaves 16 blocks);
+suites name such scaled variants explicitly (e.g. ``{name: power, block: 64}``).
 """
 
 from __future__ import annotations
@@ -47,7 +61,7 @@ def _check_sink_window(name: str, sink_blocks: int, window_blocks: int) -> None:
     "power",
     "PowerAttention: sink + window + key blocks at power-of-two block distances (causal)",
     examples=({"block": 32},),
-    block=64,
+    block=256,
     window_blocks=5,
     sink_blocks=1,
 )
@@ -72,7 +86,7 @@ def power(seqlen: int, num_heads: int, block: int, window_blocks: int, sink_bloc
     "sliding_window_sink",
     "PowerAttention baseline: sink blocks + a causal window of window_blocks blocks",
     examples=({"block": 32},),
-    block=64,
+    block=256,
     window_blocks=9,
     sink_blocks=1,
 )
@@ -91,10 +105,10 @@ def sliding_window_sink(seqlen: int, num_heads: int, block: int, window_blocks: 
     "stride_slash",
     "PowerAttention baseline: sink + window + key blocks at distances that are multiples of stride (causal)",
     examples=({"block": 32, "stride": 8},),
-    block=64,
+    block=256,
     window_blocks=6,
     sink_blocks=1,
-    stride=16,
+    stride=32,
 )
 def stride_slash(seqlen: int, num_heads: int, block: int, window_blocks: int, sink_blocks: int, stride: int) -> Mask:
     i = _blocks("stride_slash", seqlen, block)
@@ -115,7 +129,7 @@ def stride_slash(seqlen: int, num_heads: int, block: int, window_blocks: int, si
     "dilated",
     "PowerAttention baseline: key blocks at distances that are multiples of dilation below span_blocks (causal)",
     examples=({"block": 32},),
-    block=64,
+    block=256,
     dilation=2,
     span_blocks=20,
 )
@@ -137,7 +151,7 @@ def dilated(seqlen: int, num_heads: int, block: int, dilation: int, span_blocks:
     "LongNet dilated attention, one head (offset 0): for each (segment, dilation) pair, blocks at positions "
     "divisible by the dilation inside a segment attend to each other (causal); the rules are united",
     examples=({"block": 16},),
-    block=64,
+    block=256,
     segments=[8, 16, 32, 64, 128],
     dilations=[1, 2, 4, 8, 16],
 )

@@ -1,0 +1,215 @@
+"""The correctness gate cannot be fooled and does not reject correct kernels.
+
+Every CPU method of the catalog is checked: a corruption planted in a row the old fixed sample skipped is
+caught; a systematic 1% output error is caught in float32 and bfloat16; correct kernels pass on the masks where
+each query sees only itself (exactly zero dq and dk). Corrupted kernels are the real kernels, wrapped.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.catalog import methods
+from harness.execution import gate as gate_mod
+from harness.execution.gate import check_method, check_outputs, compare, gate_rows, run_seed, upstream_gradient
+from harness.interfaces import Problem
+from harness.interfaces import reference as reference_mod
+from harness.interfaces.reference import reference_outputs, sample_rows
+from harness.masks import build_mask
+
+SHAPE = dict(batch=1, heads_q=4, heads_kv=2, head_dim=32)
+DIAGONAL_MASKS = [("sliding_window_causal", {"window": 0}), ("neighborhood", {"window": 1})]
+COMPILED = {"flex"}  # compile on first call: minutes on 2 cores, only with -m slow
+
+
+def _cpu_methods():
+    for name, method in methods().items():
+        if "cpu" not in method.devices:
+            continue
+        marks = [pytest.mark.slow] if name in COMPILED else []
+        yield pytest.param(name, marks=marks, id=name)
+
+
+def _setup(name: str, mask_name: str, params: dict, dtype: str, direction: str, seqlen: int = 1024, seed: int = 0):
+    """(fn, q, k, v, mask, scale) of a real catalog method, or skip when it cannot run this here."""
+    method = methods()[name]
+    if method.unavailable_reason():
+        pytest.skip(method.unavailable_reason())
+    mask = build_mask(mask_name, seqlen, SHAPE["heads_q"], **params)
+    problem = Problem(mask=mask, seqlen=seqlen, dtype=getattr(torch, dtype), device=torch.device("cpu"),
+                      direction=direction, **SHAPE)
+    why = method.unsupported_reason(problem, direction)
+    if why:
+        pytest.skip(why)
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, seqlen, h, SHAPE["head_dim"], generator=g).to(problem.dtype)
+               for h in (SHAPE["heads_q"], SHAPE["heads_kv"], SHAPE["heads_kv"]))
+    return method.build(problem), q, k, v, mask, problem.scale
+
+
+def _plant(fn, row: int, amount: float):
+    """``fn`` with ``amount`` added to every element of output row ``row``."""
+    def corrupted(q, k, v):
+        out = fn(q, k, v)
+        bump = torch.zeros_like(out)
+        bump[:, row] = amount
+        return out + bump
+    return corrupted
+
+
+@pytest.mark.parametrize("name", _cpu_methods())
+def test_a_corruption_in_a_row_the_old_sample_skipped_is_caught(name):
+    row = 500
+    assert row not in sample_rows(1024).tolist()  # the old gate's fixed rows never looked here
+    fn, q, k, v, mask, scale = _setup(name, "causal", {}, "float32", "fwd")
+    assert check_method(fn, q, k, v, mask, scale, False).ok
+    result = check_method(_plant(fn, row, 0.05), q, k, v, mask, scale, False)
+    assert not result.ok
+    assert result.reason.startswith("failed correctness gate: out error 5.0e-02 at row 500,"), result.reason
+    assert "x the eager float32 error" in result.reason and "limit 2x" in result.reason
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", _cpu_methods())
+def test_a_systematic_one_percent_output_error_is_caught(name, dtype):
+    fn, q, k, v, mask, scale = _setup(name, "causal", {}, dtype, "fwd")
+    assert check_method(fn, q, k, v, mask, scale, False).ok
+    result = check_method(lambda a, b, c: fn(a, b, c) * 1.01, q, k, v, mask, scale, False)
+    assert not result.ok and result.reason.startswith("failed correctness gate: out error"), result.reason
+    assert result.ratios["out"] > gate_mod.FACTOR["out"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("direction", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("mask_name,params", DIAGONAL_MASKS, ids=[m for m, _ in DIAGONAL_MASKS])
+@pytest.mark.parametrize("name", _cpu_methods())
+def test_correct_kernels_pass_where_each_query_sees_only_itself(name, mask_name, params, direction, dtype):
+    fn, q, k, v, mask, scale = _setup(name, mask_name, params, dtype, direction, seqlen=512)
+    assert int(mask.area()) == mask.seqlen  # the diagonal: exact dq and dk are zero
+    result = check_method(fn, q, k, v, mask, scale, direction != "fwd")
+    assert result.ok, result.reason
+
+
+def test_a_wrong_gradient_in_one_row_is_caught_and_named():
+    fn, q, k, v, mask, scale = _setup("naive", "causal", {}, "float32", "fwd+bwd", seqlen=512)
+
+    class BumpRow(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            g = g.clone()
+            g[:, 300] += 0.01
+            return g
+
+    result = check_method(lambda a, b, c: fn(BumpRow.apply(a), b, c), q, k, v, mask, scale, True)
+    assert not result.ok and result.reason.startswith("failed correctness gate: dq error 1.0e-02 at row 300,")
+    assert "limit 3x" in result.reason
+
+
+def test_a_zero_gradient_is_judged_against_the_floor_not_divided_by_zero():
+    rows = torch.arange(4)
+    ref = {"out": torch.ones(1, 4, 1, 2, dtype=torch.float64), "dq": torch.zeros(1, 4, 1, 2, dtype=torch.float64)}
+    eager = {"out": ref["out"].float(), "dq": ref["dq"].float()}
+    noise = {"out": torch.ones(1, 4, 1, 2), "dq": torch.full((1, 4, 1, 2), 1e-7)}
+    assert compare(noise, ref, rows, "float32", eager=eager).ok
+    wrong = {"out": torch.ones(1, 4, 1, 2), "dq": torch.full((1, 4, 1, 2), 1e-3)}
+    result = compare(wrong, ref, rows, "float32", eager=eager)
+    assert not result.ok and "exceeds the floor" in result.reason and "eager float32 error is 0" in result.reason
+
+
+def test_non_finite_outputs_fail_with_their_place():
+    rows = torch.arange(4)
+    ref = {"out": torch.ones(1, 4, 2, 2, dtype=torch.float64)}
+    got = {"out": torch.ones(1, 4, 2, 2)}
+    got["out"][0, 2, 1, 0] = float("nan")
+    result = compare(got, ref, rows, "float32", eager={"out": got["out"].nan_to_num()})
+    assert not result.ok and result.reason == "failed correctness gate: out is not finite at row 2, head 1"
+
+
+def _doc_mask(seqlen: int):
+    return build_mask("causal_document", seqlen, 1)
+
+
+def test_checked_rows_cover_every_tile_and_document_and_change_per_run():
+    seqlen = 1 << 16  # beyond the full check on CPU
+    mask = _doc_mask(seqlen)
+    assert mask.doc_lengths and len(mask.doc_lengths) > 1
+    rows = gate_rows(seqlen, mask, seed=7)
+    assert len(rows) < seqlen and rows.unique().numel() == len(rows) and rows.equal(rows.sort().values)
+    tiles = torch.unique(rows // gate_mod.ROW_TILE)
+    assert tiles.equal(torch.arange((seqlen + gate_mod.ROW_TILE - 1) // gate_mod.ROW_TILE))
+    bounds = torch.cumsum(torch.tensor([0] + list(mask.doc_lengths)), 0)
+    docs = torch.bucketize(rows, bounds[1:], right=True)
+    assert docs.unique().numel() == len(mask.doc_lengths)
+    assert gate_rows(seqlen, mask, seed=7).equal(rows)
+    assert not gate_rows(seqlen, mask, seed=8).equal(rows)
+    assert gate_rows(1024, build_mask("causal", 1024, 1), seed=7).equal(torch.arange(1024))  # affordable: all
+
+
+def test_decode_rows_are_checked_at_their_positions():
+    seqlen, tokens = 256, 4
+    mask = build_mask("causal", seqlen, 1)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, n, 2, 16, generator=g) for n in (tokens, seqlen, seqlen))
+    full_q = torch.cat([torch.randn(1, seqlen - tokens, 2, 16, generator=g), q], dim=1)
+    exact = reference_outputs(full_q, k, v, mask, 0.25, torch.arange(seqlen), None)["out"][:, -tokens:].float()
+    fn = lambda a, b, c: exact  # noqa: E731 — a "kernel" returning the true last rows
+    assert check_method(fn, q, k, v, mask, 0.25, False, q_offset=seqlen - tokens).ok
+    result = check_method(_plant(fn, 1, 0.05), q, k, v, mask, 0.25, False, q_offset=seqlen - tokens)
+    assert not result.ok and "at row 1 (position 253)" in result.reason
+
+
+def test_the_eager_reference_is_eager_pytorch_in_the_dtype():
+    """In bfloat16 the eager reference is exactly the naive method (matmuls in bf16, softmax in float32)."""
+    fn, q, k, v, mask, scale = _setup("naive", "sliding_window", {"left": 50, "right": 10}, "bfloat16", "fwd",
+                                      seqlen=256)
+    rows = torch.arange(256)
+    eager = reference_outputs(q, k, v, mask, scale, rows, None, compute_dtype=torch.bfloat16)["out"]
+    assert eager.dtype == torch.bfloat16 and eager.equal(fn(q, k, v))
+
+
+def test_chunked_reference_equals_one_pass(monkeypatch):
+    mask = build_mask("s2", 192, 4, block=32, dense_heads=1)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 192, h, 8, generator=g) for h in (4, 2, 2))
+    rows = torch.tensor([0, 5, 64, 100, 191])
+    dout = torch.randn(2, len(rows), 4, 8, generator=g)
+    whole = reference_outputs(q, k, v, mask, 0.3, rows, dout)
+    monkeypatch.setattr(reference_mod, "CHUNK_SCORES", 2 * 2 * 192)  # two rows per chunk
+    chunked = reference_outputs(q, k, v, mask, 0.3, rows, dout)
+    for name in ("out", "dq", "dk", "dv"):
+        torch.testing.assert_close(chunked[name], whole[name], rtol=0, atol=1e-12)
+    leaves = [t.double().requires_grad_(True) for t in (q, k, v)]
+    out = reference_mod.reference_attention(*leaves, mask=mask, rows=rows, scale=0.3)
+    torch.testing.assert_close(whole["out"], out.detach(), rtol=0, atol=1e-12)
+    for got, want in zip((whole["dq"], whole["dk"], whole["dv"]), torch.autograd.grad(out, leaves, dout.double())):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_check_outputs_judges_gathered_results_like_check_method():
+    """The context-parallel path gathers out and grads itself, then calls ``check_outputs``."""
+    fn, q, k, v, mask, scale = _setup("sdpa", "causal_document", {}, "float32", "fwd+bwd", seqlen=512)
+    rows = gate_rows(512, mask, seed=run_seed("00ff00ff" + "0" * 56))
+    leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+    out = fn(*leaves)
+    dout = upstream_gradient(out, rows, seed=3)
+    grads = dict(zip(("dq", "dk", "dv"), torch.autograd.grad(out, leaves, dout)))
+    got = {"out": out.detach(), **grads}
+    assert check_outputs(got, q, k, v, mask, scale, rows, dout).ok
+    got["dk"] = got["dk"] * 1.01
+    result = check_outputs(got, q, k, v, mask, scale, rows, dout)
+    assert not result.ok and result.reason.startswith("failed correctness gate: dk error")
+
+
+def test_a_reference_without_compute_dtype_still_gates_with_the_fixed_tolerance():
+    def legacy(q, k, v, mask, scale, rows, dout_rows, q_offset=0):
+        return reference_outputs(q, k, v, mask, scale, rows, dout_rows, q_offset)
+
+    fn, q, k, v, mask, scale = _setup("sdpa", "causal", {}, "float32", "fwd", seqlen=256)
+    assert check_method(fn, q, k, v, mask, scale, False, reference=legacy).ok
+    result = check_method(_plant(fn, 100, 0.05), q, k, v, mask, scale, False, reference=legacy)
+    assert not result.ok and "fixed float32 limit" in result.reason
