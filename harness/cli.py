@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from harness.checks import integer, positive, writable_dir, writable_file
@@ -242,7 +243,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
 
     if args.png:
         writable_file(args.png, "mask --png")
-    mask_command(args.name, args.seqlen, parse_params(args.param), args.png, args.heads, args.block)
+    mask_command(args.name, args.seqlen, parse_params(args.param), args.png, args.heads, args.block, args.layers)
     return 0
 
 
@@ -316,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mask parameter (repeatable)")
     p.add_argument("--heads", type=integer(1, 1024), default=1, help="number of heads (per-head patterns)")
     p.add_argument("--block", type=integer(1, 1 << 20), default=128, help="block size for the block statistics")
-    p.add_argument("--png", help="write a picture of the mask to this file")
+    p.add_argument("--png", help="write a picture of the mask (with --layers: coverage vs layers) to this file")
+    p.add_argument("--layers", type=integer(1, 4096),
+                   help="also the receptive field of the last block through 1..LAYERS stacked layers")
     p.set_defaults(func=cmd_mask)
 
     from harness.bench import BENCHES
@@ -343,7 +346,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are stored; re-run with --resume to continue")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue as queue_mod
 import socket
+import time
 
 import pytest
 import torch.multiprocessing as mp
@@ -27,7 +28,7 @@ def _our_groups(strategy_name: str, world: int, rank: int, options: dict) -> tup
     """(this rank's all-to-all group, its ring) as our strategy's ``prepare`` builds them."""
     import torch
 
-    from harness.catalog import get_strategy
+    from harness.catalog import get_method, get_strategy
     from harness.interfaces import CPContext, CPProblem
     from harness.interfaces.comm import Comm
     from harness.masks import build_mask
@@ -37,7 +38,8 @@ def _our_groups(strategy_name: str, world: int, rank: int, options: dict) -> tup
                    head_dim=8, world_size=world, direction="fwd", options=options)
     strategy = get_strategy(strategy_name)
     problem = CPProblem(run=run, mask=build_mask("causal", 64, 4), dtype=torch.float32, device=torch.device("cpu"))
-    ctx = CPContext(problem=problem, rank=rank, comm=Comm(), positions=strategy.layout(problem))
+    ctx = CPContext(problem=problem, rank=rank, comm=Comm(), positions=strategy.layout(problem),
+                    kernel=get_method(run.method).local_kernel)
     strategy.prepare(ctx)
     topology = ctx.state["engine"].topology
     a2a = next(g for g in topology.a2a if rank in g)
@@ -78,8 +80,13 @@ def _run_ranks(world: int) -> list[dict]:
     for p in procs:
         p.start()
     try:
-        return results.get(timeout=120)
-    except queue_mod.Empty:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                return results.get(timeout=1.0)
+            except queue_mod.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    break  # a rank died: its traceback is on stderr
         pytest.fail(f"ranks of world size {world} gave no answer (exit codes {[p.exitcode for p in procs]})")
     finally:
         for p in procs:

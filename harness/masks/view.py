@@ -1,4 +1,5 @@
-"""Looking at a mask: a plain-data summary, a picture, and the ``lcbench mask`` command behind the CLI.
+"""Looking at a mask: a plain-data summary, a picture, its receptive field through stacked layers
+(:mod:`harness.masks.reach`), and the ``lcbench mask`` command behind the CLI.
 
 Everything is computed from the row intervals, so it works at benchmark lengths: the picture of a long mask
 is its block-density map (the fraction of allowed pairs in each pixel's block), never an S×S matrix.
@@ -8,13 +9,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
 from harness.errors import UserError
 from harness.masks.core import EMPTY, FULL, PARTIAL, Mask
+from harness.masks.reach import ReceptiveField, pattern_block, receptive_field
 from harness.masks.registry import get_mask_pattern
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 MAX_PANELS = 16  # per-head masks: at most this many heads are drawn
 
@@ -110,8 +115,49 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def mask_command(name: str, seqlen: int, params: dict, png: Optional[str], num_heads: int, block: int) -> None:
-    """``lcbench mask NAME --seqlen N [--param k=v ...] [--png FILE]``: summary table, optional picture."""
+def reach_table(field: ReceptiveField) -> "Table":
+    """The receptive field of the last query block per depth: layers -> blocks reached, coverage, holes."""
+    from rich.table import Table
+
+    full = (f"complete after {field.layers_to_full} layers" if field.layers_to_full is not None
+            else f"never complete: {field.holes_limit} holes remain at any depth")
+    table = Table(title=f"receptive field of the last block ({field.blocks} blocks of {field.block}; {full})",
+                  title_justify="left", header_style="bold")
+    for col in ("layers", "blocks reached", "coverage", "holes"):
+        table.add_column(col, justify="right")
+    for row in field.rows():
+        table.add_row(str(row["layers"]), f"{row['reached']}/{field.blocks}", f"{row['coverage']:.4f}",
+                      str(row["holes"]))
+    return table
+
+
+def save_reach_png(field: ReceptiveField, path: str) -> None:
+    """Draw coverage vs layers (the last block's receptive field) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = field.rows()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    ax.plot([r["layers"] for r in rows], [r["coverage"] for r in rows], marker="o", label=field.mask)
+    ax.set_xlabel("layers")
+    ax.set_ylabel(f"coverage (fraction of {field.blocks} blocks)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{field.mask}  S={field.seqlen}, block {field.block}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def mask_command(name: str, seqlen: int, params: dict, png: Optional[str], num_heads: int, block: int,
+                 layers: Optional[int] = None) -> None:
+    """``lcbench mask NAME --seqlen N [--param k=v ...] [--layers L] [--png FILE]``: summary table, optional
+    picture. With ``layers``, also the receptive field through 1..L layers (on the pattern's own block, or
+    ``block`` for a pattern without one), and the picture is coverage vs layers instead of the mask."""
     from rich.console import Console
     from rich.table import Table
 
@@ -141,7 +187,14 @@ def mask_command(name: str, seqlen: int, params: dict, png: Optional[str], num_h
         f"blocks {b['block']}x{b['block']}",
         f"{b['empty']} empty, {b['partial']} partial, {b['full']} full ({b['nonempty_fraction']:.1%} non-empty)",
     )
+    field = receptive_field(mask, pattern_block(mask, block), layers) if layers is not None else None
     if png:
-        save_mask_png(mask, png)
+        if field is not None:
+            save_reach_png(field, png)
+        else:
+            save_mask_png(mask, png)
         table.add_row("picture", png)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if field is not None:
+        console.print(reach_table(field))
