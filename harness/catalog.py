@@ -50,7 +50,20 @@ def collect(builtin: list, group: str, attr: str, kind: type) -> dict:
     return found
 
 
-@functools.lru_cache(maxsize=1)
+def _cached_per_plugins(build):
+    """Cache a registry per value of ``LCBENCH_PLUGINS``: a process forked before the variable was set (a
+    forkserver that warmed the catalog) sees the plugins of the run's environment. ``cache_clear`` empties it."""
+    cached = functools.lru_cache(maxsize=4)(lambda plugins: build())
+
+    @functools.wraps(build)
+    def registry():
+        return cached(os.environ.get(PLUGINS_ENV, ""))
+
+    registry.cache_clear = cached.cache_clear
+    return registry
+
+
+@_cached_per_plugins
 def methods() -> dict[str, Method]:
     """All registered methods by name."""
     from methods import BUILTIN
@@ -58,7 +71,7 @@ def methods() -> dict[str, Method]:
     return collect(BUILTIN, "lcbench.methods", "METHODS", Method)
 
 
-@functools.lru_cache(maxsize=1)
+@_cached_per_plugins
 def strategies() -> dict[str, Strategy]:
     """All registered context-parallel strategies by name."""
     from context_parallel import BUILTIN
@@ -66,7 +79,7 @@ def strategies() -> dict[str, Strategy]:
     return collect(BUILTIN, "lcbench.strategies", "STRATEGIES", Strategy)
 
 
-@functools.lru_cache(maxsize=1)
+@_cached_per_plugins
 def workloads() -> dict[str, Workload]:
     """All registered model-level workloads by name."""
     from harness.workloads import BUILTIN

@@ -121,8 +121,8 @@ def reach_table(field: ReceptiveField) -> "Table":
 
     full = (f"complete after {field.layers_to_full} layers" if field.layers_to_full is not None
             else f"never complete: {field.holes_limit} holes remain at any depth")
-    table = Table(title=f"receptive field of the last block ({field.blocks} blocks of {field.block}; {full})",
-                  title_justify="left", header_style="bold")
+    table = Table(title=f"receptive field of the last block: {field.blocks} blocks of {field.block}",
+                  caption=full, title_justify="left", caption_justify="left", header_style="bold")
     for col in ("layers", "blocks reached", "coverage", "holes"):
         table.add_column(col, justify="right")
     for row in field.rows():
