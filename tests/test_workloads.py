@@ -39,7 +39,7 @@ def test_every_phase_runs_checked_and_measured(name, phase, dtype):
     assert record["status"] == "ok", record["reason"]
     assert record["kind"] == "workload" and record["flops"] > 0 and record["time_ms_median"] > 0
     assert record["metrics"] and set(record["metric_units"]) == set(record["metrics"])
-    assert all(v > 0 for v in record["metrics"].values())
+    assert all(0 <= v < float("inf") for v in record["metrics"].values())  # counts (power_reach's holes) may be 0
     assert record["flop_convention"]
 
 

@@ -19,7 +19,8 @@ from harness.interfaces import Method, Problem
 SEQLEN = 1024
 SHAPE = dict(batch=1, heads_q=4, heads_kv=2, head_dim=32)
 DTYPES = ("float32", "bfloat16")
-DIRECTIONS = ("fwd", "fwd+bwd")
+DIRECTIONS = ("fwd", "fwd+bwd", "decode")
+DECODE_TOKENS = 4  # decode rows checked: the last ones of the sequence
 # Small tiles so the block-sparse planners meet empty, partial and full tiles at this length.
 OPTIONS = {"block_q": 96, "block_k": 80, "block_size": 128}
 
@@ -55,7 +56,7 @@ def validate_method(method: Method, mask_names: Optional[list[str]] = None, seql
                     continue
                 problem = Problem(
                     mask=mask, seqlen=seqlen, dtype=getattr(torch, dtype), device=torch.device("cpu"),
-                    needs_grad=direction != "fwd", options=OPTIONS, **SHAPE,
+                    options=OPTIONS, direction=direction, decode_tokens=DECODE_TOKENS, **SHAPE,
                 )
                 reason = method.unsupported_reason(problem, direction)
                 if reason:
@@ -66,8 +67,10 @@ def validate_method(method: Method, mask_names: Optional[list[str]] = None, seql
                 q = torch.randn(1, seqlen, SHAPE["heads_q"], SHAPE["head_dim"], generator=g).to(problem.dtype)
                 k = torch.randn(1, seqlen, SHAPE["heads_kv"], SHAPE["head_dim"], generator=g).to(problem.dtype)
                 v = torch.randn(1, seqlen, SHAPE["heads_kv"], SHAPE["head_dim"], generator=g).to(problem.dtype)
+                q = q[:, problem.q_offset:]  # the decode rows (all rows otherwise)
                 gate = check_method(
-                    method.build(problem), q, k, v, mask, problem.scale, direction != "fwd", method.reference
+                    method.build(problem), q, k, v, mask, problem.scale, problem.needs_grad, method.reference,
+                    q_offset=problem.q_offset,
                 )
                 check.gate = gate
                 check.status = "ok" if gate.ok else "invalid"

@@ -83,6 +83,7 @@ class ReceptiveField:
     reached: torch.Tensor  # [layers, nb] bool: row L-1 = the blocks reached within L layers
     layers_to_full: Optional[int]  # the first depth with no hole; None when the fixpoint has holes
     holes_limit: int  # holes left however deep the stack (0 when some depth covers everything)
+    steps: int = 0  # boolean vector-matrix products computed (``layers``, or more to reach the fixpoint)
 
     @property
     def blocks(self) -> int:
@@ -91,6 +92,11 @@ class ReceptiveField:
     @property
     def layers(self) -> int:
         return self.reached.shape[0]
+
+    @property
+    def flops(self) -> float:
+        """The arithmetic of the analysis: one ``[nb] x [nb, nb]`` product (2·nb² FLOPs) per step."""
+        return 2.0 * self.blocks * self.blocks * self.steps
 
     def count(self, layers: int) -> int:
         """Blocks reached within ``layers`` layers (the last block included)."""
@@ -146,7 +152,7 @@ def receptive_field(mask: Mask, block: Optional[int] = None, layers: Optional[in
         current = nxt
     return ReceptiveField(
         mask=mask.name, seqlen=mask.seqlen, block=block, reached=torch.stack(history[:layers]),
-        layers_to_full=layers_to_full, holes_limit=int((~history[-1]).sum()),
+        layers_to_full=layers_to_full, holes_limit=int((~history[-1]).sum()), steps=len(history),
     )
 
 

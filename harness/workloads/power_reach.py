@@ -151,7 +151,7 @@ def build_exact(problem: WorkloadProblem) -> WorkloadStep:
                 "ms": seconds * 1e3}
 
     return WorkloadStep(
-        call=lambda: receptive_field(mask, block, layers), flops=0.0, check=check, metrics=metrics,
+        call=lambda: receptive_field(mask, block, layers), flops=field.flops, check=check, metrics=metrics,
         fields={"block": block, "layers": layers, "density": mask.density(), "reached_blocks": field.counts()},
     )
 
@@ -250,7 +250,8 @@ WORKLOAD = Workload(
         Metric("ms", "ms", "lower", "time of the timed call"),
     ),
     flop_convention="reach: per layer, the projections fwd+bwd (input gradient included) + the method's "
-                    "fwd+bwd attention FLOPs; exact_reach: 0 (boolean block-graph work, not FLOPs)",
-    dtypes=frozenset({"float32", "float64"}),
+                    "fwd+bwd attention FLOPs; exact_reach: 2*blocks^2 per reachability step (the boolean "
+                    "vector-matrix products), the O(S*R) block-graph construction not counted",
+    dtypes=frozenset({"float32", "bfloat16", "float64"}),
     limits=limits,
 )
