@@ -16,6 +16,7 @@ from types import ModuleType
 
 from harness.errors import UserError, unknown
 from harness.interfaces import LocalKernel, Method, Strategy, Workload
+from harness.interfaces.linear_kernel import LinearKernel
 
 PLUGINS_ENV = "LCBENCH_PLUGINS"
 
@@ -52,14 +53,28 @@ def collect(builtin: list, group: str, attr: str, kind: type) -> dict:
 
 def _cached_per_plugins(build):
     """Cache a registry per value of ``LCBENCH_PLUGINS``: a process forked before the variable was set (a
-    forkserver that warmed the catalog) sees the plugins of the run's environment. ``cache_clear`` empties it."""
-    cached = functools.lru_cache(maxsize=4)(lambda plugins: build())
+    forkserver that warmed the catalog) sees the plugins of the run's environment. ``cache_clear`` empties it.
+
+    A plugin module that looks a method up while it is being imported re-enters the build: that inner, partial
+    registry is returned to it but never cached."""
+    cache: dict[str, dict] = {}
+    building: set[str] = set()
 
     @functools.wraps(build)
     def registry():
-        return cached(os.environ.get(PLUGINS_ENV, ""))
+        key = os.environ.get(PLUGINS_ENV, "")
+        if key in cache:
+            return cache[key]
+        if key in building:
+            return build()
+        building.add(key)
+        try:
+            cache[key] = build()
+        finally:
+            building.discard(key)
+        return cache[key]
 
-    registry.cache_clear = cached.cache_clear
+    registry.cache_clear = cache.clear
     return registry
 
 
@@ -97,6 +112,11 @@ def get_method(name: str) -> Method:
 def local_kernels() -> dict[str, LocalKernel]:
     """The methods that can be a context-parallel strategy's local kernel, by name (``Method.local_kernel``)."""
     return {name: m.local_kernel for name, m in methods().items() if m.local_kernel is not None}
+
+
+def linear_kernels() -> dict[str, LinearKernel]:
+    """The linear-attention methods a linear CP strategy can run, by name (``Method.linear_kernel``)."""
+    return {name: m.linear_kernel for name, m in methods().items() if m.linear_kernel is not None}
 
 
 def get_strategy(name: str) -> Strategy:

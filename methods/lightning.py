@@ -132,7 +132,7 @@ def make_method(name: str, decay: str, summary: str) -> Method:
         decode_bytes=linear_state_bytes,
         cache_bytes=linear_state_bytes,
         options={"decay": decay, "layer": 0, "layers": 1, "block": _linear.DEFAULT_BLOCK},
-        local_kernel=make_kernel(name, decay),
+        linear_kernel=make_kernel(name, decay),
         homepage="https://github.com/MiniMax-AI/MiniMax-M1",
     )
 

@@ -17,18 +17,13 @@ from harness.cluster.group_run import RankFailure
 from harness.cluster.isolation import resolve
 from harness.spec import Run
 
-_WARMED_PLUGINS: Optional[str] = None  # LCBENCH_PLUGINS as the forkserver saw it when it warmed the registries
-
-
 def _warm_registries() -> None:
     """Load methods/strategies (built-ins, ``LCBENCH_PLUGINS``, entry points) in the forkserver, once; and the
     rank runner with what the profiler of its memory measurement imports on first use (torch._inductor, ~4 s
     that every rank child would otherwise pay again)."""
-    global _WARMED_PLUGINS
     try:
-        from harness.catalog import PLUGINS_ENV, methods, strategies
+        from harness.catalog import methods, strategies
 
-        _WARMED_PLUGINS = os.environ.get(PLUGINS_ENV)
         methods()
         strategies()
         import harness.execution.distributed  # noqa: F401
@@ -40,20 +35,10 @@ def _warm_registries() -> None:
 _warm_registries()
 
 
-def _refresh_registries() -> None:
-    """A child whose ``LCBENCH_PLUGINS`` differs from the forkserver's (set after the forkserver started) must
-    not use the registries warmed without its plugins."""
-    from harness import catalog
-
-    if os.environ.get(catalog.PLUGINS_ENV) != _WARMED_PLUGINS:
-        for registry in (catalog.methods, catalog.strategies, catalog.workloads):
-            registry.cache_clear()
-
-
 def set_threads(threads: int) -> int:
     """Pin this process's intra-op threads (torch and the OpenMP/MKL env its libraries read). Called first in
-    every child (directly or by :func:`init_rank`), after the child's environment was applied."""
-    _refresh_registries()
+    every child (directly or by :func:`init_rank`), after the child's environment was applied. (The catalog is
+    cached per ``LCBENCH_PLUGINS`` value, so a child whose plugins differ from the forkserver's sees its own.)"""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     torch.set_num_threads(threads)

@@ -209,19 +209,35 @@ def _takes_compute_dtype(reference: Callable) -> bool:
     return any(p.name == "compute_dtype" or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def reference_options(reference: Callable, options: Optional[dict]) -> dict:
+    """``{"options": options}`` for a reference that takes the run's options (a linear method's decay
+    schedule is one), else nothing: the keyword arguments to add to its calls."""
+    if options is None:
+        return {}
+    try:
+        params = inspect.signature(reference).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {"options": options} if any(p.name == "options" for p in params) else {}
+
+
 def check_outputs(
     got: dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, scale: float,
     rows: torch.Tensor, dout: Optional[torch.Tensor],
     reference: Callable[..., dict[str, torch.Tensor]] = reference_outputs, q_offset: int = 0,
+    options: Optional[dict] = None,
 ) -> GateResult:
     """Judge outputs already computed (e.g. gathered from the ranks of a context-parallel run): ``got`` holds
     the full ``out`` (and ``dq``/``dk``/``dv`` for the upstream gradient ``dout``, zero outside ``rows``).
-    Evaluates ``reference`` in float64 and in q's dtype, then :func:`compare`."""
+    Evaluates ``reference`` in float64 and in q's dtype, then :func:`compare`. ``options`` (the run's) go to a
+    reference that takes them (:func:`reference_options`)."""
     dout_rows = None if dout is None else dout[:, rows.to(dout.device)]
-    ref = reference(q, k, v, mask, scale, rows, dout_rows, q_offset=q_offset)
+    extra = reference_options(reference, options)
+    ref = reference(q, k, v, mask, scale, rows, dout_rows, q_offset=q_offset, **extra)
     eager = None
     if _takes_compute_dtype(reference):
-        eager = reference(q, k, v, mask, scale, rows, dout_rows, q_offset=q_offset, compute_dtype=q.dtype)
+        eager = reference(q, k, v, mask, scale, rows, dout_rows, q_offset=q_offset, compute_dtype=q.dtype,
+                          **extra)
     return compare(got, ref, rows, dtype_name(q.dtype), eager=eager, q_offset=q_offset)
 
 
@@ -238,19 +254,21 @@ def check_method(
     *,
     seed: int = 0,
     rows: Optional[torch.Tensor] = None,
+    options: Optional[dict] = None,
 ) -> GateResult:
     """Run ``fn`` once on (q, k, v) and judge it (module docstring). ``seed`` draws the checked rows and the
-    upstream gradient (pass :func:`run_seed` of the run's key); ``rows`` overrides :func:`gate_rows`."""
+    upstream gradient (pass :func:`run_seed` of the run's key); ``rows`` overrides :func:`gate_rows`;
+    ``options`` (the run's) reach a reference that takes them."""
     if rows is None:
         rows = gate_rows(q.shape[1], mask, seed, q_offset, batch=q.shape[0], heads_q=q.shape[2],
                          head_dim=q.shape[3], device=q.device.type)
     if not with_grad:
         with torch.no_grad():
             out = fn(q, k, v)
-        return check_outputs({"out": out}, q, k, v, mask, scale, rows, None, reference, q_offset)
+        return check_outputs({"out": out}, q, k, v, mask, scale, rows, None, reference, q_offset, options)
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
     out = fn(*leaves)
     dout = upstream_gradient(out, rows, seed=seed + 1)
     dq, dk, dv = torch.autograd.grad(out, leaves, dout)
     got = {"out": out.detach(), "dq": dq, "dk": dk, "dv": dv}
-    return check_outputs(got, q, k, v, mask, scale, rows, dout, reference, q_offset)
+    return check_outputs(got, q, k, v, mask, scale, rows, dout, reference, q_offset, options)

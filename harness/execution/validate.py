@@ -70,7 +70,7 @@ def validate_method(method: Method, mask_names: Optional[list[str]] = None, seql
                 q = q[:, problem.q_offset:]  # the decode rows (all rows otherwise)
                 gate = check_method(
                     method.build(problem), q, k, v, mask, problem.scale, problem.needs_grad, method.reference,
-                    q_offset=problem.q_offset,
+                    q_offset=problem.q_offset, options=problem.options,
                 )
                 check.gate = gate
                 check.status = "ok" if gate.ok else "invalid"

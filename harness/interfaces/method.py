@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from harness.errors import unknown
+from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.reference import reference_outputs
 from harness.masks.core import Mask
@@ -141,6 +142,9 @@ class Method:
     # What a context-parallel strategy needs of this method as its local kernel (partial attention + LSE on
     # global positions; see harness.interfaces.local_kernel). None: the method cannot be a CP local kernel.
     local_kernel: Optional[LocalKernel] = None
+    # The same for causal linear attention (a d x d state instead of an LSE; harness.interfaces.linear_kernel):
+    # what the linear CP strategies (lasp2, lasp, linear_all_gather) run. None: not a linear method.
+    linear_kernel: Optional[LinearKernel] = None
     homepage: str = ""
     # lcbench 0.1.0's hook (forward FLOPs, softmax factors for the other directions): kept for its plugins.
     forward_flops: Optional[Callable[[Problem], float]] = None

@@ -31,12 +31,13 @@ Strategies run inside an initialised process group (gloo on CPU, NCCL on GPU): s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
 from harness.masks.core import ALL_FEATURES, Mask
 from harness.interfaces.comm import Comm
+from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
 from harness.spec import Run
 
@@ -60,11 +61,18 @@ class CPProblem:
     # Every method that has a local kernel, by name (from the catalog; what ``unsupported_reason`` checks
     # ``Run.method`` against and lists). Empty: no method can be a local kernel here.
     local_kernels: Mapping[str, LocalKernel] = field(default_factory=dict, compare=False, repr=False)
+    # Every causal linear-attention method, by name (``Method.linear_kernel``): what linear strategies run.
+    linear_kernels: Mapping[str, LinearKernel] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def kernel(self) -> Optional[LocalKernel]:
         """The local kernel of ``Run.method`` (None when that method has none)."""
         return self.local_kernels.get(self.run.method)
+
+    @property
+    def linear_kernel(self) -> Optional[LinearKernel]:
+        """The linear kernel of ``Run.method`` (None when it is not a linear-attention method)."""
+        return self.linear_kernels.get(self.run.method)
 
     @property
     def world_size(self) -> int:
@@ -113,12 +121,13 @@ class CPContext:
     positions: list[torch.Tensor]  # global positions of every rank's local rows (from the strategy's layout)
     state: dict[str, Any] = field(default_factory=dict)  # filled by ``prepare`` (plans, groups, buffers)
     area: int = 0  # (q, k, head) pairs this rank's kernel computes per call (x batch); set by ``prepare``
-    # The local method's kernel (Method.local_kernel of Run.method); None: the problem's own (problem.kernel).
-    kernel: Optional[LocalKernel] = None
+    # The local method's kernel (Method.local_kernel of Run.method, or Method.linear_kernel for a linear
+    # method); None: the problem's own (problem.kernel, else problem.linear_kernel).
+    kernel: Optional[Union[LocalKernel, LinearKernel]] = None
 
     def __post_init__(self) -> None:
         if self.kernel is None:
-            self.kernel = self.problem.kernel
+            self.kernel = self.problem.kernel or self.problem.linear_kernel
 
     @property
     def world_size(self) -> int:
@@ -165,6 +174,17 @@ class _WithLocalKernel(frozenset):
 
 WITH_LOCAL_KERNEL: frozenset[str] = _WithLocalKernel()
 """Default ``local_methods``: any ``Run.method`` whose ``Method.local_kernel`` is set (checked on the problem)."""
+
+
+class _WithLinearKernel(frozenset):
+    """The ``local_methods`` marker of linear-attention strategies: every method with a linear kernel."""
+
+    def __repr__(self) -> str:
+        return "WITH_LINEAR_KERNEL"
+
+
+WITH_LINEAR_KERNEL: frozenset[str] = _WithLinearKernel()
+"""``local_methods`` of the linear CP strategies: any ``Run.method`` whose ``Method.linear_kernel`` is set."""
 
 
 def _no_limits(problem: CPProblem) -> Optional[str]:
@@ -221,6 +241,10 @@ class Strategy:
             if problem.kernel is None:
                 have = ", ".join(sorted(problem.local_kernels)) or "none"
                 return f"local method {run.method} has no local kernel (methods with one: {have})"
+        elif self.local_methods is WITH_LINEAR_KERNEL:
+            if problem.linear_kernel is None:
+                have = ", ".join(sorted(problem.linear_kernels)) or "none"
+                return f"local method {run.method} is not causal linear attention (linear methods: {have})"
         elif run.method not in self.local_methods:
             return f"local method {run.method} (uses {', '.join(sorted(self.local_methods))})"
         if run.dtype not in self.dtypes:

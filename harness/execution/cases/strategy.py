@@ -15,9 +15,9 @@ from typing import Callable, Optional
 import torch
 
 from harness import status as st
-from harness.catalog import get_method, get_strategy, local_kernels
+from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
 from harness.execution.executor import AgreedFailure, Built, Executor, classify_exception
-from harness.execution.gate import GateResult, compare, upstream_gradient
+from harness.execution.gate import GateResult, compare, reference_options, upstream_gradient
 from harness.execution.inputs import direction_call, make_inputs, mask_for, problem_for
 from harness.interfaces import Comm, CPContext, CPProblem, Unsupported, torch_dtype
 from harness.interfaces.reference import sample_rows
@@ -41,7 +41,7 @@ class StrategyCase:
             return "decode (context-parallel strategies run fwd, bwd and fwd+bwd)"
         device = torch.device(run.device)
         self.problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=device,
-                                 local_kernels=local_kernels())
+                                 local_kernels=local_kernels(), linear_kernels=linear_kernels())
         why = self.strategy.unsupported_reason(self.problem)
         if why:
             return why
@@ -54,7 +54,7 @@ class StrategyCase:
         run, strategy, problem = self.run, self.strategy, self.problem
         comm = Comm(native_collectives=run.option_kwargs.get("collectives", "native") == "native")
         ctx = CPContext(problem=problem, rank=executor.rank, comm=comm, positions=strategy.layout(problem),
-                        kernel=self.method.local_kernel)
+                        kernel=self.method.local_kernel or self.method.linear_kernel)
         q, k, v = make_inputs(run, problem.device)
         local = tuple(strategy.shard(ctx, t) for t in (q, k, v))
         failed = executor.agree(_try_prepare(strategy, ctx))
@@ -127,5 +127,6 @@ def _gate(strategy, ctx: CPContext, fn: Callable, global_inputs: tuple, local: t
         dout = None
     if ctx.rank != 0:
         return GateResult(ok=True, max_abs_err=0.0)
-    ref = reference(q, k, v, problem.mask, problem.scale, rows, None if dout is None else dout[:, rows])
+    ref = reference(q, k, v, problem.mask, problem.scale, rows, None if dout is None else dout[:, rows],
+                    **reference_options(reference, problem.options))
     return compare({n: t.cpu() for n, t in got.items()}, ref, rows, problem.run.dtype)
