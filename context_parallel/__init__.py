@@ -11,6 +11,7 @@ from context_parallel import (
     peer_deepspeed_ulysses, peer_magi_attention, peer_ring_flash_attn, peer_torch_native,
     peer_transformer_engine, peer_yunchang,
 )
+from context_parallel import lasp, lasp2, linear_all_gather
 
 BUILTIN: list[Strategy] = [
     all_gather.STRATEGY,
@@ -22,6 +23,10 @@ BUILTIN: list[Strategy] = [
     usp.STRATEGY,
     double_ring.STRATEGY,
     hierarchical.STRATEGY,
+    # linear attention (Run.method a linear method: lightning, lightning_tnl, linear_attn)
+    lasp2.STRATEGY,
+    lasp.STRATEGY,
+    linear_all_gather.STRATEGY,
     # peers: other libraries' context parallelism, beside ours (GPU-only ones report why when unavailable)
     peer_deepspeed_ulysses.STRATEGY,
     *peer_torch_native.STRATEGIES,

@@ -211,18 +211,19 @@ def recurrent_steps(q, k, v, rates, state: torch.Tensor) -> torch.Tensor:
 
 # ----- FLOPs (matmuls, what torch.utils.flop_counter counts) -------------------------------------------------
 
-def block_flops(seqlen: int, block: int, head_dim: int, direction: str) -> float:
+def block_flops(seqlen: int, block: int, head_dim: int, direction: str, backward: Optional[str] = None) -> float:
     """Matmul FLOPs of one (batch, q head) for ``direction`` (fwd, bwd, fwd+bwd) of :func:`chunked`.
 
     Per block of L rows: forward ``Q K^T``, ``(.) V``, the block state ``K^T V``, the inter term ``Q KV``:
     ``4 L^2 d + 4 L d^2``. The written-out backward: ``dO V^T``, the recomputed ``Q K^T``, ``dP K``,
     ``dP^T Q``, ``P^T dO`` (``10 L^2 d``) and ``dO KV^T``, ``(Q a)^T dO``, ``V dm^T``, ``(K c) dm``
-    (``8 L d^2``); autograd's backward is two matmuls per forward matmul (``8 L^2 d + 8 L d^2``)."""
+    (``8 L d^2``); autograd's backward (``backward="autograd"``) is two matmuls per forward matmul
+    (``8 L^2 d + 8 L d^2``)."""
     d = head_dim
     fwd = bwd = 0.0
     for length, n in block_sizes(seqlen, block):
         fwd += n * (4 * length * length * d + 4 * length * d * d)
-        if BACKWARD == "own":
+        if (backward or BACKWARD) == "own":
             bwd += n * (10 * length * length * d + 8 * length * d * d)
         else:
             bwd += n * (8 * length * length * d + 8 * length * d * d)

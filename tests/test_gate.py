@@ -4,10 +4,12 @@ Every available method must pass on every mask pattern example, dtype and direct
 itself must catch wrong kernels.
 """
 
+import re
+
 import pytest
 import torch
 
-from harness.execution.gate import check_method
+from harness.execution.gate import check_method, gate_rows, run_seed
 from harness.masks import build_mask
 from harness.catalog import methods
 from harness.interfaces import Method, Problem
@@ -103,7 +105,20 @@ def test_a_run_failing_the_gate_is_stored_as_invalid_without_a_valid_number(monk
         monkeypatch.delenv("LCBENCH_PLUGINS")
         methods.cache_clear()
     assert record["status"] == "invalid" and "failed correctness gate" in record["reason"]
+    # the stored reason names the tensor, the place and the ratio to eager PyTorch in the same dtype
+    assert re.search(r"out error \S+ at row \d+, head \d+ is \S+x the eager float32 error", record["reason"])
     console = Console(width=250, record=True)
     console.print(results_table([record]))
     text = console.export_text()
     assert "invalid" in text and f"{record['time_ms_median']:.2f}" not in text  # measured, never shown as valid
+
+
+def test_checked_rows_are_drawn_afresh_per_run_and_reproducibly_from_its_key():
+    from harness.spec import Run
+
+    mask = build_mask("causal_document", 1 << 16, 1)  # long enough that rows are sampled, not all checked
+    runs = [Run.make(method="sdpa", mask="causal_document", seqlen=1 << 16, heads_q=1, heads_kv=1, head_dim=16,
+                     dtype=dtype) for dtype in ("float32", "bfloat16")]
+    first, second = (gate_rows(mask.seqlen, mask, run_seed(run.key)) for run in runs)
+    assert not first.equal(second)
+    assert gate_rows(mask.seqlen, mask, run_seed(runs[0].key)).equal(first)

@@ -161,6 +161,13 @@ def test_exact_phase_metrics() -> None:
     assert m["holes"] == 0 and "coverage_L9" in m and "coverage_L10" not in m  # log2(128) + 2 layers
 
 
+def test_bad_parameters_are_one_line_user_errors() -> None:
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="tokens_per_block=-1 is not allowed; expected an integer >= 0"):
+        get_workload("power_reach").unsupported_reason(reach_problem("power", 512, EMPIRICAL, tokens_per_block=-1))
+
+
 # ----- CLI and suite ---------------------------------------------------------------------------------------------
 
 def test_cli_mask_prints_the_receptive_field(capsys, tmp_path) -> None:

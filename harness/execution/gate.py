@@ -34,10 +34,12 @@ FACTOR = {"out": 2.0, "dq": 3.0, "dk": 3.0, "dv": 3.0}
 # FLOOR_SHARE x the problem's largest reference magnitude, for tensors whose exact value is zero).
 FLOOR_REL = 1e-5
 FLOOR_SHARE = 0.1
-# Checked rows: every row up to this length when the reference's work fits the device's budget ...
+# Checked rows: every row up to this length when the reference's work fits the device's budget. Work is the
+# score elements of one reference pass (batch x heads x rows x keys, x head_dim / 64 beyond 64): its elementwise
+# float64 passes dominate. On 2 CPU cores 2**27 is a few seconds (S=4096 with 8 heads, S=8192 with 2).
 FULL_CHECK_SEQLEN = 16384
-FULL_CHECK_WORK = {"cpu": 1 << 36}  # multiply-adds of one reference pass (batch x heads x rows x keys x dim)
-FULL_CHECK_WORK_OTHER = 1 << 42  # accelerators
+FULL_CHECK_WORK = {"cpu": 1 << 27}
+FULL_CHECK_WORK_OTHER = 1 << 34  # accelerators: S=16384 with 32 heads
 # ... else at least one row in every tile of this many query rows, one per document, and EXTRA_ROWS at random.
 ROW_TILE = 64
 EXTRA_ROWS = 64
@@ -85,7 +87,7 @@ def floor_rel(dtype: str) -> float:
 
 def full_check_affordable(batch: int, heads_q: int, rows: int, seqlen: int, head_dim: int, device: str) -> bool:
     """Whether the reference can check every one of ``rows`` query rows on ``device``."""
-    work = batch * heads_q * rows * seqlen * head_dim
+    work = batch * heads_q * rows * seqlen * max(1, head_dim // 64)
     return seqlen <= FULL_CHECK_SEQLEN and work <= FULL_CHECK_WORK.get(device, FULL_CHECK_WORK_OTHER)
 
 

@@ -75,23 +75,12 @@ def _key(dtype: torch.dtype | str, device: str) -> tuple[str, str]:
     return str(dtype).removeprefix("torch."), torch.device(device).type
 
 
-def _gemm_tflops(dtype: torch.dtype, device: str, attempts: int, seconds: float, pause: float) -> float:
-    """Best TFLOP/s of an n x n x n matmul over ``attempts`` separate ``blocked_autorange`` measurements."""
-    import time
-
+def _attempt(a: torch.Tensor, b: torch.Tensor, seconds: float) -> float:
+    """TFLOP/s of ``a @ b`` in the best block of one ``blocked_autorange`` of at least ``seconds``."""
     import torch.utils.benchmark as benchmark
 
-    n = 1024 if torch.device(device).type == "cpu" else 8192  # large enough to reach each device's peak
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
-    a @ b  # warm-up
-    best = 0.0
-    for i in range(max(1, attempts)):
-        if i:
-            time.sleep(pause)
-        m = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=seconds)
-        best = max(best, 2 * n**3 / min(m.times) / 1e12)
-    return best
+    m = benchmark.Timer("a @ b", globals={"a": a, "b": b}).blocked_autorange(min_run_time=seconds)
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / min(m.times) / 1e12
 
 
 def calibrate_peak(dtype: torch.dtype | str, device: str, attempts: int = CALIBRATION_ATTEMPTS) -> float:
@@ -100,8 +89,18 @@ def calibrate_peak(dtype: torch.dtype | str, device: str, attempts: int = CALIBR
     from other processes only lowers single attempts. Call it once per machine at the start of a sweep, store
     the result with the session (``calibrate_peaks``) and let every run of the sweep reuse it
     (``install_peaks`` in worker processes)."""
+    import time
+
     key = _key(dtype, device)
-    best = _gemm_tflops(getattr(torch, key[0]), device, attempts, CALIBRATION_SECONDS, CALIBRATION_PAUSE_S)
+    n = 1024 if key[1] == "cpu" else 8192  # large enough to reach each device's peak
+    a = torch.randn(n, n, dtype=getattr(torch, key[0]), device=device)
+    b = torch.randn(n, n, dtype=a.dtype, device=device)
+    a @ b  # warm-up
+    best = 0.0
+    for i in range(max(1, attempts)):
+        if i:
+            time.sleep(CALIBRATION_PAUSE_S)
+        best = max(best, _attempt(a, b, CALIBRATION_SECONDS))
     _PEAKS[key] = best
     return best
 

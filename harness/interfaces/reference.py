@@ -10,8 +10,9 @@ with ``upcast=False``): matmuls in the dtype, softmax in at least float32 and ca
 gradients. The correctness gate measures how far *that* lands from float64 and allows a kernel a small multiple
 of it (see :mod:`harness.execution.gate`).
 
-Work is split into chunks of query heads (sharing one KV head) and, only when one head's rows are still too
-large, of rows; gradients of row chunks are summed in at least float32.
+Work is split into chunks of rows (bounded score memory at any length) and, inside each, of the query heads
+sharing one KV head; gradients of row chunks are summed in at least float32 (one chunk at test sizes, where the
+eager reference is then exactly one eager pass).
 """
 
 from __future__ import annotations
@@ -68,11 +69,9 @@ def sample_rows(seqlen: int, count: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.cat([torch.tensor([0, seqlen - 1]), picked]).sort().values
 
 
-def _chunks(rows: torch.Tensor, batch: int, group: int, seqlen: int) -> list[torch.Tensor]:
-    """Row chunks such that one KV head's group of query heads stays under ``CHUNK_SCORES`` score elements."""
-    per_row = max(1, batch * group * seqlen)
-    size = max(1, CHUNK_SCORES // per_row)
-    return list(rows.split(size))
+def _chunks(rows: torch.Tensor, per_row: int) -> list[torch.Tensor]:
+    """Row chunks of at most ``CHUNK_SCORES`` elements, each row holding ``per_row`` of them."""
+    return list(rows.split(max(1, CHUNK_SCORES // max(1, per_row))))
 
 
 def reference_outputs(
@@ -91,35 +90,34 @@ def reference_outputs(
 
     The default ``Method.reference``; other methods (linear attention, TTT) bring their own with this signature,
     ``compute_dtype`` included (the gate calls it once in float64 and once in the run's dtype)."""
-    batch, _, heads_q, dim = q.shape
+    batch, _, heads_q, _ = q.shape
     heads_kv, seqlen = k.shape[2], k.shape[1]
     group = heads_q // heads_kv
     want_grad = dout_rows is not None
-    rows = rows.to(q.device)
-    allowed_all = mask.dense(q_pos=rows.cpu() + q_offset).to(q.device)  # [Hm, n, S]
-    per_head = allowed_all.shape[0] > 1
     acc = torch.promote_types(compute_dtype, torch.float32)  # row-chunk gradients are summed in this
     out = torch.empty(batch, len(rows), heads_q, v.shape[-1], dtype=compute_dtype, device=q.device)
     grads = {name: torch.zeros(t.shape, dtype=acc, device=q.device) for name, t in (("dq", q), ("dk", k), ("dv", v))}
-    for h in range(heads_kv):
-        hq = slice(h * group, (h + 1) * group)
-        leaves = [
-            t.detach().to(compute_dtype).requires_grad_(want_grad)
-            for t in (q[:, :, hq], k[:, :, h : h + 1], v[:, :, h : h + 1])
-        ]
-        kd, vd = (t.transpose(1, 2).expand(batch, group, seqlen, t.shape[-1]) for t in leaves[1:])
-        start = 0
-        for chunk in _chunks(rows, batch, group, seqlen):
-            idx = slice(start, start + len(chunk))
-            start += len(chunk)
-            allowed = allowed_all[hq, idx] if per_head else allowed_all[:, idx]
+    leaves = [  # per KV head: its group of query heads, its key and value head
+        [t.detach().to(compute_dtype).requires_grad_(want_grad)
+         for t in (q[:, :, h * group : (h + 1) * group], k[:, :, h : h + 1], v[:, :, h : h + 1])]
+        for h in range(heads_kv)
+    ]
+    start = 0
+    for chunk in _chunks(rows.cpu(), seqlen * max(batch * group, mask.intervals.num_heads)):
+        idx = slice(start, start + len(chunk))
+        start += len(chunk)
+        allowed_heads = mask.dense(q_pos=chunk + q_offset).to(q.device)  # [Hm, n, S]
+        for h, (qh, kh, vh) in enumerate(leaves):
+            hq = slice(h * group, (h + 1) * group)
+            allowed = allowed_heads[hq] if allowed_heads.shape[0] > 1 else allowed_heads
+            kd, vd = (t.transpose(1, 2).expand(batch, group, seqlen, t.shape[-1]) for t in (kh, vh))
             with torch.set_grad_enabled(want_grad):
-                o = _attend(leaves[0][:, chunk].transpose(1, 2), kd, vd, allowed.unsqueeze(0), scale)
+                o = _attend(qh[:, chunk.to(q.device)].transpose(1, 2), kd, vd, allowed.unsqueeze(0), scale)
                 o = o.transpose(1, 2)  # [B, n, group, d]
             out[:, idx, hq] = o.detach()
             if want_grad:
                 g = dout_rows[:, idx, hq].to(device=q.device, dtype=compute_dtype)
-                dq, dk, dv = torch.autograd.grad(o, leaves, g)
+                dq, dk, dv = torch.autograd.grad(o, (qh, kh, vh), g)
                 grads["dq"][:, :, hq] += dq
                 grads["dk"][:, :, h : h + 1] += dk
                 grads["dv"][:, :, h : h + 1] += dv

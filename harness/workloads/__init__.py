@@ -2,8 +2,14 @@
 Third-party workloads use the ``lcbench.workloads`` entry point (or ``LCBENCH_PLUGINS`` modules' ``WORKLOADS``)."""
 
 from harness.workloads import attention_layer, power_reach
+from harness.workloads import qttt, score_dilution
+from harness.workloads import hybrid_lm, hybrid_lm_hf
 
 BUILTIN = [
     attention_layer.WORKLOAD,
     power_reach.WORKLOAD,
+    qttt.WORKLOAD,
+    hybrid_lm.WORKLOAD,
+    hybrid_lm_hf.WORKLOAD,
+    score_dilution.WORKLOAD,
 ]

@@ -30,6 +30,7 @@ from typing import Optional
 
 import torch
 
+from harness.errors import UserError
 from harness.interfaces import (
     CheckResult, Metric, Problem, Unsupported, Workload, WorkloadProblem, WorkloadStep,
 )
@@ -37,7 +38,7 @@ from harness.masks import Mask, build_mask, get_mask_pattern
 from harness.masks.reach import (
     ReceptiveField, block_graph, default_layers, pattern_block, reached_tokens, receptive_field,
 )
-from harness.workloads.blocks import AttentionShape, AttentionWeights, attention_block, seeded_tokens
+from harness.workloads.blocks import Attend, AttentionShape, AttentionWeights, attention_block, seeded_tokens
 
 EXACT, EMPIRICAL = "exact_reach", "reach"
 PHASES = (EMPIRICAL, EXACT)
@@ -87,7 +88,7 @@ class Stack:
     """``layers`` residual attention layers: ``x <- x + attention_block(x)`` with seeded random weights."""
 
     weights: list[AttentionWeights]
-    attend: object
+    attend: Attend
 
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The residual stream after each layer."""
@@ -218,9 +219,10 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
 
 def limits(problem: WorkloadProblem) -> Optional[str]:
     params = problem.params
-    if params["layers"] < 0 or params["tokens_per_block"] < 0 or params["block"] < 1:
-        return (f"layers={params['layers']}, tokens_per_block={params['tokens_per_block']}, "
-                f"block={params['block']}: expected layers >= 0, tokens_per_block >= 0, block >= 1")
+    for key, least in (("layers", 0), ("tokens_per_block", 0), ("block", 1), ("heads", 1), ("head_dim", 1)):
+        if params[key] < least:
+            raise UserError(f"workload power_reach: parameter {key}={params[key]!r} is not allowed; "
+                            f"expected an integer >= {least}")
     if problem.phase == EMPIRICAL:
         method = problem.method(params["method"])
         why = method.unavailable_reason()

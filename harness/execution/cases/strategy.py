@@ -17,10 +17,9 @@ import torch
 from harness import status as st
 from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
 from harness.execution.executor import AgreedFailure, Built, Executor, classify_exception
-from harness.execution.gate import GateResult, compare, reference_options, upstream_gradient
+from harness.execution.gate import GateResult, check_outputs, gate_rows, run_seed, upstream_gradient
 from harness.execution.inputs import direction_call, make_inputs, mask_for, problem_for
 from harness.interfaces import Comm, CPContext, CPProblem, Unsupported, torch_dtype
-from harness.interfaces.reference import sample_rows
 from harness.spec import DECODE, Run
 
 COLLECTIVES = ("native", "p2p")
@@ -114,11 +113,13 @@ def _gate(strategy, ctx: CPContext, fn: Callable, global_inputs: tuple, local: t
     """One pass on the shards, gathered and compared on rank 0 with the local method's float64 reference."""
     q, k, v = global_inputs
     problem = ctx.problem
-    rows = sample_rows(problem.seqlen)
+    seed = run_seed(problem.run.key)
+    rows = gate_rows(problem.seqlen, problem.mask, seed, batch=q.shape[0], heads_q=q.shape[2], head_dim=q.shape[3],
+                     device=q.device.type)
     if problem.needs_grad:
         leaves = [t.detach().requires_grad_(True) for t in local]
         out = fn(*leaves)
-        dout = upstream_gradient(q, rows)
+        dout = upstream_gradient(q, rows, seed=seed + 1)
         grads = torch.autograd.grad(out, leaves, strategy.shard(ctx, dout))
         got = {name: strategy.gather(ctx, t.detach()) for name, t in zip(("out", "dq", "dk", "dv"), (out, *grads))}
     else:
@@ -127,6 +128,5 @@ def _gate(strategy, ctx: CPContext, fn: Callable, global_inputs: tuple, local: t
         dout = None
     if ctx.rank != 0:
         return GateResult(ok=True, max_abs_err=0.0)
-    ref = reference(q, k, v, problem.mask, problem.scale, rows, None if dout is None else dout[:, rows],
-                    **reference_options(reference, problem.options))
-    return compare({n: t.cpu() for n, t in got.items()}, ref, rows, problem.run.dtype)
+    return check_outputs({n: t.cpu() for n, t in got.items()}, q, k, v, problem.mask, problem.scale, rows, dout,
+                         reference, options=problem.options)
