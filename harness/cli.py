@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.profile)
     store = ResultStore(args.results)  # checked (writable, an lcbench database) before anything runs
+    if args.address is None:  # runs on this machine: calibrate its GEMM peak once, before workers start
+        from harness.execution.machine import calibrate_for_sweep
+
+        calibrate_for_sweep([r.dtype for r in suite.runs if r.device == "cpu"] or ["float32"])
     scheduler = make_scheduler(args)
     try:
         summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,

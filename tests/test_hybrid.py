@@ -86,8 +86,14 @@ def test_chunked_lightning_prefill_equals_its_recurrence_and_minimax_decay():
     assert (hm.lightning_quadratic(rates)(q, k, v) - recurrence).abs().max() < 1e-10 * recurrence.abs().max()
 
 
-@pytest.mark.parametrize("phase", ["train_step", "prefill", "decode"])
-@pytest.mark.parametrize("pattern", ["LLLLLLLS", "SSSSSSSS", "LLLLLLLL"])
+def _pattern_phases():
+    for pattern in ("LLLLLLLS", "SSSSSSSS", "LLLLLLLL"):
+        for phase in ("train_step", "prefill", "decode"):
+            quick = pattern == "LLLLLLLS" or phase == "prefill"
+            yield pytest.param(phase, pattern, marks=() if quick else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("phase,pattern", list(_pattern_phases()))
 def test_every_pattern_and_phase_passes_its_float64_check(phase, pattern):
     """train_step's check is the gradient of every weight against float64 autograd of the naive model."""
     record = execute(run_of(phase, pattern=pattern), measure_memory=False)
@@ -146,7 +152,10 @@ def test_hf_minimax_peer_agrees_on_the_same_weights_float64():
         theirs = model(tokens[:, :300]).logits
         ours = hm.logits(weights, hm.forward(weights, shape, tokens[:, :300], torch.arange(300),
                                              hybrid_lm.attends(problem, shape, 300, "fwd")))
-    assert (theirs - ours).abs().max() < 1e-6 * ours.abs().max()  # HF's decay factor differs by ~1e-5 / L^2
+    # HF computes its RoPE frequencies and decay buffers in float32 even in a float64 model, and its layer
+    # factor differs by ~1e-5 / L^2: agreement to ~1e-6 relative is what a correct mapping gives (a wrong
+    # one — partial vs full RoPE, or q/k/v not interleaved — is off by O(1)).
+    assert (theirs - ours).abs().max() < 1e-5 * ours.abs().max()
     record = execute(run_of("decode", workload="hybrid_lm_hf", rope_dim=32), measure_memory=False)
     assert record["status"] == "ok", record["reason"]
 

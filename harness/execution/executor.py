@@ -26,7 +26,7 @@ import torch
 
 from harness import status as st
 from harness.errors import UserError
-from harness.execution.machine import peak_tflops
+from harness.execution.machine import peak_fields, peak_tflops
 from harness.execution.measure import TimingStats
 from harness.interfaces import Unsupported
 from harness.spec import Run, Timing
@@ -162,7 +162,6 @@ def fill_measurement(record: dict, run: Run, built: Built, stats: TimingStats, c
     seconds = stats.median_ms / 1e3 * run.world_size  # device-seconds: rank-max time x world size
     tflops = built.flops / seconds / 1e12 if seconds > 0 and built.flops else 0.0
     peak = peak_tflops(built.dtype, built.device.type) if built.dtype is not None else 0.0
-    frac = tflops / peak if peak > 0 and tflops > 0 else None
     errors = getattr(check, "errors", {}) or {}
     record.update(
         time_ms_median=stats.median_ms,
@@ -173,7 +172,7 @@ def fill_measurement(record: dict, run: Run, built: Built, stats: TimingStats, c
         flops=built.flops,
         tflops=tflops,
         peak_tflops=peak or None,
-        frac_peak=frac,
+        **peak_fields(tflops, peak),
         max_abs_err=getattr(check, "max_abs_err", None),
         gate_errors=json.dumps({k: float(f"{v:.3e}") for k, v in errors.items()}),
         threads=torch.get_num_threads(),

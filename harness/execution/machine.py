@@ -61,6 +61,7 @@ def machine_info() -> dict:
         "gpu": gpu,
         "versions": versions,
         "commit": _commit(),
+        "peak_tflops": session_peaks(),  # calibrated at the start of the sweep (calibrate_for_sweep)
     }
 
 
@@ -125,8 +126,33 @@ def peak_tflops(dtype: torch.dtype | str, device: str, explicit: float | None = 
     if explicit is not None and explicit > 0:
         _PEAKS[key] = float(explicit)
     if key not in _PEAKS:
+        install_peaks(session_peaks().get(key[1], {}), key[1])
+    if key not in _PEAKS:
         calibrate_peak(dtype, device)
     return _PEAKS[key]
+
+
+PEAKS_ENV = "LCBENCH_PEAK_TFLOPS"  # {device: {dtype: TFLOP/s}} calibrated by the sweep's driver, for its workers
+
+
+def session_peaks() -> dict[str, dict[str, float]]:
+    """The peaks the driver of this sweep calibrated (``LCBENCH_PEAK_TFLOPS``; it reaches Ray workers and ranks
+    on this machine like every ``LCBENCH_*`` variable), ``{}`` when none."""
+    import json
+
+    try:
+        return json.loads(os.environ.get(PEAKS_ENV, "") or "{}")
+    except ValueError:
+        return {}
+
+
+def calibrate_for_sweep(dtypes, device: str = "cpu") -> dict[str, float]:
+    """Calibrate this machine's peaks once, at the start of a sweep, and hand them to every worker on it."""
+    import json
+
+    peaks = calibrate_peaks(sorted(set(dtypes)), device)
+    os.environ[PEAKS_ENV] = json.dumps({**session_peaks(), device: peaks})
+    return peaks
 
 
 def peak_fields(tflops: float | None, peak: float | None) -> dict:

@@ -87,6 +87,16 @@ def conventions_caption(records: list[dict]) -> str:
 
 
 # ----- one sweep ---------------------------------------------------------------------------------------------
+def _percent_of_peak(record: dict) -> str:
+    """%peak, or a flag when it exceeds 100% (the calibrated peak was measured under load): never a fact."""
+    frac = record.get("frac_peak")
+    if not frac:
+        return ""
+    if record.get("peak_suspect") or frac > 1:
+        return "[yellow]>100?[/]"
+    return f"{100 * frac:.1f}"
+
+
 def results_table(records: list[dict], title: str = "results") -> Table:
     """Attention kernels (methods or strategies), one row per run that ran: who, mask, size, timing (median,
     p20-p80), TFLOP/s, memory, error, status; captioned with their FLOP convention.
@@ -120,7 +130,7 @@ def results_table(records: list[dict], title: str = "results") -> Table:
         cells += [shape_label(v)] * per_row_shape + [str(v.get("dtype"))] * per_row_dtype
         cells += [str(v.get("direction")), str(v.get("world_size"))]
         cells += _timing(v) + [
-            _fmt(v.get("cpu_ms"), ".1f"), _fmt(v.get("tflops"), ".3f"), _fmt(100 * frac, ".1f") if frac else "",
+            _fmt(v.get("cpu_ms"), ".1f"), _fmt(v.get("tflops"), ".3f"), _percent_of_peak(v),
             _bytes(v.get("peak_mem_bytes")), _fmt(v.get("max_abs_err"), ".1e"),
         ]
         cells += [_comm_mb(v), _fmt(v.get("time_imbalance"), ".2f"), _fmt(v.get("area_imbalance"), ".2f")] * distributed

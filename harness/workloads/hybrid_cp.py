@@ -6,7 +6,7 @@ contiguous chunks, which a d x d state needs) when the pattern has lightning lay
 strategy's. Each layer's attention runs through its registered strategy (``problem.strategy(name)``) with a
 :class:`~harness.interfaces.CPContext` built per layer (lightning layers differ in their decay: the layer's
 index is an option of its kernel); a softmax strategy whose layout differs (``ring_zigzag``'s zigzag) gets its
-q, k, v moved into its layout and its output moved back by one all-to-all each (:class:`Relayout`,
+q, k, v moved into its layout and its output moved back (point-to-point exchanges of the rows that change rank) (:class:`Relayout`,
 differentiable: the inverse permutation backward), counted as the softmax layers' bytes. Weight gradients
 are summed over the ranks (one all-reduce, as a CP group does before its optimizer step).
 
@@ -61,13 +61,22 @@ def permutation(src: list[torch.Tensor], dst: list[torch.Tensor], rank: int) -> 
     return Permutation(send, recv, len(dst[rank]))
 
 
+RELAYOUT_TAG = 7_000_001  # point-to-point tag of the relayout messages
+
+
 def _move(x: torch.Tensor, perm: Permutation, comm: Comm) -> torch.Tensor:
-    chunks = [x.index_select(1, idx.to(x.device)) for idx in perm.send]
-    shapes = [torch.Size((x.shape[0], len(idx), *x.shape[2:])) for idx in perm.recv]
-    parts = comm.all_to_all(chunks, recv_shapes=shapes)
+    """Send every other rank its rows and receive mine (point to point: the chunks differ in size, which
+    gloo's all-to-all does not allow; rows that stay on this rank are copied)."""
+    me = comm.rank
     out = x.new_empty((x.shape[0], perm.rows, *x.shape[2:]))
-    for idx, part in zip(perm.recv, parts):
-        out[:, idx.to(x.device)] = part
+    sends = [(x.index_select(1, idx.to(x.device)).contiguous(), j) for j, idx in enumerate(perm.send)
+             if j != me and len(idx)]
+    recvs = [(x.new_empty((x.shape[0], len(idx), *x.shape[2:])), j) for j, idx in enumerate(perm.recv)
+             if j != me and len(idx)]
+    pending = comm.exchange(sends, recvs, tag=RELAYOUT_TAG)
+    out[:, perm.recv[me].to(x.device)] = x.index_select(1, perm.send[me].to(x.device))
+    for (_, j), part in zip(recvs, pending.wait()):
+        out[:, perm.recv[j].to(x.device)] = part
     return out
 
 

@@ -10,7 +10,7 @@ import torch
 
 from harness.catalog import get_method
 from harness.execution.executor import Built, Executor
-from harness.execution.gate import check_method
+from harness.execution.gate import check_method, run_seed
 from harness.execution.inputs import direction_call, make_inputs, problem_for
 from harness.interfaces import Problem
 from harness.spec import Run
@@ -57,6 +57,7 @@ class MethodCase:
             call=direction_call(fn, q, k, v, run.direction),
             flops=method.flops(problem, run.direction),
             check=lambda: check_method(fn, q, k, v, problem.mask, problem.scale, with_grad=problem.needs_grad,
+                                       seed=run_seed(run.key),
                                        reference=method.reference, q_offset=problem.q_offset,
                                        options=problem.options),
             fields=dict(area=problem.area, mask_info=json.dumps(problem.mask.describe()), kernel=method.name,
