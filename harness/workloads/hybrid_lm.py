@@ -73,7 +73,7 @@ PARAMS = {
     "flavor": "tiny", "pattern": "LLLLLLLS", **FLAVORS["tiny"], "residual": "minimax",
     "softmax_method": "sdpa", "linear_method": "lightning",
     "softmax_strategy": "ring_zigzag", "linear_strategy": "lasp2",
-    "recompute": False, "check_tokens": 256, "lr": 1e-4, "seed": 0,
+    "recompute": False, "check_tokens": 128, "lr": 1e-4, "seed": 0,
 }
 LINEAR_OPTIONS = ("layer", "layers")  # what a lightning layer tells its method (MiniMax's decay depends on them)
 
