@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CODE_DIRS = ("harness", "methods", "context_parallel", "suites")
 # distribution name -> the module its users import, where the two differ
-IMPORT_NAME = {"pyyaml": "yaml", "megatron-core": "megatron.core"}
+IMPORT_NAME = {"pyyaml": "yaml", "megatron-core": "megatron.core", "fla-core": "fla"}
 # what each hard dependency is for, and a module of ours that uses it for that
 PURPOSE = {
     "torch": ("tensors, kernels, torch.distributed", "harness/interfaces/comm.py"),
@@ -34,6 +34,9 @@ PURPOSE = {
     "deepspeed": ("the deepspeed_ulysses peer strategy", "context_parallel/peer_deepspeed_ulysses.py"),
     "megatron-core": ("Megatron's context-parallel rank groups", "harness/cluster/megatron_groups.py"),
     "yunchang": ("the yunchang peer strategies", "context_parallel/peer_yunchang.py"),
+    "transformers": ("real model classes (Qwen3, MiniMax) in workloads", "harness/workloads/qwen3.py"),
+    "fla-core": ("flash-linear-attention references beside our linear and TTT methods", "methods/ttt_linear.py"),
+    "triton": ("GPU timing (do_bench); fla-core's import", "harness/execution/measure.py"),
 }
 
 
