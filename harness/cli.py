@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -118,6 +119,24 @@ def make_scheduler(args: argparse.Namespace):
                         memory_budget_bytes=budget, threads=args.threads)
 
 
+@contextlib.contextmanager
+def calibrated_peaks(suite, address: Optional[str]):
+    """For a sweep on this machine, calibrate its GEMM peaks once before any worker starts and hand them to the
+    workers (``LCBENCH_PEAK_TFLOPS``) for the sweep's duration; a cluster's workers calibrate their own."""
+    from harness.execution.machine import PEAKS_ENV, calibrate_for_sweep
+
+    before = os.environ.get(PEAKS_ENV)
+    if address is None:
+        calibrate_for_sweep([r.dtype for r in suite.runs if r.device == "cpu"] or ["float32"])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PEAKS_ENV, None)
+        else:
+            os.environ[PEAKS_ENV] = before
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.results.store import ResultStore
     from harness.cluster.sweep import run_sweep
@@ -125,16 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.profile)
     store = ResultStore(args.results)  # checked (writable, an lcbench database) before anything runs
-    if args.address is None:  # runs on this machine: calibrate its GEMM peak once, before workers start
-        from harness.execution.machine import calibrate_for_sweep
-
-        calibrate_for_sweep([r.dtype for r in suite.runs if r.device == "cpu"] or ["float32"])
-    scheduler = make_scheduler(args)
-    try:
-        summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,
-                            show_progress=not args.quiet)
-    finally:
-        scheduler.close()
+    with calibrated_peaks(suite, args.address):
+        scheduler = make_scheduler(args)
+        try:
+            summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,
+                                show_progress=not args.quiet)
+        finally:
+            scheduler.close()
     if summary.skipped_done:
         err_console.print(f"resume: {summary.skipped_done} of {summary.total} runs already stored, not repeated")
     keys = {r.key for r in suite.runs}

@@ -39,6 +39,8 @@ def test_installed_and_explicit_peaks_are_used_without_measuring(monkeypatch):
         raise AssertionError("measured")
 
     monkeypatch.setattr(machine, "_attempt", no_measure)
+    monkeypatch.setattr(machine, "_PEAKS", {})  # nothing calibrated by earlier tests in this process
+    monkeypatch.delenv(machine.PEAKS_ENV, raising=False)
     machine.install_peaks({"bfloat16": 3.0, "float32": 0}, "cpu")  # a zero is no calibration
     assert machine.peak_tflops(torch.bfloat16, "cpu") == 3.0
     assert machine.peak_tflops(torch.float16, "cpu", explicit=7.0) == 7.0

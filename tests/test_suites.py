@@ -55,9 +55,9 @@ def test_every_shipped_suite_has_a_small_smoke_profile(name):
     assert max(r.seqlen for r in suite.runs) <= SMOKE_MAX_SEQLEN
     assert max(r.world_size for r in suite.runs) <= SMOKE_MAX_WORLD_SIZE
     assert all(r.device == "cpu" and r.timing.min_run_time <= SMOKE_MAX_RUN_TIME for r in suite.runs)
-    # representative: more than one subject and more than one mask
-    assert len({(r.method, r.strategy, r.workload) for r in suite.runs}) > 1
-    assert len({r.mask for r in suite.runs}) > 1
+    # representative: more than one subject (with its parameters), and more than one mask or direction/phase
+    assert len({(r.method, r.strategy, r.workload, r.params) for r in suite.runs}) > 1
+    assert len({(r.mask, r.mask_params) for r in suite.runs}) > 1 or len({r.direction for r in suite.runs}) > 1
 
 
 def test_legacy_suite_keeps_the_keys_of_lcbench_0_1_0():
