@@ -14,18 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from context_parallel.linear_local import (
-    LINEAR_OPTIONS, LinearPlan, causal_only, layout, one_state_bytes, prepare_plan,
-)
+from context_parallel.linear_local import LinearPlan, linear_strategy, one_state_bytes
 from context_parallel.volumes import directions
-from harness.interfaces.strategy import WITH_LINEAR_KERNEL, CPContext, CPProblem, Strategy
-from harness.masks.core import CAUSAL
+from harness.interfaces.strategy import CPContext, CPProblem
 
 FWD_TAG, BWD_TAG = 31, 32
-
-
-def prepare(ctx: CPContext) -> None:
-    prepare_plan(ctx)
 
 
 def _recv(plan: LinearPlan, src: int, tag: int) -> torch.Tensor:
@@ -73,17 +66,11 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return directions(fwd, bwd, direction)
 
 
-STRATEGY = Strategy(
+STRATEGY = linear_strategy(
     name="lasp",
     summary="LASP-1: linear attention, the d x d state passed rank to rank around a ring, fwd and bwd "
     "(sequential); contiguous layout",
-    layout=layout,
-    prepare=prepare,
     attention=attention,
-    mask_features=frozenset({CAUSAL}),
-    local_methods=WITH_LINEAR_KERNEL,
-    options=LINEAR_OPTIONS,
-    limits=causal_only,
     comm_model=comm_model,
     homepage="https://github.com/OpenNLPLab/LASP",
 )

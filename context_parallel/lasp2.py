@@ -16,16 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from context_parallel.linear_local import (
-    LINEAR_OPTIONS, LinearPlan, causal_only, layout, one_state_bytes, prepare_plan,
-)
+from context_parallel.linear_local import LinearPlan, linear_strategy, one_state_bytes
 from context_parallel.volumes import directions
-from harness.interfaces.strategy import WITH_LINEAR_KERNEL, CPContext, CPProblem, Strategy
-from harness.masks.core import CAUSAL
-
-
-def prepare(ctx: CPContext) -> None:
-    prepare_plan(ctx)
+from harness.interfaces.strategy import CPContext, CPProblem
 
 
 def prefix_combine(plan: LinearPlan, states: list[torch.Tensor]) -> torch.Tensor:
@@ -71,17 +64,11 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return directions(per_rank, per_rank, direction)
 
 
-STRATEGY = Strategy(
+STRATEGY = linear_strategy(
     name="lasp2",
     summary="LASP-2: linear attention, one all-gather of d x d chunk states fwd and one bwd (bytes independent "
     "of S); contiguous layout",
-    layout=layout,
-    prepare=prepare,
     attention=attention,
-    mask_features=frozenset({CAUSAL}),
-    local_methods=WITH_LINEAR_KERNEL,
-    options=LINEAR_OPTIONS,
-    limits=causal_only,
     comm_model=comm_model,
     homepage="https://arxiv.org/abs/2502.07563",
 )

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from context_parallel.linear_local import LINEAR_OPTIONS, LinearPlan, causal_only, layout, prepare_plan
+from context_parallel.linear_local import LinearPlan, linear_strategy, prepare_plan
 from context_parallel.volumes import directions, kv_bytes
 from harness.interfaces.linear_kernel import state_dtype
-from harness.interfaces.strategy import WITH_LINEAR_KERNEL, CPContext, CPProblem, Strategy
-from harness.masks.core import CAUSAL
+from harness.interfaces.strategy import CPContext, CPProblem
 
 
 @dataclass
@@ -80,17 +79,12 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return directions(fwd, bwd, direction)
 
 
-STRATEGY = Strategy(
+STRATEGY = linear_strategy(
     name="linear_all_gather",
     summary="naive baseline for linear attention: all-gather K/V, prefix state from the gathered rows, "
     "reduce-scatter dK/dV (bytes grow with S); contiguous layout",
-    layout=layout,
-    prepare=prepare,
     attention=attention,
-    mask_features=frozenset({CAUSAL}),
-    local_methods=WITH_LINEAR_KERNEL,
-    options=LINEAR_OPTIONS,
-    limits=causal_only,
     comm_model=comm_model,
     homepage="https://arxiv.org/abs/2407.21783",
+    prepare=prepare,
 )

@@ -10,14 +10,15 @@ for contiguous rows. Causal only (a linear method's own limits say the same).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from context_parallel import layouts
 from harness.interfaces.comm import Comm
 from harness.interfaces.linear_kernel import LinearKernel, carry, state_bytes, state_dtype
-from harness.interfaces.strategy import CPContext, CPProblem
+from harness.interfaces.strategy import WITH_LINEAR_KERNEL, CPContext, CPProblem, Strategy
+from harness.masks.core import CAUSAL
 
 LINEAR_OPTIONS = {"decay": None, "layer": 0, "layers": 1, "block": None}
 """Options the linear strategies pass to their kernel (None: the method's default)."""
@@ -85,3 +86,13 @@ def prepare_plan(ctx: CPContext) -> LinearPlan:
 def one_state_bytes(problem: CPProblem) -> int:
     """Bytes of one ``[B, Hq, d, d]`` state as communicated (float32 for 16-bit runs)."""
     return state_bytes(problem.batch, problem.heads_q, problem.head_dim, problem.dtype)
+
+
+def linear_strategy(name: str, summary: str, attention: Callable, comm_model: Callable, homepage: str,
+                    prepare: Callable[[CPContext], object] = prepare_plan) -> Strategy:
+    """A linear-attention strategy: contiguous layout, causal mask only, any method with a linear kernel."""
+    return Strategy(
+        name=name, summary=summary, layout=layout, prepare=prepare, attention=attention,
+        mask_features=frozenset({CAUSAL}), local_methods=WITH_LINEAR_KERNEL, options=LINEAR_OPTIONS,
+        limits=causal_only, comm_model=comm_model, homepage=homepage,
+    )

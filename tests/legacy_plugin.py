@@ -1,7 +1,6 @@
 """A third-party method written against lcbench 0.1.0's README ("Adding a method"), unchanged: it imports
 ``Method`` and ``Problem`` from ``harness.registry`` and is loaded through ``LCBENCH_PLUGINS``."""
 
-import torch
 import torch.nn.functional as F
 
 from harness.registry import Method, Problem

@@ -19,7 +19,7 @@ from harness.masks import build_mask
 from harness.spec import Run, Timing
 from methods import _linear
 from methods._decay import decay_rates
-from methods._linear_reference import make_reference, quadratic_outputs, recurrence
+from methods._linear_reference import quadratic_outputs, recurrence
 
 LINEAR = ("lightning", "lightning_tnl", "linear_attn")
 

@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.interfaces import Unsupported, WorkloadProblem
 from harness.masks import MASKS, build_mask
 from harness.masks.reach import (
-    block_graph, default_layers, pattern_receptive_field, reached_tokens, receptive_field, token_reach,
+    block_graph, default_layers, pattern_receptive_field, reached_tokens, token_reach,
 )
 from harness.spec import Run
 from harness.workloads.power_reach import EMPIRICAL, EXACT

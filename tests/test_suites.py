@@ -2,7 +2,6 @@
 value and what is allowed; sweeps and workloads expand into the runs they say."""
 
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest

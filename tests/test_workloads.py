@@ -6,7 +6,6 @@ import sys
 import types
 
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness import catalog

@@ -125,7 +125,6 @@ def results_table(records: list[dict], title: str = "results") -> Table:
         if r["status"] in SKIPPED:
             continue  # listed by skipped_table, grouped by reason
         v = public_view(r)
-        frac = v.get("frac_peak")
         cells = [escape(who(v)), escape(mask_label(v) + _documents(v)), str(v.get("seqlen"))]
         cells += [shape_label(v)] * per_row_shape + [str(v.get("dtype"))] * per_row_dtype
         cells += [str(v.get("direction")), str(v.get("world_size"))]
