@@ -1,7 +1,12 @@
 """One execution sequence for every kind: what a method declares (FLOPs, reference, local kernel) is what a
 context-parallel run of it uses; results files and plugins of lcbench 0.1.0 keep working."""
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from harness import catalog
@@ -11,18 +16,23 @@ from harness.execution.single import execute
 from harness.results.store import ResultStore
 from harness.spec import Run, Timing
 
+ROOT = Path(__file__).resolve().parent.parent
 QUICK = Timing(warmup=1, min_samples=3, min_run_time=0.01)
 FIXTURE_DB = "tests/fixtures/results_v0_1_0.db"
 FIXTURE_SUITE = "tests/fixtures/legacy_suite.yaml"
 
 
-@pytest.fixture
-def plugin_methods(monkeypatch):
-    """``tests.plugin_methods`` registered for one test (ranks in other processes import it too)."""
-    monkeypatch.setenv("LCBENCH_PLUGINS", "tests.plugin_methods")
-    catalog.methods.cache_clear()
-    yield
-    catalog.methods.cache_clear()
+def run_local_with_plugins(run: Run) -> dict:
+    """``run_local(run)`` in a fresh process that starts with ``LCBENCH_PLUGINS=tests.plugin_methods`` (ranks in
+    other processes import the module too). A fresh process: in a long test session, ranks did not always see a
+    plugin variable set mid-process (see the closing note of 2026-11-26)."""
+    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.spec import Run; "
+              "print(json.dumps(run_local(Run.from_dict(json.loads(sys.argv[1]))), default=str))")
+    env = {**os.environ, "LCBENCH_PLUGINS": "tests.plugin_methods"}
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(run.to_dict())], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def cp_run(method: str, direction: str = "fwd+bwd", **kw) -> Run:
@@ -31,18 +41,18 @@ def cp_run(method: str, direction: str = "fwd+bwd", **kw) -> Run:
     return Run.make(**{**base, **kw})
 
 
-def test_a_strategy_counts_its_local_methods_own_flops(plugin_methods):
+def test_a_strategy_counts_its_local_methods_own_flops():
     """A non-softmax FLOP model (here: a made-up one) is honoured under context parallelism."""
-    record = run_local(cp_run("bs_own_flops"))
+    record = run_local_with_plugins(cp_run("bs_own_flops"))
     assert record["status"] == "ok", record["reason"]
     assert record["flops"] == 1e6 * len("fwd+bwd") * 4
     assert record["kernel"] == "bs_own_flops" and record["flop_convention"].startswith("test:")
 
 
-def test_a_strategy_is_gated_against_its_local_methods_reference(plugin_methods):
+def test_a_strategy_is_gated_against_its_local_methods_reference():
     """A local method whose float64 reference disagrees with what the strategy computes fails the gate under
     CP: the reference used is the method's, not a hard-coded softmax one."""
-    record = run_local(cp_run("bs_other_reference", direction="fwd"))
+    record = run_local_with_plugins(cp_run("bs_other_reference", direction="fwd"))
     assert record["status"] == "invalid", record["reason"]
 
 
