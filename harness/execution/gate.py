@@ -25,11 +25,11 @@ from typing import Callable, Optional
 import torch
 
 from harness.masks.core import Mask
-from harness.interfaces.reference import reference_outputs
+from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, reference_outputs
 
 # A kernel may be this many times less accurate than eager PyTorch in the same dtype: flash-attention's tests
 # allow 2x on the output and 3x on the gradients (accumulated over many tiles, in any kernel's order).
-FACTOR = {"out": 2.0, "dq": 3.0, "dk": 3.0, "dv": 3.0}
+FACTOR = {"out": OUTPUT_FACTOR, "dq": GRADIENT_FACTOR, "dk": GRADIENT_FACTOR, "dv": GRADIENT_FACTOR}
 # Absolute floor: FLOOR_REL (at most 100 ulp of the dtype) x (the tensor's largest reference magnitude plus
 # FLOOR_SHARE x the problem's largest reference magnitude, for tensors whose exact value is zero).
 FLOOR_REL = 1e-5

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from harness.errors import UserError, unknown
+from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR
 from harness.spec import Run
 
 if TYPE_CHECKING:
@@ -174,8 +175,12 @@ def _same_kind(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-OUTPUT_FACTOR = 2.0  # the field's rule (flash-attention's tests): error <= 2x an eager same-dtype run's error
-GRADIENT_FACTOR = 3.0  # gradients: 3x (CPU flash backward in bf16 measured at up to 2.5x eager on dk/dv)
+# Throughput metrics most phases report (a workload lists the ones it fills).
+STEP_METRICS = (
+    Metric("tokens_per_s", "tokens/s", "higher", "tokens processed per second"),
+    Metric("ms", "ms", "lower", "time of one step"),
+    Metric("ms_per_token", "ms", "lower", "decode time per generated token"),
+)
 
 
 def rounding_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:

@@ -23,9 +23,10 @@ from typing import Optional
 import torch
 
 from harness.interfaces import (
-    CheckResult, Metric, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
+    CheckResult, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
 from harness.interfaces.reference import sample_rows
+from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
 from harness.spec import DECODE
 from harness.workloads.blocks import (
@@ -193,11 +194,7 @@ WORKLOAD = Workload(
     params={"flavor": "tiny", "heads_q": 4, "heads_kv": 2, "head_dim": 32, "method": "sdpa", "lr": 1e-3, "seed": 0},
     flavors=FLAVORS,
     build=build,
-    metrics=(
-        Metric("tokens_per_s", "tokens/s", "higher", "tokens processed per second"),
-        Metric("ms", "ms", "lower", "time of one step"),
-        Metric("ms_per_token", "ms", "lower", "decode time per generated token"),
-    ),
+    metrics=STEP_METRICS,
     flop_convention="projections 2*T*hidden*((Hq+2Hkv)d + Hq d) fwd (train_step: x2 for QKV, whose input needs no "
                     "gradient, x3 for the output projection) + the method's own attention FLOPs (softmax: 4*area*Hq*d "
                     "fwd, 3.5x fwd+bwd); AdamW's element-wise work not counted",

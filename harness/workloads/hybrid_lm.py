@@ -52,6 +52,7 @@ from harness.interfaces import (
     CheckResult, Metric, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
 from harness.interfaces.linear_kernel import LinearKernel, carry, state_dtype
+from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
 from harness.spec import DECODE
 from harness.workloads import hybrid_model as hm
@@ -478,9 +479,7 @@ PHASE_BUILDERS: dict[str, Callable[[WorkloadProblem], WorkloadStep]] = {
 }
 
 METRICS = (
-    Metric("tokens_per_s", "tokens/s", "higher", "tokens processed per second"),
-    Metric("ms", "ms", "lower", "time of one step"),
-    Metric("ms_per_token", "ms", "lower", "decode time per generated token"),
+    *STEP_METRICS,
     Metric("cache_bytes", "B", "lower", "decode cache per sequence, measured (bytes of the cache tensors)"),
     Metric("cache_bytes_model", "B", "lower", "decode cache per sequence, modelled (KV of S layers + L states)"),
 )
