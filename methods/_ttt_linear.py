@@ -92,9 +92,10 @@ def dual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w0: torch.Tensor, et
     qb, kb, tb, w = _prepare(q, k, v, w0, mini_batch, acc, q_scale)
     bias = qb.new_zeros(*qb.shape[:2], 1, qb.shape[-1])
     befores_w, befores_b, grads = [], [], []
-    for j in range(qb.shape[2]):  # the sequential part: W and b carried from one mini-batch to the next
-        kj = kb[:, :, j]
-        g = ln_l2_grad(kj @ w + bias, tb[:, :, j])
+    # one split before the loop: its backward stacks the slices' gradients once (indexing kb[:, :, j] inside
+    # the loop would, per slice, add a zero tensor the size of kb into the gradient — quadratic in S)
+    for kj, tj in zip(kb.unbind(2), tb.unbind(2)):  # the sequential part: W and b carried mini-batch to mini-batch
+        g = ln_l2_grad(kj @ w + bias, tj)
         befores_w.append(w)
         befores_b.append(bias)
         grads.append(g)
@@ -115,9 +116,8 @@ def primal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w0: torch.Tensor, 
     qb, kb, tb, w = _prepare(q, k, v, w0, mini_batch, compute_dtype, q_scale)
     bias = qb.new_zeros(*qb.shape[:2], 1, qb.shape[-1])
     zbars = []
-    for j in range(qb.shape[2]):
-        kj, qj = kb[:, :, j], qb[:, :, j]
-        g = ln_l2_grad(kj @ w + bias, tb[:, :, j])  # [B, H, b, f], all at the mini-batch's initial weights
+    for kj, qj, tj in zip(kb.unbind(2), qb.unbind(2), tb.unbind(2)):
+        g = ln_l2_grad(kj @ w + bias, tj)  # [B, H, b, f], all at the mini-batch's initial weights
         steps = kj.unsqueeze(-1) * g.unsqueeze(-2)  # per-token x_k^T G: [B, H, b, f, f]
         w_tok = w.unsqueeze(2) - eta * steps.cumsum(2)
         b_tok = bias - eta * g.cumsum(2)  # [B, H, b, f]

@@ -102,8 +102,11 @@ def make_kernel(name: str, default_decay: str) -> LinearKernel:
     def attend(q, k, v, rates_, options: dict, state_in=None) -> torch.Tensor:
         return _linear.chunked(q, k, v, rates_, block_option(options, _linear.DEFAULT_BLOCK), state_in)
 
+    def attend_state(q, k, v, rates_, options: dict, state_in=None):
+        return _linear.chunked_and_state(q, k, v, rates_, block_option(options, _linear.DEFAULT_BLOCK), state_in)
+
     return LinearKernel(name=f"{name} (blocked torch, state passed between ranks)", rates=rates, state=state,
-                        attend=attend)
+                        attend=attend, attend_state=attend_state)
 
 
 FLOP_CONVENTION = ("linear: matmuls of the blocked algorithm, per block of L rows fwd 4L^2d+4Ld^2, bwd "

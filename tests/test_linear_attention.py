@@ -97,6 +97,27 @@ def test_incoming_state_gradient():
     torch.testing.assert_close(_linear.chunked(q[:, 24:], k[:, 24:], v[:, 24:], rates, 16, first), whole[:, 24:])
 
 
+@pytest.mark.parametrize("name", LINEAR)
+@pytest.mark.parametrize("with_state_in", [False, True])
+def test_one_pass_output_and_state_equal_attend_then_state(name, with_state_in):
+    """A kernel's fused ``attend_state`` (prefill keeping the state for decode) == ``attend`` + ``state`` carried
+    from ``state_in`` (the fallback of :func:`attend_and_state`), rows not a multiple of the block."""
+    from dataclasses import replace
+
+    from harness.interfaces.linear_kernel import attend_and_state
+
+    kernel = linear_kernels()[name]
+    assert kernel.attend_state is not None
+    q, k, v = inputs(batch=2, seqlen=45, dtype=torch.float64)
+    opts = {"layer": 1, "layers": 4, "block": 16}
+    rates = kernel.rates(4, opts)
+    state_in = torch.randn(2, 4, 16, 16, dtype=torch.float64) if with_state_in else None
+    fused = attend_and_state(kernel, q, k, v, rates, opts, state_in)
+    unfused = attend_and_state(replace(kernel, attend_state=None), q, k, v, rates, opts, state_in)
+    for got, want in zip(fused, unfused):
+        torch.testing.assert_close(got, want)
+
+
 # ----- the methods through the gate --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", LINEAR)

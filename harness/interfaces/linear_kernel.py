@@ -18,7 +18,10 @@ so a strategy needs exactly three things of the method (``Method.local_kernel`` 
 * ``state(k, v, rates, heads_q, options)`` — the decayed state a block of rows leaves behind
   (``sum_j exp(-s (C - 1 - j)) k_j^T v_j``, ``[B, Hq, d, d]``, at least float32), differentiable;
 * ``attend(q, k, v, rates, options, state_in)`` — the block's output given the incoming state (None: zero),
-  differentiable with respect to q, k, v and ``state_in``.
+  differentiable with respect to q, k, v and ``state_in``;
+* optionally ``attend_state(q, k, v, rates, options, state_in)`` — (output, the state after the block) from
+  one pass, for inference (prefill keeping the state for decode, decode steps); :func:`attend_and_state`
+  falls back to ``attend`` + ``state`` without it.
 
 Combining states across blocks is plain algebra on these (``KV_after = exp(-s C) KV_before + m``,
 :func:`carry`), which the strategies do themselves. Tensors are ``[batch, rows, heads, head_dim]``; k/v may
@@ -43,6 +46,21 @@ class LinearKernel:
     state: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
     attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict, Optional[torch.Tensor]],
                      torch.Tensor]
+    attend_state: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict,
+                                     Optional[torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]] = None
+
+
+def attend_and_state(kernel: LinearKernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rates: torch.Tensor,
+                     options: dict, state_in: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the rows' output, the state after them: ``exp(-s C) state_in + state(k, v)``), in one pass where the
+    kernel has ``attend_state``."""
+    if kernel.attend_state is not None:
+        return kernel.attend_state(q, k, v, rates, options, state_in)
+    out = kernel.attend(q, k, v, rates, options, state_in)
+    grown = kernel.state(k, v, rates, q.shape[2], options)
+    if state_in is None:
+        return out, grown
+    return out, carry(rates, k.shape[1], grown.dtype).to(grown.device) * state_in + grown
 
 
 def state_dtype(dtype: torch.dtype) -> torch.dtype:

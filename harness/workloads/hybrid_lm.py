@@ -51,7 +51,7 @@ from harness.errors import UserError
 from harness.interfaces import (
     CheckResult, Metric, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
-from harness.interfaces.linear_kernel import LinearKernel, carry, state_dtype
+from harness.interfaces.linear_kernel import LinearKernel, attend_and_state, state_dtype
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
 from harness.spec import DECODE
@@ -274,8 +274,12 @@ def build_prefill(problem: WorkloadProblem) -> WorkloadStep:
         rates = kernel.rates(shape.heads, opts) if kind == hm.LIGHTNING else None
 
         def attend(q, k, v):
-            cache.append((k, v) if kind == hm.SOFTMAX else (kernel.state(k, v, rates, shape.heads, opts),))
-            return fn(q, k, v)
+            if kind == hm.SOFTMAX:
+                cache.append((k, v))
+                return fn(q, k, v)
+            out, state = attend_and_state(kernel, q, k, v, rates, opts)  # the method's kernel, one pass
+            cache.append((state,))
+            return out
         return attend
 
     cache: list[tuple] = []
@@ -387,9 +391,8 @@ def _softmax_step(fn: hm.Attend, k_cache: torch.Tensor, v_cache: torch.Tensor, p
 def _lightning_step(kernel: LinearKernel, rates: torch.Tensor, opts: dict, heads: int, state: torch.Tensor,
                     next_state: torch.Tensor) -> hm.Attend:
     def attend(q, k, v):
-        out = kernel.attend(q, k, v, rates, opts, state)
-        grown = kernel.state(k, v, rates, heads, opts)
-        next_state.copy_(carry(rates, q.shape[1], grown.dtype).to(grown.device) * state + grown)
+        out, after = attend_and_state(kernel, q, k, v, rates, opts, state)
+        next_state.copy_(after)
         return out
     return attend
 
