@@ -212,7 +212,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     store = _store(args.path)
     writable_dir(args.output, "plot -o")
-    written = plot_records(store.records(), args.output, x=args.x, y=args.y, by=args.by)
+    written = plot_records(store.records(), args.output, x=args.x, y=args.y, by=args.by,
+                           mark_crossings=args.crossings)
     if not written:
         raise UserError(f"no ok results in {args.path} to plot")
     for p in written:
@@ -321,8 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output", default="results/plots")
     p.add_argument("--x", help="x axis: a record field, params.NAME or metrics.NAME (default: seqlen)")
-    p.add_argument("--y", help="y axis, as --x (default: kernels TFLOP/s and time; workloads ms/token and memory)")
+    p.add_argument("--y", help="y axis, as --x; several (a,b) share one figure (default: kernels TFLOP/s and time; "
+                        "workloads ms/token and memory)")
     p.add_argument("--by", help="one line per value of this field (default: who ran, shape, dtype)")
+    p.add_argument("--crossings", action="store_true",
+                   help="mark where two lines cross (e.g. the length from which one pattern beats another)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("validate", help="check methods against the float64 reference on every claimed mask")

@@ -259,6 +259,33 @@ def test_plot_any_metric_against_any_parameter(db, tmp_path):
     assert {p.name for p in written} == {"cpu_ms_vs_method.png", "workload_cpu_ms_vs_method.png"}
 
 
+def test_plot_several_metrics_share_one_figure_with_phases_merged(db, tmp_path):
+    """--y a,b: one figure, one panel per subject, one line per label and metric (with its phase)."""
+    out = tmp_path / "plots"
+    assert main(["plot", str(db), "-o", str(out), "--y", "metrics.tokens_per_s,metrics.ms_per_token"]) == 0
+    assert _pngs(out) == {"workload_metrics.tokens_per_s_and_metrics.ms_per_token.png"}
+    with pytest.raises(UserError, match="metrics.nope"):
+        plot_records(records(), out, y="metrics.ms_per_token,metrics.nope")
+
+
+def test_crossings_are_where_the_order_of_two_lines_flips():
+    from harness.results.plot import crossings
+
+    hybrid = [(1024, 2.0), (2048, 3.0), (4096, 4.0), (8192, 6.0)]
+    softmax = [(1024, 1.0), (2048, 2.5), (4096, 5.0), (8192, 12.0)]
+    (at, lower, other), = crossings({"hybrid": hybrid, "softmax": softmax})
+    assert (lower, other) == ("hybrid", "softmax") and 2048 < at < 4096
+    assert crossings({"a": [(1, 1.0), (2, 2.0)], "b": [(1, 2.0), (2, 3.0)]}) == []  # never cross
+    (at, _, _), = crossings({"a": [(0, 0.0), (10, 10.0)], "b": [(0, 1.0), (10, 9.0)]}, log_x=False)
+    assert at == pytest.approx(0.5 * 10)  # linear x: the middle
+
+
+def test_plot_marks_crossings_on_request(db, tmp_path):
+    out = tmp_path / "plots"
+    assert main(["plot", str(db), "-o", str(out), "--y", "metrics.ms_per_token", "--crossings"]) == 0
+    assert _pngs(out) == {"workload_metrics.ms_per_token.png"}
+
+
 @pytest.mark.parametrize("option,name", [("x", "seqlenn"), ("y", "metrics.tokens_per_sec"), ("by", "params.flavour")])
 def test_plot_rejects_unknown_names_listing_the_available(option, name, tmp_path):
     with pytest.raises(UserError) as e:

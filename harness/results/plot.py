@@ -5,7 +5,9 @@ plotted, read through :func:`harness.results.records.public_view`.
 Defaults per kind: kernels (methods, strategies) get TFLOP/s and time vs sequence length (``tflops.png``,
 ``time.png``); workloads get ms/token (the ``ms_per_token`` metric where they report it, else the median
 time) and peak memory vs sequence length (``workload_*.png``). ``x``, ``y`` and ``by`` may name a record
-field, ``params.<name>`` or ``metrics.<name>``.
+field, ``params.<name>`` or ``metrics.<name>``; ``y`` may list several (``--y a,b``): they share one figure,
+one panel per subject with its phases or directions merged and one line per label and metric — e.g. the
+qTTT steps' cost (``ttt_step``) against the equal-FLOP thinking tokens' time (``decode``) vs context length.
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ class Group:
     """How one family of kinds is plotted: its panels, its default line labels and default y axes."""
 
     prefix: str  # file name prefix
-    panel: Callable[[dict], str]
+    subject: Callable[[dict], str]  # what a panel shows, before its direction / phase
     label: Callable[[dict], str]
     default_ys: Callable[[list[dict]], list[tuple[str, str]]]  # records -> [(y field, file stem)]
+
+    def panel(self, r: dict) -> str:
+        return f"{self.subject(r)} · {r.get('direction')}"
 
 
 def _kernel_label(r: dict) -> str:
@@ -58,10 +63,8 @@ def _workload_ys(records: list[dict]) -> list[tuple[str, str]]:
     return [(time, "ms_per_token"), ("peak_mem_bytes", "peak_mem")]
 
 
-KERNELS = Group("", lambda r: f"{mask_label(r)} · {r.get('direction')}", _kernel_label,
-                lambda records: [("tflops", "tflops"), (TIME, "time")])
-WORKLOADS = Group("workload_", lambda r: f"{r.get('workload')}({params_label(r)}) · {r.get('direction')}",
-                  _workload_label, _workload_ys)
+KERNELS = Group("", mask_label, _kernel_label, lambda records: [("tflops", "tflops"), (TIME, "time")])
+WORKLOADS = Group("workload_", lambda r: f"{r.get('workload')}({params_label(r)})", _workload_label, _workload_ys)
 GROUPS = {"method": KERNELS, "strategy": KERNELS, "workload": WORKLOADS}
 
 
@@ -110,25 +113,71 @@ def _line(ax, recs: list[dict], x: str, y: str, ticks: Optional[list[str]], labe
         ax.plot(xs, ys, marker="o", label=label, linestyle=style)
 
 
-def _draw(records: list[dict], group: Group, x: str, y: str, by: Optional[str], path: Path) -> Optional[Path]:
-    """One figure of ``y`` vs ``x`` for ``records`` (ok views), one panel per group panel; None if empty."""
-    points = [r for r in records if number(field_value(r, y)) is not None and field_value(r, x) is not None]
+def crossings(lines: dict[str, list[tuple[float, float]]], log_x: bool = True) -> list[tuple[float, str, str]]:
+    """Where two lines cross: ``(x, the line below after the crossing, the other)`` for every pair of lines and
+    every pair of consecutive shared x values between which their order flips (x interpolated linearly in
+    log x, or in x; a tie at a measured point is a crossing there)."""
+    out = []
+    names = sorted(lines)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ya, yb = dict(lines[a]), dict(lines[b])
+            xs = sorted(set(ya) & set(yb))
+            for x0, x1 in zip(xs, xs[1:]):
+                d0, d1 = ya[x0] - yb[x0], ya[x1] - yb[x1]
+                if d0 == 0 or d0 * d1 >= 0:
+                    continue
+                t = d0 / (d0 - d1)
+                x = x0 * (x1 / x0) ** t if log_x else x0 + t * (x1 - x0)
+                out.append((x, a, b) if d1 < 0 else (x, b, a))
+    return sorted(out)
+
+
+def _mark_crossings(ax, panel: dict[tuple[str, str], list[dict]], x: str, log_x: bool) -> None:
+    lines = {label: [(float(field_value(r, x)), float(field_value(r, y))) for r in recs]
+             for (label, y), recs in panel.items()}
+    for at, lower, other in crossings(lines, log_x):
+        ax.axvline(at, linestyle=":", color="gray", linewidth=1)
+        ax.annotate(f"{lower.split(' ')[0]} < {other.split(' ')[0]}\nfrom x~{at:,.0f}", (at, 0.98),
+                    xycoords=("data", "axes fraction"), fontsize=6, va="top", ha="left", color="dimgray")
+
+
+def _short(name: str) -> str:
+    return name[len(METRICS_PREFIX):] if name.startswith(METRICS_PREFIX) else name
+
+
+def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional[str], path: Path,
+          mark_crossings: bool = False) -> Optional[Path]:
+    """One figure of ``ys`` vs ``x`` for ``records`` (ok views), one panel per group panel (per subject when
+    several ys share the figure: one line per label and metric), crossings of lines marked on request;
+    None if empty."""
+    panels: dict[str, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
+    points = []
+    for y in ys:
+        for r in records:
+            if number(field_value(r, y)) is None or field_value(r, x) is None:
+                continue
+            points.append(r)
+            line = group.label(r) if by is None else f"{by}={field_value(r, by)}"
+            if len(ys) > 1:
+                panels[group.subject(r)][f"{line} · {_short(y)} ({r.get('direction')})", y].append(r)
+            else:
+                panels[group.panel(r)][line, y].append(r)
     if not points:
         return None
-    panels: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in points:
-        line = group.label(r) if by is None else f"{by}={field_value(r, by)}"
-        panels[group.panel(r)][line].append(r)
+    y = ys[0]
     keys = sorted(panels)
     ticks = _ticks([field_value(r, x) for r in points])
     log_x = ticks is None and min(float(field_value(r, x)) for r in points) > 0
-    log_y = y == TIME and all(float(field_value(r, y)) > 0 for r in points)
+    log_y = ys == [TIME] and all(float(field_value(r, TIME)) > 0 for r in points)
     cols = min(3, len(keys))
     rows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        for label, recs in sorted(panels[key].items()):
-            _line(ax, recs, x, y, ticks, label)
+        for (label, y_line), recs in sorted(panels[key].items()):
+            _line(ax, recs, x, y_line, ticks, label)
+        if mark_crossings and not ticks:
+            _mark_crossings(ax, panels[key], x, log_x)
         if ticks:
             ax.set_xticks(range(len(ticks)), ticks, rotation=30, fontsize=7)
         if log_x:
@@ -137,7 +186,7 @@ def _draw(records: list[dict], group: Group, x: str, y: str, by: Optional[str], 
             ax.set_yscale("log")
         ax.set_title(key, fontsize=9)
         ax.set_xlabel(_axis_label(x, points))
-        ax.set_ylabel(_axis_label(y, points))
+        ax.set_ylabel(" / ".join(dict.fromkeys(_axis_label(name, points) for name in ys)))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
@@ -152,29 +201,37 @@ def _draw(records: list[dict], group: Group, x: str, y: str, by: Optional[str], 
 
 def plot_records(
     records: list[dict], out_dir: str | Path, x: Optional[str] = None, y: Optional[str] = None,
-    by: Optional[str] = None,
+    by: Optional[str] = None, mark_crossings: bool = False,
 ) -> list[Path]:
     """Write PNG plots of the ``ok`` records into ``out_dir``; returns the paths written.
 
-    Without ``y`` each kind gets its default plots (see the module docstring); with ``y`` one plot per kind
-    family that has it. ``x`` defaults to ``seqlen``; ``by`` (default: who ran, shape, dtype) names the lines.
-    A name no record has is a :class:`UserError` listing the available ones."""
+    Without ``y`` each kind gets its default plots (see the module docstring); with ``y`` (one name, or several
+    separated by commas to share one figure) one plot per kind family that has it. ``x`` defaults to ``seqlen``;
+    ``by`` (default: who ran, shape, dtype) names the lines; ``mark_crossings`` marks where two lines cross (e.g.
+    the length from which a hybrid model beats all-softmax). A name no record has is a :class:`UserError`
+    listing the available ones."""
     views = [public_view(r) for r in records]
-    _check_names(views, {"--x": x, "--y": y, "--by": by})
+    y_names = [n for n in (y or "").split(",") if n]
+    _check_names(views, {"--x": x, "--by": by})
+    for name in y_names:
+        _check_names(views, {"--y": name})
     ok = [v for v in views if v["status"] == OK]
     families: dict[Group, list[dict]] = defaultdict(list)
     for v in ok:
         families[GROUPS.get(kind_of(v), KERNELS)].append(v)
-    if y is not None and not any(number(field_value(v, y)) is not None for v in ok):
-        raise UserError(f"plot --y {y!r}: no ok run has a number there (y must be a numeric field or metric)")
+    for name in y_names:
+        if not any(number(field_value(v, name)) is not None for v in ok):
+            raise UserError(f"plot --y {name!r}: no ok run has a number there (y must be a numeric field or metric)")
     out_dir = Path(out_dir)
     suffix = (f"_vs_{_slug(x)}" if x else "") + (f"_by_{_slug(by)}" if by else "")
     written = []
     for group, recs in families.items():
-        ys = [(y, _slug(y))] if y else group.default_ys(recs)
-        for y_name, stem in ys:
+        figures = [(y_names, _slug("_and_".join(y_names)))] if y_names else [
+            ([name], stem) for name, stem in group.default_ys(recs)]
+        for names, stem in figures:
             out_dir.mkdir(parents=True, exist_ok=True)
-            path = _draw(recs, group, x or "seqlen", y_name, by, out_dir / f"{group.prefix}{stem}{suffix}.png")
+            path = _draw(recs, group, x or "seqlen", names, by, out_dir / f"{group.prefix}{stem}{suffix}.png",
+                         mark_crossings)
             if path is not None:
                 written.append(path)
     return written
