@@ -85,3 +85,23 @@ def test_lcbench_bench_kernels_runs(capsys) -> None:
 def test_lcbench_bench_peers_rejects_a_bad_pair(capsys) -> None:
     assert main(["bench", "peers", "--pairs", "ulysses"]) == 2
     assert "ours:peer" in capsys.readouterr().err
+
+
+def test_lcbench_bench_hybrid_runs(capsys) -> None:
+    rc = main(["bench", "hybrid", "--seqlens", "64,128", "--reps", "1", "--warmup", "0", "--decode-seqlens",
+               "64,128", "--decode-tokens", "2", "--memory-seqlen", "128", "--hf-seqlens", "64", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "crossover (prefill):" in out and "crossover (train_step):" in out
+    assert "decode growth S=64 -> 128" in out and "KV/state crossover" in out
+    assert "HF/ours" in out and "softmax/hybrid" in out
+
+
+def test_lcbench_bench_ttt_runs(capsys) -> None:
+    pytest.importorskip("transformers")
+    rc = main(["bench", "ttt", "--contexts", "256,512", "--steps", "2", "--span", "16", "--decode-tokens", "2",
+               "--seqlens", "256,512", "--peer-seqlen", "0", "--reps", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "ttt_step t(T=512)/t(T=256) = " in out and "ttt_linear fwd+bwd t(S=512)/t(S=256) = " in out
+    assert "N-step/thinking" in out and "torch " in out

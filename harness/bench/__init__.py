@@ -17,6 +17,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "scheduler": ("harness.bench.scheduler", "the Ray scheduler's per-run cost vs a fresh process group per run"),
     "cp": ("harness.bench.cp", "bytes sent per rank (measured vs analytic) and rank-max time, per strategy"),
     "peers": ("harness.bench.peers", "our strategies vs the peers' in one process group, alternating A/B"),
+    "hybrid": ("harness.bench.hybrid", "7:1 hybrid vs all-softmax LM: prefill/train vs S, decode, cache bytes, vs HF"),
+    "power": ("harness.bench.power", "PowerAttention and its baselines vs causal: prefill, decode, per-area vs SDPA"),
+    "linear": ("harness.bench.linear", "lightning attention: scaling, %peak, decode, fla peers, crossover, LASP-2 bytes"),
+    "ttt": ("harness.bench.ttt", "qTTT steps vs equal-FLOP thinking tokens (step, decode); TTT-Linear vs S and fla"),
 }
 
 

@@ -14,9 +14,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from rich.table import Table
 
+from harness.bench.build import build_run
 from harness.bench.paired import alternate
-from harness.execution.cases import case_for
-from harness.execution.single import SingleDevice
 from harness.interfaces import softmax_flops
 from harness.results.report import wide_console
 from harness.spec import Run
@@ -29,13 +28,7 @@ console = wide_console()
 def built_call(run: Run) -> tuple[Callable[[], object], float, float]:
     """(the timed call of ``run`` as the executor builds it, its softmax FLOPs on the exact mask area, the
     mask's density: area / (batch x heads x S^2))."""
-    case = case_for(run)
-    executor = SingleDevice(measure_memory=False)
-    why = case.unavailable() or case.unsupported(executor)
-    if why:
-        raise RuntimeError(f"{run.method} on {run.mask}: {why}")
-    built = case.build(executor)
-    problem = case.problem
+    built, problem = build_run(run)
     density = problem.area / (problem.batch * problem.heads_q * problem.seqlen**2)
     return built.call, softmax_flops(problem, run.direction), density
 

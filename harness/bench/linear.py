@@ -1,0 +1,197 @@
+"""``lcbench bench linear``: lightning attention against itself, its peers and softmax (issue 10's figures).
+
+Sections (``--sections``, default all), every side built by the harness (:mod:`harness.bench.build`) and timed
+alternately (A, B, A, B) in one process:
+
+* ``scaling`` — ``lightning`` fwd+bwd at each length, all lengths alternating; t(2S)/t(S) (linear: <= 2.1).
+* ``peak`` — ``lightning`` fwd and bwd at one length: TFLOP/s on the method's own FLOP count against this
+  machine's calibrated GEMM peak (the best of 5 timed 1024^3 matmuls).
+* ``decode`` — ms per generated token at context S of ``lightning`` (the d x d state) vs ``sdpa`` (the KV cache).
+* ``peers`` — ours vs flash-linear-attention's CPU references (same inputs, same decay) at one length.
+* ``crossover`` — ``lightning`` vs ``blocksparse`` causal softmax, fwd and fwd+bwd: the length from which the
+  linear method is faster at every larger measured length.
+* ``cp`` — the linear CP strategies (``lasp2``, ``lasp``, ``linear_all_gather``, local method ``lightning``) and
+  softmax ring attention (``ring_zigzag`` on ``blocksparse``) on W local gloo ranks through the real launcher and
+  rank executor (gate included): bytes each rank sends per call, measured and analytic, and CPU time per rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Optional, Sequence
+
+from rich.table import Table
+
+from harness.bench.build import build_run, crossover, machine_line, paired_medians
+from harness.cluster.launch import run_local_many
+from harness.execution.machine import calibrate_peak
+from harness.results.report import wide_console
+from harness.spec import Run, Timing
+
+SECTIONS = ("scaling", "peak", "decode", "peers", "crossover", "cp")
+LINEAR_STRATEGIES = ("lasp2", "lasp", "linear_all_gather")
+console = wide_console()
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _run(method: str, seqlen: int, direction: str, shape: tuple[int, int], **kw) -> Run:
+    heads, head_dim = shape
+    return Run.make(method=method, mask="causal", seqlen=seqlen, heads_q=heads, heads_kv=heads, head_dim=head_dim,
+                    direction=direction, **kw)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def scaling(seqlens: Sequence[int], shape, reps: int) -> None:
+    calls = {s: build_run(_run("lightning", s, "fwd+bwd", shape))[0].call for s in seqlens}
+    paired = paired_medians({str(s): c for s, c in calls.items()}, reps)
+    table = Table(title=f"lightning fwd+bwd vs S (alternating x{reps})")
+    for col in ("S", "ms", "cpu ms", "t(S)/t(S/2)"):
+        table.add_column(col, justify="right")
+    previous = None
+    for s in seqlens:
+        t = paired.median_wall(str(s))
+        ratio = f"{t / previous:.2f}" if previous else "-"
+        table.add_row(str(s), _ms(t), _ms(paired.median_cpu(str(s))), ratio)
+        previous = t
+    console.print(table)
+
+
+def peak(seqlen: int, shape, reps: int) -> None:
+    gemm = calibrate_peak("float32", "cpu")
+    table = Table(title=f"lightning at S={seqlen}: fraction of the measured GEMM peak ({gemm * 1e3:.0f} GFLOP/s fp32)")
+    for col in ("direction", "ms", "GFLOP (own count)", "GFLOP/s", "% of peak"):
+        table.add_column(col, justify="right")
+    for direction in ("fwd", "bwd"):
+        built, _ = build_run(_run("lightning", seqlen, direction, shape))
+        t = paired_medians({direction: built.call}, reps).median_wall(direction)
+        rate = built.flops / t / 1e12
+        table.add_row(direction, _ms(t), f"{built.flops / 1e9:.2f}", f"{rate * 1e3:.1f}", f"{100 * rate / gemm:.0f}%")
+    console.print(table)
+
+
+def decode(seqlens: Sequence[int], shape, reps: int, tokens: int) -> None:
+    table = Table(title=f"decode: ms per generated token at context S ({tokens} tokens per call, alternating x{reps})")
+    for col in ("S", "lightning ms/token", "sdpa ms/token", "sdpa / lightning"):
+        table.add_column(col, justify="right")
+    for s in seqlens:
+        calls = {m: build_run(_run(m, s, "decode", shape, decode_tokens=tokens))[0].call for m in ("lightning", "sdpa")}
+        p = paired_medians(calls, reps)
+        lin, soft = (p.median_wall(m) / tokens for m in ("lightning", "sdpa"))
+        table.add_row(str(s), f"{lin * 1e3:.3f}", f"{soft * 1e3:.3f}", f"{soft / lin:.1f}x")
+    console.print(table)
+
+
+def peers(seqlen: int, shape, reps: int, names: Sequence[str]) -> None:
+    table = Table(title=f"ours vs flash-linear-attention's CPU references, S={seqlen} (alternating x{reps})")
+    for col in ("direction", "side", "ms", "cpu ms", "peer / lightning"):
+        table.add_column(col, justify="right")
+    for direction in ("fwd", "fwd+bwd"):
+        calls = {m: build_run(_run(m, seqlen, direction, shape))[0].call for m in ("lightning", *names)}
+        p = paired_medians(calls, reps)
+        for m in calls:
+            table.add_row(direction, m, _ms(p.median_wall(m)), _ms(p.median_cpu(m)),
+                          "-" if m == "lightning" else f"{p.ratio(m, 'lightning'):.2f}x")
+    console.print(table)
+
+
+def crossover_study(seqlens: Sequence[int], shape, reps: int) -> None:
+    for direction in ("fwd", "fwd+bwd"):
+        table = Table(title=f"lightning vs blocksparse causal softmax, {direction} (alternating x{reps})")
+        for col in ("S", "lightning ms", "blocksparse ms", "blocksparse / lightning"):
+            table.add_column(col, justify="right")
+        faster = {}
+        for s in seqlens:
+            calls = {m: build_run(_run(m, s, direction, shape))[0].call for m in ("lightning", "blocksparse")}
+            p = paired_medians(calls, reps)
+            ratio = p.ratio("blocksparse", "lightning")
+            faster[s] = ratio > 1
+            table.add_row(str(s), _ms(p.median_wall("lightning")), _ms(p.median_wall("blocksparse")), f"{ratio:.2f}x")
+        console.print(table)
+        console.print(f"crossover ({direction}): {crossover_length(faster)}")
+
+
+def crossover_length(faster: dict[int, bool]) -> str:
+    """Where ``lightning`` becomes faster for good (:func:`harness.bench.build.crossover`), in words."""
+    at, lengths = crossover(faster), sorted(faster)
+    if at is None:
+        return f"none up to S={lengths[-1]}"
+    before = [s for s in lengths if s < at]
+    return f"lightning faster from S={at}" + (f" (slower at S={before[-1]})" if before else " (every length)")
+
+
+def _mb(values) -> str:
+    values = json.loads(values) if isinstance(values, str) else values
+    return " ".join(f"{v / 2**20:.2f}" for v in values) if values else "-"
+
+
+def cp(seqlens: Sequence[int], shape, world_size: int, samples: int, timeout_s: float) -> None:
+    heads, head_dim = shape
+    timing = Timing(warmup=1, min_samples=samples, min_run_time=0.0, max_samples=samples)
+    sides = [(name, "lightning") for name in LINEAR_STRATEGIES] + [("ring_zigzag", "blocksparse")]
+    runs = [Run.make(method=method, strategy=name, mask="causal", seqlen=s, heads_q=heads, heads_kv=heads,
+                     head_dim=head_dim, direction="fwd+bwd", world_size=world_size, timing=timing)
+            for s in seqlens for name, method in sides]
+    records = run_local_many(runs, timeout_s=timeout_s)
+    table = Table(title=f"CP at W={world_size}, fwd+bwd: MB sent per call by rank 0..W-1 (measured; analytic), "
+                        "rank-max ms and the slowest rank's CPU ms per call")
+    for col in ("strategy", "S", "status", "sent MB/rank", "analytic", "rank-max ms", "cpu ms"):
+        table.add_column(col, justify="right" if col in ("S", "rank-max ms", "cpu ms") else "left")
+    for r in sorted(records, key=lambda r: (r["strategy"], r["seqlen"])):
+        if r["status"] != "ok":
+            table.add_row(r["strategy"], str(r["seqlen"]), r["status"], str(r.get("reason"))[:80], "", "", "")
+            continue
+        table.add_row(r["strategy"], str(r["seqlen"]), "ok", _mb(r["comm_bytes"]), _mb(r.get("comm_bytes_model")),
+                      f"{r['time_ms_median']:.0f}", f"{r['cpu_ms']:.0f}")
+    console.print(table)
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--seqlens", default="8192,16384,32768,65536", help="scaling: lengths (fwd+bwd)")
+    p.add_argument("--peak-seqlen", type=int, default=32768)
+    p.add_argument("--decode-seqlens", default="1024,4096,16384,65536")
+    p.add_argument("--decode-tokens", type=int, default=8)
+    p.add_argument("--peer-seqlen", type=int, default=8192)
+    p.add_argument("--peers", default="fla_chunk_naive,fla_naive_recurrent")
+    p.add_argument("--crossover-seqlens", default="128,256,512,1024,2048,4096,8192,16384")
+    p.add_argument("--cp-seqlens", default="4096,8192,16384,32768")
+    p.add_argument("--world-size", type=int, default=4)
+    p.add_argument("--cp-samples", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per CP run")
+    a = p.parse_args(argv)
+    sections = [s for s in a.sections.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"--sections {','.join(unknown)}: expected some of {', '.join(SECTIONS)}")
+    shape = (a.heads, a.head_dim)
+    console.print(f"{machine_line()}; causal, "
+                  f"H={a.heads} (K/V heads = H), d={a.head_dim}, float32, batch 1; lightning = MiniMax decay, layer 0")
+    jobs = {
+        "scaling": lambda: scaling(_ints(a.seqlens), shape, a.reps),
+        "peak": lambda: peak(a.peak_seqlen, shape, a.reps),
+        "decode": lambda: decode(_ints(a.decode_seqlens), shape, a.reps, a.decode_tokens),
+        "peers": lambda: peers(a.peer_seqlen, shape, a.reps, [n for n in a.peers.split(",") if n]),
+        "crossover": lambda: crossover_study(_ints(a.crossover_seqlens), shape, a.reps),
+        "cp": lambda: cp(_ints(a.cp_seqlens), shape, a.world_size, a.cp_samples, a.timeout),
+    }
+    for section in sections:
+        started = time.perf_counter()
+        jobs[section]()
+        console.print(f"{section}: {time.perf_counter() - started:.0f} s", markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""``lcbench bench power``: PowerAttention and its equal-budget baselines against full causal (issue 13's figures).
+
+Sections (``--sections``, default all); every side is built by the harness (:mod:`harness.bench.build`) and the
+patterns of one length and direction are timed alternately (A, B, C, ...) in one process:
+
+* ``speed`` — on ``blocksparse``: prefill fwd, fwd+bwd and decode (ms per generated token at context S, reading
+  only the allowed key tiles) of every pattern and full causal at each length; the exact density, the speed-up
+  over causal, and the per-area throughput relative to causal (work proportional to area: >= 1/1.5).
+* ``sdpa`` — the kernel goal: ``blocksparse``'s per-area throughput on every mask against SDPA's on causal (the
+  CPU flash kernel), fwd and bwd, at one length (>= 0.9x wanted).
+
+Patterns use their registered defaults (the paper's: block 256, power window 5 + 1 sink, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Optional, Sequence
+
+from rich.table import Table
+
+from harness.bench.build import build_run, machine_line, paired_medians
+from harness.interfaces import softmax_flops
+from harness.results.report import wide_console
+from harness.spec import Run
+
+SECTIONS = ("speed", "sdpa")
+PATTERNS = ("power", "sliding_window_sink", "stride_slash", "dilated", "longnet")
+# the sdpa section also covers the masks the kernels benchmark studies (issue 13 quotes them)
+EXTRA_MASKS = (("sliding_window_causal", {"window": 1024}), ("causal_document", {}))
+console = wide_console()
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _run(method: str, mask: str, params: dict, seqlen: int, direction: str, heads: tuple[int, int], head_dim: int,
+         decode_tokens: int = 1) -> Run:
+    return Run.make(method=method, mask=mask, mask_params=params, seqlen=seqlen, heads_q=heads[0],
+                    heads_kv=heads[1], head_dim=head_dim, direction=direction, decode_tokens=decode_tokens)
+
+
+def _built(run: Run) -> tuple:
+    """(timed call, softmax FLOPs of the exact area, density = area / (batch x heads x S^2))."""
+    built, problem = build_run(run)
+    density = problem.area / (problem.batch * problem.heads_q * problem.seqlen ** 2)
+    return built.call, softmax_flops(problem, run.direction), density
+
+
+def speed(seqlens: Sequence[int], heads, head_dim: int, reps: int, decode_tokens: int) -> None:
+    masks = [*PATTERNS, "causal"]
+    for s in seqlens:
+        table = Table(title=f"blocksparse, S={s}, H={heads[0]}:{heads[1]}, d={head_dim}: every pattern vs causal "
+                            f"(alternating x{reps}); decode: ms per token, {decode_tokens} tokens per call")
+        for col in ("pattern", "density", "fwd ms", "fwd+bwd ms", "decode ms/tok", "speed-up fwd", "fwd+bwd",
+                    "decode", "per-area vs causal fwd", "fwd+bwd"):
+            table.add_column(col, justify="left" if col == "pattern" else "right")
+        times, rates, density = {}, {}, {}
+        for direction in ("fwd", "fwd+bwd", "decode"):
+            built = {m: _built(_run("blocksparse", m, {}, s, direction, heads, head_dim, decode_tokens)) for m in masks}
+            p = paired_medians({m: b[0] for m, b in built.items()}, reps)
+            for m, (_, flops, dens) in built.items():
+                times[m, direction] = p.median_wall(m)
+                rates[m, direction] = flops / p.median_wall(m)
+                if direction == "fwd":
+                    density[m] = dens
+        for m in masks:
+            row = [m, f"{density[m]:.4f}", f"{times[m, 'fwd'] * 1e3:.0f}", f"{times[m, 'fwd+bwd'] * 1e3:.0f}",
+                   f"{times[m, 'decode'] * 1e3 / decode_tokens:.3f}"]
+            row += [f"{times['causal', d] / times[m, d]:.1f}x" for d in ("fwd", "fwd+bwd", "decode")]
+            row += [f"{rates[m, d] / rates['causal', d]:.2f}" for d in ("fwd", "fwd+bwd")]
+            table.add_row(*row)
+        console.print(table)
+
+
+def sdpa(seqlen: int, heads, head_dim: int, reps: int) -> None:
+    masks = [(m, {}) for m in PATTERNS] + list(EXTRA_MASKS) + [("causal", {})]
+    table = Table(title=f"blocksparse per-area throughput on each mask vs SDPA's on causal, S={seqlen}, "
+                        f"H={heads[0]}:{heads[1]}, d={head_dim} (alternating x{reps} with SDPA causal)")
+    for col in ("mask", "density", "dir", "blocksparse ms", "sdpa causal ms", "bs GFLOP/s", "sdpa GFLOP/s", "ratio"):
+        table.add_column(col, justify="left" if col in ("mask", "dir") else "right")
+    for direction in ("fwd", "bwd"):
+        reference, ref_flops, _ = _built(_run("sdpa", "causal", {}, seqlen, direction, heads, head_dim))
+        for mask, params in masks:
+            call, flops, density = _built(_run("blocksparse", mask, params, seqlen, direction, heads, head_dim))
+            p = paired_medians({"sdpa": reference, "blocksparse": call}, reps)
+            bs_rate, sdpa_rate = flops / p.median_wall("blocksparse"), ref_flops / p.median_wall("sdpa")
+            table.add_row(mask, f"{density:.4f}", direction, f"{p.median_wall('blocksparse') * 1e3:.0f}",
+                          f"{p.median_wall('sdpa') * 1e3:.0f}", f"{bs_rate / 1e9:.1f}", f"{sdpa_rate / 1e9:.1f}",
+                          f"{bs_rate / sdpa_rate:.2f}x")
+    console.print(table)
+
+
+def _heads(text: str) -> tuple[int, int]:
+    q, kv = (int(x) for x in text.split(":"))
+    return q, kv
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--seqlens", default="32768,65536", help="speed: lengths")
+    p.add_argument("--heads", default="2:1", help="speed: heads_q:heads_kv (CPU: a 64K causal fwd+bwd is ~40 s)")
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--decode-tokens", type=int, default=8)
+    p.add_argument("--sdpa-seqlen", type=int, default=16384)
+    p.add_argument("--sdpa-heads", default="8:2")
+    p.add_argument("--reps", type=int, default=3)
+    a = p.parse_args(argv)
+    sections = [s for s in a.sections.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"--sections {','.join(unknown)}: expected some of {', '.join(SECTIONS)}")
+    console.print(f"{machine_line()}; float32, batch 1; masks at their registered (paper) defaults")
+    jobs = {
+        "speed": lambda: speed(_ints(a.seqlens), _heads(a.heads), a.head_dim, a.reps, a.decode_tokens),
+        "sdpa": lambda: sdpa(a.sdpa_seqlen, _heads(a.sdpa_heads), a.head_dim, a.reps),
+    }
+    for section in sections:
+        started = time.perf_counter()
+        jobs[section]()
+        console.print(f"{section}: {time.perf_counter() - started:.0f} s", markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""``lcbench bench ttt``: test-time training (issue 12) — qTTT's cost vs equal-FLOP thinking tokens, and TTT-Linear.
+
+Sections (``--sections``, default all):
+
+- ``qttt``: the ``qttt`` workload (HF Qwen3, flavor ``tiny``, method sdpa) at each ``--contexts`` T: the
+  ``ttt_step`` phase (AdamW steps on W_Q, one per span; a timed unit is all ``steps`` steps, so every span
+  start counts once and contexts compare like for like) and the ``decode`` phase (ms per token at context T),
+  all contexts' calls alternating in one paired round. Per T: ms per step, the N-step time, decode ms/token,
+  the equal-FLOP thinking-token count, their measured time (thinking_ms = count x measured decode ms/token),
+  N-step / thinking time, the attention-backward and K/V-gradient shares of a step; then t(2T)/t(T) of a step.
+- ``ttt_linear``: the ``ttt_linear`` method (dual form) fwd+bwd on causal at each ``--seqlens`` S, alternating:
+  times and t(2S)/t(S); at ``--peer-seqlen`` ours vs fla-core's CPU reference ``ttt_linear_fla``, fwd and
+  fwd+bwd alternating: medians, CPU time, peer / ours.
+
+Every side is built by :func:`harness.bench.build.build_run` (the call a suite run times) and timed by
+:func:`harness.bench.build.paired_medians`; the figures come from the built step's own ``metrics`` and FLOPs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+import torch
+from rich.table import Table
+
+from harness.bench.build import NotRunnable, build_run, machine_line, paired_medians
+from harness.results.report import wide_console
+from harness.spec import DECODE, Run
+
+SECTIONS = ("qttt", "ttt_linear")
+RATIO_TARGET = 2.1  # t(2x) / t(x) at most (linear in the context, with a little slack)
+console = wide_console()
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: positive integers")
+    return values
+
+
+def _sections(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [n for n in names if n not in SECTIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated among {', '.join(SECTIONS)}")
+    return names
+
+
+def _ratio_lines(what: str, label: str, sizes: Sequence[int], seconds: dict[int, float]) -> list[str]:
+    """``t(2x)/t(x)`` for consecutive sizes (the ratio normalised to a doubling when they are not 2x apart)."""
+    lines = []
+    for small, big in zip(sizes, sizes[1:]):
+        ratio = seconds[big] / seconds[small]
+        verdict = "ok" if ratio <= RATIO_TARGET * big / (2 * small) else "ABOVE TARGET"
+        lines.append(f"  {what} t({label}={big})/t({label}={small}) = {ratio:.3f} "
+                     f"(target <= {RATIO_TARGET * big / (2 * small):.2f}: {verdict})")
+    return lines
+
+
+# ----- qTTT --------------------------------------------------------------------------------------------------
+
+def qttt_runs(T: int, params: dict, decode_tokens: int) -> tuple[Run, Run]:
+    """(the ttt_step run, the decode run) at context ``T``, as the suite expands them (phase = direction)."""
+    common = dict(workload="qttt", params=params, method=params["method"], mask="causal", seqlen=T,
+                  dtype="float32", device="cpu")
+    return (Run.make(direction="ttt_step", **common),
+            Run.make(direction=DECODE, decode_tokens=decode_tokens, **common))
+
+
+def bench_qttt(contexts: Sequence[int], params: dict, decode_tokens: int, reps: int) -> tuple[Table, list[str]]:
+    built = {}
+    for T in contexts:
+        step_run, decode_run = qttt_runs(T, params, decode_tokens)
+        built[("step", T)] = build_run(step_run)[0]
+        built[("decode", T)] = build_run(decode_run)[0]
+        console.print(f"  built qttt ttt_step and decode at T={T}")
+    n = params["steps"]
+
+    def cycle(call):  # one timed unit: all ``steps`` steps, so every span start is timed once per round
+        return lambda: [call() for _ in range(n)]
+
+    calls = {f"{kind}@{T}": cycle(b.call) if kind == "step" else b.call for (kind, T), b in built.items()}
+    paired = paired_medians(calls, reps)
+    table = Table(title=f"qTTT vs equal-FLOP thinking tokens: Qwen3 {params['flavor']}, {params['method']}, "
+                        f"{n} steps x span {params['span']} (span_at {params['span_at']}; timed unit: all {n} "
+                        f"steps), decode "
+                        f"{decode_tokens} tokens, float32, {torch.get_num_threads()} threads, paired x{reps}",
+                  header_style="bold")
+    for col in ("T", "ms/step", "step cpu ms", f"{params['steps']}-step ms", "decode ms/tok", "thinking tok",
+                "thinking ms", "N-step/thinking", "attn bwd share", "K/V-grad share", "step GFLOP/s"):
+        table.add_column(col, justify="right")
+    step_s = {}
+    for T in contexts:
+        step, decode = built[("step", T)], built[("decode", T)]
+        s_step, s_dec = paired.median_wall(f"step@{T}") / n, paired.median_wall(f"decode@{T}")
+        step_s[T] = s_step
+        ms, md = step.metrics(s_step), decode.metrics(s_dec)
+        ratio = ms["n_steps_ms"] / md["thinking_ms"]
+        table.add_row(str(T), f"{ms['ms_per_step']:.1f}", f"{paired.median_cpu(f'step@{T}') * 1e3 / n:.1f}",
+                      f"{ms['n_steps_ms']:.0f}", f"{md['ms_per_token']:.2f}", f"{ms['thinking_tokens']:.0f}",
+                      f"{md['thinking_ms']:.0f}", f"{ratio:.3f}", f"{ms['attention_bwd_share']:.3f}",
+                      f"{ms['attention_kv_grad_share']:.3f}", f"{step.flops / s_step / 1e9:.2f}")
+        console.print(f"  T={T}: ttt_step {ms['ms_per_step']:.1f} ms, decode {md['ms_per_token']:.2f} ms/token, "
+                      f"N-step/thinking {ratio:.3f}")
+    return table, _ratio_lines("ttt_step", "T", list(contexts), step_s)
+
+
+# ----- TTT-Linear --------------------------------------------------------------------------------------------
+
+def linear_run(method: str, seqlen: int, direction: str, heads: int, head_dim: int) -> Run:
+    return Run.make(method=method, mask="causal", seqlen=seqlen, heads_q=heads, heads_kv=heads, head_dim=head_dim,
+                    dtype="float32", direction=direction)
+
+
+def bench_ttt_linear(seqlens: Sequence[int], heads: int, head_dim: int, reps: int) -> tuple[Table, list[str]]:
+    built = {S: build_run(linear_run("ttt_linear", S, "fwd+bwd", heads, head_dim))[0] for S in seqlens}
+    paired = paired_medians({f"S={S}": b.call for S, b in built.items()}, reps)
+    table = Table(title=f"ttt_linear fwd+bwd, causal, H={heads}, d={head_dim}, float32, "
+                        f"{torch.get_num_threads()} threads, paired x{reps}", header_style="bold")
+    for col in ("S", "ms", "cpu ms", "us/token", "GFLOP/s"):
+        table.add_column(col, justify="right")
+    seconds = {}
+    for S in seqlens:
+        s = seconds[S] = paired.median_wall(f"S={S}")
+        table.add_row(str(S), f"{s * 1e3:.1f}", f"{paired.median_cpu(f'S={S}') * 1e3:.1f}", f"{s * 1e6 / S:.2f}",
+                      f"{built[S].flops / s / 1e9:.2f}")
+        console.print(f"  ttt_linear fwd+bwd S={S}: {s * 1e3:.1f} ms")
+    return table, _ratio_lines("ttt_linear fwd+bwd", "S", list(seqlens), seconds)
+
+
+def bench_peer(seqlen: int, heads: int, head_dim: int, reps: int) -> tuple[Optional[Table], list[str]]:
+    calls, flops = {}, {}
+    for direction in ("fwd", "fwd+bwd"):
+        for side, method in (("ours", "ttt_linear"), ("peer", "ttt_linear_fla")):
+            try:
+                b = build_run(linear_run(method, seqlen, direction, heads, head_dim))[0]
+            except NotRunnable as e:
+                return None, [f"  peer skipped: {e}"]
+            calls[f"{side} {direction}"], flops[direction] = b.call, b.flops
+    paired = paired_medians(calls, reps)
+    table = Table(title=f"ttt_linear (ours) vs fla-core chunk_ttt_linear_ref (peer), S={seqlen}, H={heads}, "
+                        f"d={head_dim}, float32, {torch.get_num_threads()} threads, alternating x{reps}",
+                  header_style="bold")
+    for col in ("dir", "ours ms", "peer ms", "ours cpu ms", "peer cpu ms", "peer/ours", "ours GFLOP/s"):
+        table.add_column(col, justify="right" if col != "dir" else "left")
+    lines = []
+    for d in ("fwd", "fwd+bwd"):
+        ours, peer = paired.median_wall(f"ours {d}"), paired.median_wall(f"peer {d}")
+        ratio = paired.ratio(f"peer {d}", f"ours {d}")
+        table.add_row(d, f"{ours * 1e3:.1f}", f"{peer * 1e3:.1f}", f"{paired.median_cpu(f'ours {d}') * 1e3:.1f}",
+                      f"{paired.median_cpu(f'peer {d}') * 1e3:.1f}", f"{ratio:.2f}x", f"{flops[d] / ours / 1e9:.2f}")
+        lines.append(f"  peer/ours {d} at S={seqlen}: {ratio:.2f}x "
+                     f"(ours {ours * 1e3:.1f} ms, peer {peer * 1e3:.1f} ms)")
+    return table, lines
+
+
+# ----- command line ------------------------------------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--sections", type=_sections, default=list(SECTIONS), help="qttt,ttt_linear (default both)")
+    p.add_argument("--reps", type=int, default=3, help="paired rounds (after one warm-up call of each side)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: as set; 1 keeps a loaded shared machine from stalling the many "
+                        "tiny parallel regions of a decode step)")
+    g = p.add_argument_group("qttt")
+    g.add_argument("--contexts", type=_ints, default=[8192, 16384, 32768])
+    g.add_argument("--flavor", default="tiny")
+    g.add_argument("--method", default="sdpa")
+    g.add_argument("--steps", type=int, default=32)
+    g.add_argument("--span", type=int, default=128)
+    g.add_argument("--span-at", choices=("random", "end"), default="random")
+    g.add_argument("--decode-tokens", type=int, default=8, help="tokens per timed decode call (ms/token = / this)")
+    g = p.add_argument_group("ttt_linear")
+    g.add_argument("--seqlens", type=_ints, default=[4096, 8192, 16384, 32768])
+    g.add_argument("--peer-seqlen", type=int, default=8192, help="0: skip the fla-core comparison")
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--head-dim", type=int, default=64)
+    a = p.parse_args(argv)
+    if a.reps < 1 or a.steps < 1 or a.span < 1 or a.decode_tokens < 1:
+        p.error("--reps, --steps, --span and --decode-tokens must be at least 1")
+    threads_before = torch.get_num_threads()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    console.print(f"lcbench bench ttt: {machine_line()}")
+    try:
+        if "qttt" in a.sections:
+            params = {"flavor": a.flavor, "method": a.method, "steps": a.steps, "span": a.span,
+                      "span_at": a.span_at}
+            table, lines = bench_qttt(a.contexts, params, a.decode_tokens, a.reps)
+            console.print(table)
+            for line in lines:
+                console.print(line)
+        if "ttt_linear" in a.sections:
+            table, lines = bench_ttt_linear(a.seqlens, a.heads, a.head_dim, a.reps)
+            console.print(table)
+            for line in lines:
+                console.print(line)
+            if a.peer_seqlen:
+                table, lines = bench_peer(a.peer_seqlen, a.heads, a.head_dim, a.reps)
+                if table is not None:
+                    console.print(table)
+                for line in lines:
+                    console.print(line)
+    except NotRunnable as e:
+        console.print(f"error: {e}")
+        return 1
+    finally:
+        torch.set_num_threads(threads_before)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
