@@ -54,7 +54,8 @@ class GatherAttention(torch.autograd.Function):
         plan = gp.linear
         out, leaves, prefix = fctx.graph
         inputs = leaves + ([prefix] if gp.start else [])
-        grads = torch.autograd.grad(out, inputs, dout)
+        # retain_graph: a ``bwd`` run times this backward repeatedly on one forward (the outer graph is retained)
+        grads = torch.autograd.grad(out, inputs, dout, retain_graph=True)
         dq, dk, dv = grads[:3]
         acc = state_dtype(dk.dtype)
         full = torch.zeros((2, dk.shape[0], sum(plan.sizes), *dk.shape[2:]), dtype=acc, device=dk.device)
