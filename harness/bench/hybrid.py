@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import torch
 from rich.table import Table
 
+from harness.bench.args import lengths, sections
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.execution.executor import Built
 from harness.execution.measure import peak_memory
@@ -191,37 +192,19 @@ def bench_hf(seqlens: Sequence[int], reps: int, warmup: int, decode_tokens: int)
 
 # ----- command line ----------------------------------------------------------------------------------------
 
-def _lengths(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1024,4096") from None
-    if not out or min(out) < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected lengths >= 2")
-    return out
-
-
-def _sections(text: str) -> list[str]:
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in out if x not in SECTIONS]
-    if bad or not out:
-        raise argparse.ArgumentTypeError(f"{text!r}: sections are {', '.join(SECTIONS)}")
-    return out
-
-
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench hybrid") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--sections", type=_sections, default=list(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}")
-    p.add_argument("--seqlens", type=_lengths, default=[1024, 2048, 4096, 8192, 16384, 32768],
+    p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}")
+    p.add_argument("--seqlens", type=lengths, default=[1024, 2048, 4096, 8192, 16384, 32768],
                    help="scaling lengths (65536 allowed)")
     p.add_argument("--train-max", type=int, default=32768, help="train_step is skipped above this length")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--big-warmup", type=int, default=0, help=f"warm-up calls at lengths >= {BIG}")
-    p.add_argument("--decode-seqlens", type=_lengths, default=[8192, 32768, 131072])
+    p.add_argument("--decode-seqlens", type=lengths, default=[8192, 32768, 131072])
     p.add_argument("--decode-tokens", type=int, default=8)
     p.add_argument("--memory-seqlen", type=int, default=131072)
-    p.add_argument("--hf-seqlens", type=_lengths, default=[1024, 4096])
+    p.add_argument("--hf-seqlens", type=lengths, default=[1024, 4096])
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: as set). On a shared machine, more threads than free cores make "
                         "every OpenMP region wait on a descheduled thread: calls run many times slower")

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Optional, Sequence
 
 from rich.table import Table
 
+from harness.bench.args import lengths, run_sections, sections
 from harness.bench.build import build_run, crossover, machine_line, paired_medians
 from harness.cluster.launch import run_local_many
 from harness.execution.machine import calibrate_peak
@@ -33,10 +33,6 @@ from harness.spec import Run, Timing
 SECTIONS = ("scaling", "peak", "decode", "peers", "crossover", "cp")
 LINEAR_STRATEGIES = ("lasp2", "lasp", "linear_all_gather")
 console = wide_console()
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
 
 
 def _run(method: str, seqlen: int, direction: str, shape: tuple[int, int], **kw) -> Run:
@@ -155,41 +151,35 @@ def cp(seqlens: Sequence[int], shape, world_size: int, samples: int, timeout_s: 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS),
+                   help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--seqlens", default="8192,16384,32768,65536", help="scaling: lengths (fwd+bwd)")
+    p.add_argument("--seqlens", type=lengths, default="8192,16384,32768,65536", help="scaling: lengths (fwd+bwd)")
     p.add_argument("--peak-seqlen", type=int, default=32768)
-    p.add_argument("--decode-seqlens", default="1024,4096,16384,65536")
+    p.add_argument("--decode-seqlens", type=lengths, default="1024,4096,16384,65536")
     p.add_argument("--decode-tokens", type=int, default=8)
     p.add_argument("--peer-seqlen", type=int, default=8192)
     p.add_argument("--peers", default="fla_chunk_naive,fla_naive_recurrent")
-    p.add_argument("--crossover-seqlens", default="128,256,512,1024,2048,4096,8192,16384")
-    p.add_argument("--cp-seqlens", default="4096,8192,16384,32768")
+    p.add_argument("--crossover-seqlens", type=lengths, default="128,256,512,1024,2048,4096,8192,16384")
+    p.add_argument("--cp-seqlens", type=lengths, default="4096,8192,16384,32768")
     p.add_argument("--world-size", type=int, default=4)
     p.add_argument("--cp-samples", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per CP run")
     a = p.parse_args(argv)
-    sections = [s for s in a.sections.split(",") if s]
-    unknown = sorted(set(sections) - set(SECTIONS))
-    if unknown:
-        p.error(f"--sections {','.join(unknown)}: expected some of {', '.join(SECTIONS)}")
     shape = (a.heads, a.head_dim)
     console.print(f"{machine_line()}; causal, "
                   f"H={a.heads} (K/V heads = H), d={a.head_dim}, float32, batch 1; lightning = MiniMax decay, layer 0")
     jobs = {
-        "scaling": lambda: scaling(_ints(a.seqlens), shape, a.reps),
+        "scaling": lambda: scaling(a.seqlens, shape, a.reps),
         "peak": lambda: peak(a.peak_seqlen, shape, a.reps),
-        "decode": lambda: decode(_ints(a.decode_seqlens), shape, a.reps, a.decode_tokens),
+        "decode": lambda: decode(a.decode_seqlens, shape, a.reps, a.decode_tokens),
         "peers": lambda: peers(a.peer_seqlen, shape, a.reps, [n for n in a.peers.split(",") if n]),
-        "crossover": lambda: crossover_study(_ints(a.crossover_seqlens), shape, a.reps),
-        "cp": lambda: cp(_ints(a.cp_seqlens), shape, a.world_size, a.cp_samples, a.timeout),
+        "crossover": lambda: crossover_study(a.crossover_seqlens, shape, a.reps),
+        "cp": lambda: cp(a.cp_seqlens, shape, a.world_size, a.cp_samples, a.timeout),
     }
-    for section in sections:
-        started = time.perf_counter()
-        jobs[section]()
-        console.print(f"{section}: {time.perf_counter() - started:.0f} s", markup=False)
+    run_sections(jobs, a.sections, console)
     return 0
 
 

@@ -15,11 +15,11 @@ Patterns use their registered defaults (the paper's: block 256, power window 5 +
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Optional, Sequence
 
 from rich.table import Table
 
+from harness.bench.args import lengths, run_sections, sections
 from harness.bench.build import build_run, machine_line, paired_medians
 from harness.interfaces import softmax_flops
 from harness.results.report import wide_console
@@ -30,10 +30,6 @@ PATTERNS = ("power", "sliding_window_sink", "stride_slash", "dilated", "longnet"
 # the sdpa section also covers the masks the kernels benchmark studies (issue 13 quotes them)
 EXTRA_MASKS = (("sliding_window_causal", {"window": 1024}), ("causal_document", {}))
 console = wide_console()
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
 
 
 def _run(method: str, mask: str, params: dict, seqlen: int, direction: str, heads: tuple[int, int], head_dim: int,
@@ -100,8 +96,9 @@ def _heads(text: str) -> tuple[int, int]:
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
-    p.add_argument("--seqlens", default="32768,65536", help="speed: lengths")
+    p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS),
+                   help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--seqlens", type=lengths, default="32768,65536", help="speed: lengths")
     p.add_argument("--heads", default="2:1", help="speed: heads_q:heads_kv (CPU: a 64K causal fwd+bwd is ~40 s)")
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--decode-tokens", type=int, default=8)
@@ -109,19 +106,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power"
     p.add_argument("--sdpa-heads", default="8:2")
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args(argv)
-    sections = [s for s in a.sections.split(",") if s]
-    unknown = sorted(set(sections) - set(SECTIONS))
-    if unknown:
-        p.error(f"--sections {','.join(unknown)}: expected some of {', '.join(SECTIONS)}")
     console.print(f"{machine_line()}; float32, batch 1; masks at their registered (paper) defaults")
     jobs = {
-        "speed": lambda: speed(_ints(a.seqlens), _heads(a.heads), a.head_dim, a.reps, a.decode_tokens),
+        "speed": lambda: speed(a.seqlens, _heads(a.heads), a.head_dim, a.reps, a.decode_tokens),
         "sdpa": lambda: sdpa(a.sdpa_seqlen, _heads(a.sdpa_heads), a.head_dim, a.reps),
     }
-    for section in sections:
-        started = time.perf_counter()
-        jobs[section]()
-        console.print(f"{section}: {time.perf_counter() - started:.0f} s", markup=False)
+    run_sections(jobs, a.sections, console)
     return 0
 
 

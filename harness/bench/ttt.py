@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import torch
 from rich.table import Table
 
+from harness.bench.args import lengths, sections
 from harness.bench.build import NotRunnable, build_run, machine_line, paired_medians
 from harness.results.report import wide_console
 from harness.spec import DECODE, Run
@@ -31,24 +32,6 @@ from harness.spec import DECODE, Run
 SECTIONS = ("qttt", "ttt_linear")
 RATIO_TARGET = 2.1  # t(2x) / t(x) at most (linear in the context, with a little slack)
 console = wide_console()
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: positive integers")
-    return values
-
-
-def _sections(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [n for n in names if n not in SECTIONS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated among {', '.join(SECTIONS)}")
-    return names
 
 
 def _ratio_lines(what: str, label: str, sizes: Sequence[int], seconds: dict[int, float]) -> list[str]:
@@ -163,13 +146,13 @@ def bench_peer(seqlen: int, heads: int, head_dim: int, reps: int) -> tuple[Optio
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--sections", type=_sections, default=list(SECTIONS), help="qttt,ttt_linear (default both)")
+    p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS), help="qttt,ttt_linear (default both)")
     p.add_argument("--reps", type=int, default=3, help="paired rounds (after one warm-up call of each side)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (default: as set; 1 keeps a loaded shared machine from stalling the many "
                         "tiny parallel regions of a decode step)")
     g = p.add_argument_group("qttt")
-    g.add_argument("--contexts", type=_ints, default=[8192, 16384, 32768])
+    g.add_argument("--contexts", type=lengths, default=[8192, 16384, 32768])
     g.add_argument("--flavor", default="tiny")
     g.add_argument("--method", default="sdpa")
     g.add_argument("--steps", type=int, default=32)
@@ -177,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") 
     g.add_argument("--span-at", choices=("random", "end"), default="random")
     g.add_argument("--decode-tokens", type=int, default=8, help="tokens per timed decode call (ms/token = / this)")
     g = p.add_argument_group("ttt_linear")
-    g.add_argument("--seqlens", type=_ints, default=[4096, 8192, 16384, 32768])
+    g.add_argument("--seqlens", type=lengths, default=[4096, 8192, 16384, 32768])
     g.add_argument("--peer-seqlen", type=int, default=8192, help="0: skip the fla-core comparison")
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--head-dim", type=int, default=64)
