@@ -170,16 +170,20 @@ def _render(table) -> str:
 
 
 def test_show_prints_one_table_per_kind_with_its_flop_convention(db, capsys):
+    """One table per kind; a workload's phases get a table each, with the metrics that phase reports."""
     tables = results_tables(records(), title="r")
-    assert [t.title.split(" · ")[1] for t in tables] == ["method", "strategy", "workload"]
-    method, strategy, workload = tables
+    assert [t.title.split(" · ")[1:4] for t in tables] == [
+        ["method", "B1 H4:2 d16", "float32"], ["strategy", "B1 H4:2 d16", "float32"],
+        ["workload", "llama", "decode"], ["workload", "llama", "prefill"]]
+    method, strategy, decode, prefill = tables
     # the 0.1.0 record reads as a method under the softmax convention it was measured with
     assert SOFTMAX in method.caption and FLOP_CONVENTION in method.caption
-    assert strategy.caption == SOFTMAX and workload.caption == LM_FLOPS
-    text = _render(workload)
+    assert strategy.caption == SOFTMAX and decode.caption == prefill.caption == LM_FLOPS
+    text = _render(decode) + " " + _render(prefill)
     for expected in ("flavor=tiny,layers=2", "prefill", "decode", "tokens_per_s (tokens/s)", "ms_per_token (ms)",
                      "kv_cache_bytes (B)", "12800", "10.00", "128.0 KiB", "256.0 KiB"):
         assert expected in text, expected
+    text = _render(decode)
     assert "invalid" in text and "logits differ" in text
     strategy_text = _render(strategy)
     assert "ring[sdpa]" in strategy_text and "MB sent/rank" in strategy_text

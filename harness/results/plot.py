@@ -169,7 +169,8 @@ def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional
     keys = sorted(panels)
     ticks = _ticks([field_value(r, x) for r in points])
     log_x = ticks is None and min(float(field_value(r, x)) for r in points) > 0
-    log_y = ys == [TIME] and all(float(field_value(r, TIME)) > 0 for r in points)
+    values = [float(field_value(r, name)) for name in ys for r in points if number(field_value(r, name)) is not None]
+    log_y = min(values) > 0 and (ys == [TIME] or max(values) >= 100 * min(values))  # times, or 2+ decades
     cols = min(3, len(keys))
     rows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)

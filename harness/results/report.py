@@ -174,17 +174,25 @@ KIND_TABLES: dict[str, Callable[[list[dict], str], Table]] = {
 }
 
 
+# Kinds whose runs are split into several tables, and by what (a workload's phases carry different metrics).
+KIND_SPLITS: dict[str, Callable[[dict], tuple[str, ...]]] = {
+    "workload": lambda r: (str(r.get("workload")), str(r.get("direction"))),
+}
+
+
 def results_tables(records: list[dict], title: str = "results") -> list[Table]:
-    """One table per kind present (method, strategy, workload), each with its own FLOP convention caption.
-    Kinds whose runs were all not run get no table (see :func:`skipped_table`)."""
-    by_kind: dict[str, list[dict]] = {}
+    """One table per kind present (method, strategy, workload), each with its own FLOP convention caption;
+    workloads get one table per (workload, phase), with the metrics that phase reports. Kinds whose runs were
+    all not run get no table (see :func:`skipped_table`)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
     for r in records:
-        by_kind.setdefault(kind_of(r), []).append(r)
-    order = sorted(by_kind, key=lambda k: (KINDS.index(k) if k in KINDS else len(KINDS), k))
+        kind = kind_of(r)
+        groups.setdefault((kind, KIND_SPLITS.get(kind, lambda _: ())(r)), []).append(r)
+    order = sorted(groups, key=lambda g: (KINDS.index(g[0]) if g[0] in KINDS else len(KINDS), g))
     return [
-        KIND_TABLES.get(kind, results_table)(by_kind[kind], f"{title} · {kind}")
-        for kind in order
-        if any(r["status"] not in SKIPPED for r in by_kind[kind])
+        KIND_TABLES.get(kind, results_table)(groups[kind, split], " · ".join((title, kind, *split)))
+        for kind, split in order
+        if any(r["status"] not in SKIPPED for r in groups[kind, split])
     ]
 
 
