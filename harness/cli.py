@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mask", help="describe a mask and draw it")
     p.add_argument("name")
-    p.add_argument("--seqlen", type=integer(1, 1 << 24), required=True)
+    p.add_argument("--seqlen", type=integer(1, 1 << 24), default=32768,
+                   help="tokens (default 32768: the PowerAttention paper's receptive-field length)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mask parameter (repeatable)")
     p.add_argument("--heads", type=integer(1, 1024), default=1, help="number of heads (per-head patterns)")
     p.add_argument("--block", type=integer(1, 1 << 20), default=128, help="block size for the block statistics")
