@@ -95,6 +95,11 @@ def test_lcbench_bench_hybrid_runs(capsys) -> None:
     assert "crossover (prefill):" in out and "crossover (train_step):" in out
     assert "decode growth S=64 -> 128" in out and "KV/state crossover" in out
     assert "HF/ours" in out and "softmax/hybrid" in out
+    # one phase only (the long end of the study is run phase by phase)
+    assert main(["bench", "hybrid", "--sections", "scaling", "--phases", "train_step", "--seqlens", "64",
+                 "--reps", "1", "--warmup", "0", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "crossover (train_step):" in out and "crossover (prefill):" not in out
 
 
 def test_lcbench_bench_ttt_runs(capsys) -> None:

@@ -198,6 +198,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench hybrid
     p.add_argument("--seqlens", type=lengths, default=[1024, 2048, 4096, 8192, 16384, 32768],
                    help="scaling lengths (65536 allowed)")
     p.add_argument("--train-max", type=int, default=32768, help="train_step is skipped above this length")
+    p.add_argument("--phases", type=sections(("prefill", "train_step")), default=["prefill", "train_step"],
+                   help="scaling: which phases (comma-separated)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--big-warmup", type=int, default=0, help=f"warm-up calls at lengths >= {BIG}")
@@ -232,7 +234,7 @@ def run_sections(a: argparse.Namespace) -> None:
         console.print(f"[yellow]warning: 1-minute load average {load:.1f} on {cores} cores; with "
                       f"{torch.get_num_threads()} threads the timings are contended (--threads 1 is steadier)[/]")
     if "scaling" in a.sections:
-        bench_scaling(a.seqlens, a.reps, a.warmup, a.big_warmup, a.train_max)
+        bench_scaling(a.seqlens, a.reps, a.warmup, a.big_warmup, a.train_max, a.phases)
     if "decode" in a.sections:
         bench_decode(a.decode_seqlens, a.reps, a.warmup, a.big_warmup, a.decode_tokens)
     if "memory" in a.sections:

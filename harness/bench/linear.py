@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 from rich.table import Table
 
 from harness.bench.args import lengths, run_sections, sections
-from harness.bench.build import build_run, crossover, machine_line, paired_medians
+from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.cluster.launch import run_local_many
 from harness.execution.machine import calibrate_peak
 from harness.results.report import wide_console
@@ -90,7 +90,12 @@ def peers(seqlen: int, shape, reps: int, names: Sequence[str]) -> None:
     for col in ("direction", "side", "ms", "cpu ms", "peer / lightning"):
         table.add_column(col, justify="right")
     for direction in ("fwd", "fwd+bwd"):
-        calls = {m: build_run(_run(m, seqlen, direction, shape))[0].call for m in ("lightning", *names)}
+        calls = {}
+        for m in ("lightning", *names):
+            try:
+                calls[m] = build_run(_run(m, seqlen, direction, shape))[0].call
+            except NotRunnable as e:  # a peer not installed here: say so, measure the rest
+                console.print(f"  {direction}: skipped {e}", markup=False)
         p = paired_medians(calls, reps)
         for m in calls:
             table.add_row(direction, m, _ms(p.median_wall(m)), _ms(p.median_cpu(m)),
