@@ -220,3 +220,16 @@ def test_a_reference_without_compute_dtype_still_gates_with_the_fixed_tolerance(
     assert check_method(fn, q, k, v, mask, scale, False, reference=legacy).ok
     result = check_method(_plant(fn, 100, 0.05), q, k, v, mask, scale, False, reference=legacy)
     assert not result.ok and "fixed float32 limit" in result.reason
+
+
+def test_workload_check_holds_a_scalar_to_one_ulp_not_to_luck() -> None:
+    """A scalar loss one ulp off (eager happened to land nearer) passes; a planted 1e-4 relative error fails."""
+    from harness.interfaces.workload import check_against_eager
+
+    exact = torch.tensor([8.3177661], dtype=torch.float64)
+    ulp = torch.finfo(torch.float32).eps * 8.3177661
+    eager = exact.to(torch.float32)
+    one_ulp_off = (exact + ulp).to(torch.float32)
+    assert check_against_eager({"loss": one_ulp_off}, {"loss": exact}, {"loss": eager}).ok
+    planted = (exact * (1 + 1e-4)).to(torch.float32)
+    assert not check_against_eager({"loss": planted}, {"loss": exact}, {"loss": eager}).ok

@@ -8,6 +8,7 @@ Side-by-side comparisons share one paired (A, B, A, B) measurement, :mod:`harnes
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Optional, Sequence
 
 # name -> (module with ``main(argv, prog) -> int``, one line for ``lcbench bench --help``)
@@ -26,8 +27,14 @@ BENCHES: dict[str, tuple[str, str]] = {
 
 def run_bench(name: str, argv: Optional[Sequence[str]] = None) -> int:
     """Run benchmark ``name`` with its own command-line arguments ``argv``; its exit status."""
+    from harness.bench.build import NotRunnable
+
     module, _ = BENCHES[name]
-    return importlib.import_module(module).main(list(argv or []), prog=f"lcbench bench {name}") or 0
+    try:
+        return importlib.import_module(module).main(list(argv or []), prog=f"lcbench bench {name}") or 0
+    except NotRunnable as e:  # a side that cannot run here or fails its check: no figure, one line
+        print(f"lcbench bench {name}: {e}", file=sys.stderr)
+        return 1
 
 
 __all__ = ["BENCHES", "run_bench"]

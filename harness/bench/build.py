@@ -1,8 +1,9 @@
 """Build any single-device run the way the executor does, for a benchmark that times it side by side.
 
 :func:`build_run` resolves the run's case (method or workload), checks availability and support, and
-returns the executor's :class:`~harness.execution.executor.Built` (the timed call, its FLOPs, the
-workload's metrics and static fields) together with the case's problem. :func:`paired_medians` warms a set of
+runs its correctness check once (the gate against float64, or the workload's own check: a benchmark shows no
+number of an unvalidated call) and returns the executor's :class:`~harness.execution.executor.Built` (the
+timed call, its FLOPs, the workload's metrics and static fields) together with the case's problem. :func:`paired_medians` warms a set of
 built calls up and times them alternately (:func:`harness.bench.paired.alternate`). The study benchmarks
 (``lcbench bench linear|power|hybrid|ttt``) and ``lcbench bench kernels`` build every side through here, so a
 benchmarked call is exactly the call a suite run times.
@@ -21,17 +22,22 @@ from harness.spec import Run
 
 
 class NotRunnable(RuntimeError):
-    """The run is unavailable or unsupported here (the message says why)."""
+    """The run is unavailable or unsupported here, or fails its correctness check (the message says why)."""
 
 
 def build_run(run: Run) -> tuple[Built, object]:
-    """(what the executor builds for ``run`` on one device, the case's problem)."""
+    """(what the executor builds for ``run`` on one device, checked as the executor checks it, the case's
+    problem)."""
     case = case_for(run)
     executor = SingleDevice(measure_memory=False)
     why = case.unavailable() or case.unsupported(executor)
     if why:
-        raise NotRunnable(f"{run.method or run.workload}: {why}")
-    return case.build(executor), case.problem
+        raise NotRunnable(f"{run.label}: {why}")
+    built = case.build(executor)
+    verdict = built.check()  # outside any timing, as in the executor
+    if not verdict.ok:
+        raise NotRunnable(f"{run.label}: failed its correctness check: {verdict.reason}")
+    return built, case.problem
 
 
 def paired_medians(calls: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1) -> Paired:
