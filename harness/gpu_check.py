@@ -10,7 +10,9 @@ under ``--budget`` seconds in all (default 8 minutes):
    ``flex_cuda`` and any installed GPU library), bf16, causal / sliding window / documents at two lengths,
    fwd and fwd+bwd, plus decode for the methods that have it. Records go to ``results/gpu_check.db``
    (``lcbench show results/gpu_check.db``); methods whose turn comes after the budget is spent are listed
-   as not run.
+   as not run. Each method gets an equal share of what is left when its turn comes (a cheap method's unused
+   time passes on), and starts no run once its share is spent, so one slow-to-compile method cannot keep the
+   later adapters from being exercised at all.
 
 A one-screen summary goes to stdout and to ``results/gpu_check.txt``. Exit status 0 when every selected
 test passed and no run failed (error, oom, timeout, invalid); 1 otherwise. Without a CUDA device it prints
@@ -64,7 +66,7 @@ class TestOutcome:
 @dataclass
 class SuiteOutcome:
     records: list[dict] = field(default_factory=list)
-    not_run: list[str] = field(default_factory=list)  # methods skipped for lack of time
+    not_run: list[str] = field(default_factory=list)  # "method (k of n runs)" left for lack of time
     seconds: float = 0.0
 
     @property
@@ -126,24 +128,45 @@ def suite_runs(method: str, decode: bool) -> list[Run]:
     return runs
 
 
+class UntilScheduler:
+    """The inline scheduler, but no run starts after ``deadline``; the runs it leaves are counted in ``left``."""
+
+    def __init__(self, deadline: float) -> None:
+        from harness.cluster.sweep import InlineScheduler
+
+        self.deadline, self.left, self._inline = deadline, 0, InlineScheduler()
+
+    def run(self, runs: list[Run]):
+        for i, run in enumerate(runs):
+            if time.perf_counter() >= self.deadline:
+                self.left = len(runs) - i
+                return
+            yield from self._inline.run([run])
+
+    def close(self) -> None:
+        self._inline.close()
+
+
 def run_suite(db: Path, deadline: float) -> SuiteOutcome:
-    """Each available GPU method's suite, inline, into ``db``; methods past ``deadline`` are not started."""
+    """Each available GPU method's suite, inline, into ``db``, each within its share of the time to ``deadline``."""
     from harness.catalog import get_method
-    from harness.cluster.sweep import InlineScheduler, run_sweep
+    from harness.cluster.sweep import run_sweep
     from harness.results.store import ResultStore
 
     started = time.perf_counter()
     out = SuiteOutcome()
     db.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(db)
+    names = gpu_methods()
     try:
-        for name in gpu_methods():
-            if time.perf_counter() >= deadline:
-                out.not_run.append(name)
-                continue
+        for turn, name in enumerate(names):
             runs = suite_runs(name, decode=get_method(name).decode)
-            summary = run_sweep(f"gpu-check {name}", runs, store, InlineScheduler(), show_progress=False)
+            now = time.perf_counter()
+            scheduler = UntilScheduler(now + max(0.0, deadline - now) / (len(names) - turn))
+            summary = run_sweep(f"gpu-check {name}", runs, store, scheduler, show_progress=False)
             out.records.extend(summary.records)
+            if scheduler.left:
+                out.not_run.append(f"{name} ({scheduler.left} of {len(runs)} runs)")
     finally:
         store.close()
     out.seconds = time.perf_counter() - started
@@ -188,7 +211,7 @@ def summary_text(tests: TestOutcome, suite: SuiteOutcome, device: str, db: Path)
         lines.append(f"  FAILED {r['method']} {r['mask']} S={r['seqlen']} {r['direction']}: {r['status']}: "
                      f"{str(r.get('reason'))[:120]}")
     if suite.not_run:
-        lines.append(f"  not run (time budget spent): {', '.join(suite.not_run)}")
+        lines.append(f"  not run (time share spent): {', '.join(suite.not_run)}")
     verdict = "PASS" if tests.ok and not suite.failed else "FAIL"
     lines.append(f"verdict: {verdict}")
     return "\n".join(lines)

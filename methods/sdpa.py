@@ -1,7 +1,10 @@
-"""PyTorch scaled_dot_product_attention pinned to its flash kernel (CPU flash on this machine).
+"""PyTorch scaled_dot_product_attention pinned to a fused kernel: flash (CPU flash on a CPU machine).
 
 Full and causal masks use the kernel's native paths; any other mask is passed as a dense boolean mask,
-which the kernel applies without skipping masked blocks — that cost is what this method measures.
+which the kernel applies without skipping masked blocks — that cost is what this method measures. CUDA's
+flash kernel takes no mask, so on CUDA a masked run uses the memory-efficient kernel instead; that kernel
+takes no ``enable_gqa`` in every torch release (torch's docs: GQA "works only for Flash_attention and math
+kernel on CUDA"), so there the kv heads are repeated first, as a user of that kernel would.
 
 Decode: q holds the last ``decode_tokens`` rows. SDPA's ``is_causal`` is aligned top-left (row i sees keys
 ``<= i``), which is wrong for q rows at positions ``q_offset + i``, so a decode step passes the mask's rows for
@@ -33,9 +36,16 @@ def build(problem: Problem):
     is_causal = native_causal
     gqa = problem.heads_q != problem.heads_kv
     scale = problem.scale
+    backend = SDPBackend.FLASH_ATTENTION
+    repeat = 1
+    if attn_mask is not None and problem.device.type == "cuda":
+        backend = SDPBackend.EFFICIENT_ATTENTION
+        repeat, gqa = problem.heads_q // problem.heads_kv, False
 
     def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        if repeat > 1:
+            k, v = k.repeat_interleave(repeat, dim=2), v.repeat_interleave(repeat, dim=2)
+        with sdpa_kernel(backend):
             out = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                 attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=gqa,
@@ -57,7 +67,7 @@ def limits(problem: Problem) -> Optional[str]:
 
 METHOD = Method(
     name="sdpa",
-    summary="torch SDPA, flash backend (CPU flash here); dense boolean mask unless full/causal",
+    summary="torch SDPA, flash backend (CUDA: memory-efficient when masked); dense boolean mask unless full/causal",
     build=build,
     mask_features=ALL_FEATURES,
     devices=frozenset({"cpu", "cuda"}),

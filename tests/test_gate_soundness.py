@@ -1,8 +1,9 @@
 """The correctness gate cannot be fooled and does not reject correct kernels.
 
 Every CPU method of the catalog is checked: a corruption planted in a row the old fixed sample skipped is
-caught; a systematic 1% output error is caught in float32 and bfloat16; correct kernels pass on the masks where
-each query sees only itself (exactly zero dq and dk). Corrupted kernels are the real kernels, wrapped.
+caught; a systematic output error is caught (1% in float32, 4% in bfloat16, whose own rounding is up to 0.8%);
+correct kernels pass on the masks where each query sees only itself (exactly zero dq and dk), and torch's own
+bfloat16 flash kernel, a few ulp off in its backward, passes wherever it was seen to. Corrupted kernels are the real kernels, wrapped.
 """
 
 from __future__ import annotations
@@ -71,20 +72,35 @@ def test_a_corruption_in_a_row_the_old_sample_skipped_is_caught(name):
     assert "x the eager float32 error" in result.reason and "limit 2x" in result.reason
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype,share", [("float32", 0.01), ("bfloat16", 0.04)])
 @pytest.mark.parametrize("name", _cpu_methods())
-def test_a_systematic_one_percent_output_error_is_caught(name, dtype):
+def test_a_systematic_output_error_is_caught(name, dtype, share):
     fn, q, k, v, mask, scale, how = _setup(name, "causal", {}, dtype, "fwd", seqlen=512)
     correct = check_method(fn, q, k, v, mask, scale, False, **how)
     assert correct.ok, correct.reason
-    result = check_method(lambda a, b, c: fn(a, b, c) * 1.01, q, k, v, mask, scale, False, **how)
+    result = check_method(lambda a, b, c: fn(a, b, c) * (1 + share), q, k, v, mask, scale, False, **how)
     with torch.no_grad():
-        planted = 0.01 * float(fn(q, k, v).double().abs().max())
-    if gate_mod.FACTOR["out"] * correct.eager_errors["out"] >= planted:  # by the rule's design, not a gate bug
+        planted = share * float(fn(q, k, v).double().abs().max())
+    if correct.limits["out"] >= planted:  # by the rule's design, not a gate bug
         pytest.skip(f"{name}'s eager {dtype} reference is itself off by {correct.eager_errors['out']:.1e} "
-                    f"(1% of the output is {planted:.1e}): the field's rule cannot see 1% here")
+                    f"({share:.0%} of the output is {planted:.1e}): the field's rule cannot see it here")
     assert not result.ok and result.reason.startswith("failed correctness gate: out error"), result.reason
-    assert result.ratios["out"] > gate_mod.FACTOR["out"]
+
+
+@pytest.mark.parametrize("mask_name,params,seqlen", [("causal", {}, 1024),
+                                                     ("sliding_window_causal", {"window": 1024}, 512)])
+def test_torch_flash_in_bfloat16_passes_though_its_backward_is_a_few_ulp_off(mask_name, params, seqlen):
+    """Seen failing before the rounding floor: dv 3.3x and 4.7x the eager error (2.6 ulp against 0.56)."""
+    from harness.execution.inputs import make_inputs, problem_for
+    from harness.spec import Run
+
+    run = Run.make(method="sdpa", mask=mask_name, mask_params=params, seqlen=seqlen, direction="fwd+bwd",
+                   dtype="bfloat16", **SHAPE)
+    problem = problem_for(run, torch.device("cpu"))
+    fn = methods()["sdpa"].build(problem)
+    q, k, v = make_inputs(run, torch.device("cpu"))
+    result = check_method(fn, q, k, v, problem.mask, problem.scale, True, seed=run_seed(run.key))
+    assert result.ok, result.reason
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

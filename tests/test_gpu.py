@@ -133,7 +133,20 @@ def test_summary_reports_failures_and_verdict(tmp_path: Path) -> None:
     tests = gpu_check.TestOutcome(0, "12 passed", ["tests/test_gpu.py"], 5)
     text = gpu_check.summary_text(tests, suite, "Fake GPU", tmp_path / "g.db")
     assert "12 passed" in text and "1.250" in text and "300.0" in text
-    assert "FAILED flex_cuda causal" in text and "not run (time budget spent): natten" in text
+    assert "FAILED flex_cuda causal" in text and "not run (time share spent): natten" in text
     assert text.splitlines()[-1] == "verdict: FAIL"
     suite.records.pop()
     assert gpu_check.summary_text(tests, suite, "Fake GPU", tmp_path / "g.db").endswith("verdict: PASS")
+
+
+def test_a_method_starts_no_run_once_its_share_of_the_time_is_spent() -> None:
+    import time
+
+    runs = [Run.make(method="sdpa", mask="causal", seqlen=s, direction="fwd", heads_q=2, heads_kv=2, head_dim=16,
+                     timing=gpu_check.Timing(warmup=1, min_samples=2, min_run_time=0.0, max_samples=2))
+            for s in (32, 64)]
+    spent = gpu_check.UntilScheduler(deadline=time.perf_counter() - 1)
+    assert list(spent.run(runs)) == [] and spent.left == 2
+    ample = gpu_check.UntilScheduler(deadline=time.perf_counter() + 600)
+    records = list(ample.run(runs))
+    assert [r["status"] for r in records] == ["ok", "ok"] and ample.left == 0

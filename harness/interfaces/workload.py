@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from harness.errors import UserError, unknown
-from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR
+from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, rounding_floor
 from harness.spec import Run
 
 if TYPE_CHECKING:
@@ -181,16 +181,6 @@ STEP_METRICS = (
     Metric("ms", "ms", "lower", "time of one step"),
     Metric("ms_per_token", "ms", "lower", "decode time per generated token"),
 )
-
-
-def rounding_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
-    """flash-attention's absolute floor: twice the rounding error of ``ref + 0.3 - 0.3`` in ``dtype`` (what
-    merely storing values of that size costs), and at least one unit in the last place of the largest value:
-    for a tensor of a few elements (a scalar loss) the first term depends on how near the exact value happens
-    to sit to a representable one, and a right implementation 1.3 ulp off a scalar loss failed on that luck."""
-    rounded = (ref + 0.3).to(dtype).double() - 0.3
-    ulp = torch.finfo(dtype).eps * float(ref.abs().max()) if ref.numel() else 0.0
-    return max(2.0 * float((rounded - ref).abs().max()), ulp)
 
 
 def check_against_eager(got: dict[str, torch.Tensor], exact: dict[str, torch.Tensor],
