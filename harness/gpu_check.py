@@ -147,7 +147,7 @@ class UntilScheduler:
         self._inline.close()
 
 
-def run_suite(db: Path, deadline: float) -> SuiteOutcome:
+def run_suite(db: Path, deadline: float, only: Sequence[str] = ()) -> SuiteOutcome:
     """Each available GPU method's suite, inline, into ``db``, each within its share of the time to ``deadline``."""
     from harness.catalog import get_method
     from harness.cluster.sweep import run_sweep
@@ -157,7 +157,7 @@ def run_suite(db: Path, deadline: float) -> SuiteOutcome:
     out = SuiteOutcome()
     db.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(db)
-    names = gpu_methods()
+    names = [n for n in gpu_methods() if not only or n in only]
     try:
         for turn, name in enumerate(names):
             runs = suite_runs(name, decode=get_method(name).decode)
@@ -196,7 +196,8 @@ def summary_text(tests: TestOutcome, suite: SuiteOutcome, device: str, db: Path)
     for r in suite.records:
         by_method.setdefault(r["method"], []).append(r)
     lines.append(f"inline GPU suite ({suite.seconds:.0f} s) -> {db}:")
-    lines.append(f"  {'method':<14} {'runs':>4} {'ok':>3} {'n/a':>4} {'failed':>6}  {'best TFLOP/s':>12}  "
+    width = max([14, *map(len, by_method)])
+    lines.append(f"  {'method':<{width}} {'runs':>4} {'ok':>3} {'n/a':>4} {'failed':>6}  {'best TFLOP/s':>12}  "
                  f"{'fwd ms causal S=' + str(SUITE_SEQLENS[-1]):>22}")
     for method, records in by_method.items():
         ok = [r for r in records if r["status"] == "ok"]
@@ -205,7 +206,7 @@ def summary_text(tests: TestOutcome, suite: SuiteOutcome, device: str, db: Path)
         ref = next((r for r in ok if r["mask"] == "causal" and r["direction"] == "fwd"
                     and r["seqlen"] == SUITE_SEQLENS[-1]), None)
         ref_ms = f"{ref['time_ms_median']:.3f}" if ref else "-"
-        lines.append(f"  {method:<14} {len(records):>4} {len(ok):>3} {len(records) - len(ok) - len(failed):>4} "
+        lines.append(f"  {method:<{width}} {len(records):>4} {len(ok):>3} {len(records) - len(ok) - len(failed):>4} "
                      f"{len(failed):>6}  {best:>12.1f}  {ref_ms:>22}")
     for r in suite.failed[:8]:
         lines.append(f"  FAILED {r['method']} {r['mask']} S={r['seqlen']} {r['direction']}: {r['status']}: "
@@ -222,14 +223,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--results", default="results/gpu_check.db", help="SQLite file of the suite's records")
     p.add_argument("--summary", default="results/gpu_check.txt", help="where the summary is written too")
     p.add_argument("--budget", type=float, default=480.0, help="seconds for tests + suite (default 8 minutes)")
+    p.add_argument("--methods", default="", help="comma-separated: only these methods in the suite (default: all)")
     a = p.parse_args(argv)
+    only = [m for m in a.methods.split(",") if m]
+    if only:
+        from harness.catalog import methods
+        from harness.errors import unknown
+
+        for name in only:
+            if name not in methods():
+                print(f"error: --methods: {unknown('method', name, methods())}", file=sys.stderr)
+                return 2
     if not cuda_available():
         print(NO_DEVICE)
         return 0
     started = time.perf_counter()
     deadline = started + a.budget
     tests = run_gpu_tests(timeout_s=max(a.budget / 2, 30.0))
-    suite = run_suite(Path(a.results), deadline)
+    suite = run_suite(Path(a.results), deadline, only)
     text = summary_text(tests, suite, _device_line(), Path(a.results))
     text += f"\ntotal {time.perf_counter() - started:.0f} s"
     print(text)

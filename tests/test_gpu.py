@@ -17,6 +17,7 @@ import torch
 
 from harness import gpu_check
 from harness.catalog import get_method, methods
+from harness.masks import build_mask
 from harness.spec import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +58,9 @@ def _gate(run: Run):
 @pytest.mark.parametrize("method", ["sdpa", "cudnn_sdpa", "flex_cuda"])
 def test_cuda_kernel_matches_float64_fwd_bwd(method: str, mask: str, params: dict, seqlen: int) -> None:
     _available(method)
+    missing = build_mask(mask, seqlen, SHAPE["heads_q"], **params).features - get_method(method).mask_features
+    if missing:
+        pytest.skip(f"{method} does not claim the mask feature {', '.join(sorted(missing))}")
     run = Run.make(method=method, mask=mask, mask_params=params, seqlen=seqlen, direction="fwd+bwd", **SHAPE)
     result = _gate(run)
     assert result.ok, result.failure
@@ -150,3 +154,10 @@ def test_a_method_starts_no_run_once_its_share_of_the_time_is_spent() -> None:
     ample = gpu_check.UntilScheduler(deadline=time.perf_counter() + 600)
     records = list(ample.run(runs))
     assert [r["status"] for r in records] == ["ok", "ok"] and ample.left == 0
+
+
+def test_an_unknown_method_is_a_clear_error() -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.gpu_check", "--methods", "sdpa,fla_chunk_simple_gal"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown method 'fla_chunk_simple_gal'; did you mean 'fla_chunk_simple_gla'" in proc.stderr
