@@ -25,7 +25,7 @@ def test_alternate_interleaves_and_records_the_order() -> None:
 
 
 def test_measure_separates_wall_from_process_cpu() -> None:
-    wall, cpu = measure(lambda: time.sleep(0.05))
+    wall, cpu, _ = measure(lambda: time.sleep(0.05))
     assert wall >= 0.05 and cpu < wall / 2  # sleeping costs wall time, not CPU
 
     def spin() -> None:  # busy for 0.05 s of this process's CPU time
@@ -33,8 +33,20 @@ def test_measure_separates_wall_from_process_cpu() -> None:
         while time.process_time() < end:
             pass
 
-    wall, cpu = measure(spin)
+    wall, cpu, _ = measure(spin)
     assert cpu >= 0.05 and wall >= cpu * 0.9
+
+
+def test_measure_counts_the_page_faults_of_fresh_memory_as_system_time() -> None:
+    import mmap
+
+    def fault_in() -> None:  # 256 MiB of fresh anonymous pages, each touched once
+        with mmap.mmap(-1, 256 << 20) as m:
+            for page in range(0, len(m), mmap.PAGESIZE):
+                m[page] = 1
+
+    _, cpu, system = measure(fault_in)
+    assert 0 < system <= cpu
 
 
 def test_medians_and_ratios() -> None:

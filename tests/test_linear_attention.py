@@ -62,9 +62,12 @@ def test_recurrence_equals_quadratic_form(schedule):
     torch.testing.assert_close(recurrence(q, k, v, rates), quad, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("group_bytes", [_linear.GROUP_BYTES, 1], ids=["one group", "a group per block"])
 @pytest.mark.parametrize("schedule", ["minimax", "none"])
-def test_blocked_forward_and_both_backwards_are_exact(schedule):
-    """S = 200 with blocks of 64: three full blocks and a tail; GQA 4:2, batch 2; own backward == autograd."""
+def test_blocked_forward_and_both_backwards_are_exact(schedule, group_bytes, monkeypatch):
+    """S = 200 with blocks of 64: three full blocks and a tail; GQA 4:2, batch 2; own backward == autograd;
+    all blocks in one group, or each in its own (the state then crosses groups forwards and backwards)."""
+    monkeypatch.setattr(_linear, "GROUP_BYTES", group_bytes)
     q, k, v = inputs(dtype=torch.float64)
     rates = decay_rates(4, {}, schedule)
     dout = torch.randn(q.shape, dtype=torch.float64)

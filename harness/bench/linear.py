@@ -48,15 +48,15 @@ def _ms(seconds: float) -> str:
 def scaling(seqlens: Sequence[int], shape, reps: int) -> None:
     calls = {s: build_run(_run("lightning", s, "fwd+bwd", shape))[0].call for s in seqlens}
     paired = paired_medians({str(s): c for s, c in calls.items()}, reps)
-    table = Table(title=f"lightning fwd+bwd vs S (alternating x{reps})")
-    for col in ("S", "ms", "cpu ms", "t(S)/t(S/2)"):
+    table = Table(title=f"lightning fwd+bwd vs S (alternating x{reps}; sys: the page faults of fresh memory)")
+    for col in ("S", "ms", "cpu ms", "of which sys", "t(S)/t(S/2)", "user cpu t(S)/t(S/2)"):
         table.add_column(col, justify="right")
     previous = None
     for s in seqlens:
-        t = paired.median_wall(str(s))
-        ratio = f"{t / previous:.2f}" if previous else "-"
-        table.add_row(str(s), _ms(t), _ms(paired.median_cpu(str(s))), ratio)
-        previous = t
+        t, cpu, system = (f(str(s)) for f in (paired.median_wall, paired.median_cpu, paired.median_sys))
+        ratios = ("-", "-") if previous is None else (f"{t / previous[0]:.2f}", f"{(cpu - system) / previous[1]:.2f}")
+        table.add_row(str(s), _ms(t), _ms(cpu), _ms(system), *ratios)
+        previous = (t, cpu - system)
     console.print(table)
 
 

@@ -1,8 +1,9 @@
 """Paired measurement: calls alternate A, B, A, B, ... so slow drift of a shared machine hits every side alike.
 
 :func:`alternate` times ``reps`` rounds of a set of named calls, one call of each per round in the given
-order, recording per call the wall seconds (``perf_counter``) and this process's CPU seconds
-(``process_time``: all threads of the process, so CPU work of a multi-threaded kernel counts in full).
+order, recording per call the wall seconds (``perf_counter``), this process's CPU seconds (``process_time``:
+all threads of the process, so CPU work of a multi-threaded kernel counts in full) and the system part of them
+(``os.times``: page faults of fresh memory land there, a cost of the allocator rather than of the kernel).
 :class:`Paired` holds the samples in call order and gives medians and ratios. The benchmarks of lcbench
 (``lcbench bench kernels``, ``lcbench bench peers``) compare their sides with it; the distributed one
 passes ``before=barrier`` so every call of every rank starts together, and combines ranks with
@@ -11,6 +12,7 @@ passes ``before=barrier`` so every call of every rank starts together, and combi
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -24,21 +26,26 @@ class Paired:
     order: list[str] = field(default_factory=list)
     wall_s: dict[str, list[float]] = field(default_factory=dict)
     cpu_s: dict[str, list[float]] = field(default_factory=dict)
+    sys_s: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
         return list(self.wall_s)
 
-    def add(self, name: str, wall: float, cpu: float) -> None:
+    def add(self, name: str, wall: float, cpu: float, system: float = 0.0) -> None:
         self.order.append(name)
         self.wall_s.setdefault(name, []).append(wall)
         self.cpu_s.setdefault(name, []).append(cpu)
+        self.sys_s.setdefault(name, []).append(system)
 
     def median_wall(self, name: str) -> float:
         return statistics.median(self.wall_s[name])
 
     def median_cpu(self, name: str) -> float:
         return statistics.median(self.cpu_s[name])
+
+    def median_sys(self, name: str) -> float:
+        return statistics.median(self.sys_s[name])
 
     def ratio(self, a: str, b: str, metric: str = "wall") -> float:
         """median(a) / median(b) of ``metric`` ("wall" or "cpu"); < 1: ``a`` is faster."""
@@ -48,11 +55,11 @@ class Paired:
         return med(a) / med(b)
 
 
-def measure(call: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
-    w0, c0 = time.perf_counter(), time.process_time()
+def measure(call: Callable[[], object]) -> tuple[float, float, float]:
+    """(wall seconds, process CPU seconds, of which system seconds) of one call."""
+    w0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
     call()
-    return time.perf_counter() - w0, time.process_time() - c0
+    return time.perf_counter() - w0, time.process_time() - c0, os.times().system - s0
 
 
 def alternate(calls: Mapping[str, Callable[[], object]], reps: int,
