@@ -9,8 +9,8 @@ under ``--budget`` seconds in all (default 8 minutes):
    every method that runs on CUDA and whose availability probe passes here (``sdpa``, ``cudnn_sdpa``,
    ``flex_cuda`` and any installed GPU library), bf16, causal / sliding window / documents at two lengths,
    fwd and fwd+bwd, plus decode for the methods that have it. Records go to ``results/gpu_check.db``
-   (``lcbench show results/gpu_check.db``); methods whose turn comes after the budget is spent are listed
-   as not run. Each method gets an equal share of what is left when its turn comes (a cheap method's unused
+   (``lcbench show results/gpu_check.db``); the runs a method leaves for lack of time are listed
+   ("k of n runs"), and so is a method named with ``--methods`` that cannot run here. Each method gets an equal share of what is left when its turn comes (a cheap method's unused
    time passes on), and starts no run once its share is spent, so one slow-to-compile method cannot keep the
    later adapters from being exercised at all.
 
@@ -158,6 +158,7 @@ def run_suite(db: Path, deadline: float, only: Sequence[str] = ()) -> SuiteOutco
     db.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(db)
     names = [n for n in gpu_methods() if not only or n in only]
+    out.not_run.extend(f"{n} (not runnable here)" for n in only if n not in names)
     try:
         for turn, name in enumerate(names):
             runs = suite_runs(name, decode=get_method(name).decode)

@@ -6,14 +6,14 @@ For q head h with decay rate ``s_h >= 0`` (``methods._decay``), row p attends::
 
 Blocks of ``L`` rows (lightning attention's ``B = 256``): per block, intra ``O = ((Q K^T) * D) V`` with
 ``D[i, j] = exp(-s (i - j))`` for ``i >= j``; inter ``O += (Q * exp(-s (i + 1))) KV``; then
-``KV <- exp(-s L) KV + (K * exp(-s (L - 1 - j)))^T V``. All blocks' matmuls run batched; only the state
-recurrence (elementwise ``d x d`` updates) walks the blocks. A sequence that is not a multiple of ``L``
-ends with one shorter block. Everything computes in at least float32 (the state in float32 for 16-bit
+``KV <- exp(-s L) KV + (K * exp(-s (L - 1 - j)))^T V``. One pass along the sequence, a group of blocks at a
+time (:func:`_spans`): the group's matmuls run batched, the state recurrence (elementwise ``d x d`` updates)
+walks its blocks. A sequence that is not a multiple of ``L`` ends with one shorter block. Everything computes in at least float32 (the state in float32 for 16-bit
 inputs) and the output is cast back to the inputs' dtype.
 
 The backward is written out (:class:`_ChunkedLinear`): it recomputes the block scores instead of keeping
 them and walks the state gradient backwards (``dS_j = (Q_j a)^T dO_j + exp(-s L) dS_{j+1}``), which
-measured faster on CPU than autograd through the batched forward (see ``BACKWARD`` and the issue's report).
+measured faster on CPU than autograd through the forward (see ``BACKWARD`` and the issue's report).
 
 :func:`block_flops` counts the matmul FLOPs of these algorithms (what ``torch.utils.flop_counter`` counts).
 """
@@ -141,16 +141,16 @@ def _forward(q, k, v, rates, block, state_in):
     return out, befores, kv
 
 
-def _backward(dout, q, k, v, rates, block, befores, dstate_out=None):
+def _backward(dout, q, k, v, rates, block, befores):
     """Gradients (dq, dk, dv in the inputs' dtypes and head counts, d state_in) of :func:`_forward` for the
     upstream gradient ``dout``: one pass backwards along the sequence, a group of blocks at a time, walking the
     state gradient ``dS_j = (Q_j a)^T dO_j + exp(-s L) dS_{j+1}`` (block j's own state gets ``dS_{j+1}``)."""
     acc = befores[0].dtype
     batch, seqlen, heads_q, dim = q.shape
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    ds = dstate_out if dstate_out is not None else q.new_zeros(batch, heads_q, dim, v.shape[-1], dtype=acc)
-    spans = _spans(batch, heads_q, seqlen, block, befores[0].element_size())
-    for (row, length, count), before in zip(reversed(spans), reversed(befores)):
+    ds = q.new_zeros(batch, heads_q, dim, v.shape[-1], dtype=acc)  # nothing flows back from after the rows
+    spans = _spans(batch, heads_q, seqlen, block, befores[0].element_size())  # the forward's: same shapes, dtype
+    for (row, length, count), before in zip(reversed(spans), reversed(befores), strict=True):
         rows = slice(row, row + length * count)
         d, a, c, decay = _factors(rates, length, acc, q.device)
         d, a, c = d.unsqueeze(1), a.unsqueeze(1), c.unsqueeze(1)
@@ -187,7 +187,7 @@ class _ChunkedLinear(torch.autograd.Function):
 
 BACKWARD = "own"
 """Which backward :func:`chunked` uses: ``"own"`` (the written-out one) or ``"autograd"`` (through the
-batched forward). Both are exact; ``tests/test_linear_attention.py`` checks they agree."""
+forward). Both are exact; ``tests/test_linear_attention.py`` checks they agree."""
 
 
 def chunked(q, k, v, rates, block: int = DEFAULT_BLOCK, state_in: Optional[torch.Tensor] = None,
@@ -204,7 +204,7 @@ def chunked_and_state(q, k, v, rates, block: int = DEFAULT_BLOCK,
                       state_in: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`chunked`'s output and, from the same pass, the state the rows leave behind (``state_in`` carried
     through them included): what prefill keeps for decode. For inference: differentiable only through
-    autograd of the batched forward."""
+    autograd of the forward."""
     out, _, state = _forward(q, k, v, rates, block, state_in.to(state_dtype(q.dtype)) if state_in is not None else None)
     return out, state
 

@@ -57,6 +57,8 @@ def build(problem: Problem):
 
 def limits(problem: Problem) -> Optional[str]:
     mask = problem.mask
+    if problem.device.type == "cuda" and problem.dtype not in (torch.float16, torch.bfloat16):
+        return f"dtype {str(problem.dtype).removeprefix('torch.')} on CUDA (its flash kernel takes float16/bfloat16)"
     if mask.is_full or mask.is_plain_causal:
         return None
     need = mask.intervals.num_heads * problem.q_rows * problem.seqlen

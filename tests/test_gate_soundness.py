@@ -1,9 +1,9 @@
 """The correctness gate cannot be fooled and does not reject correct kernels.
 
 Every CPU method of the catalog is checked: a corruption planted in a row the old fixed sample skipped is
-caught; a systematic output error is caught (1% in float32, 4% in bfloat16, whose own rounding is up to 0.8%);
-correct kernels pass on the masks where each query sees only itself (exactly zero dq and dk), and torch's own
-bfloat16 flash kernel, a few ulp off in its backward, passes wherever it was seen to. Corrupted kernels are the real kernels, wrapped.
+caught; a systematic output error is caught (1% in float32, 4% in bfloat16, whose own rounding is up to
+0.8%); correct kernels pass on the masks where each query sees only itself (exactly zero dq and dk), and
+torch's own bfloat16 flash kernel, a few ulp off in its backward, passes wherever it was seen to. Corrupted kernels are the real kernels, wrapped.
 """
 
 from __future__ import annotations
@@ -133,15 +133,17 @@ def test_a_wrong_gradient_in_one_row_is_caught_and_named():
     assert "limit 3x" in result.reason
 
 
-def test_a_zero_gradient_is_judged_against_the_floor_not_divided_by_zero():
-    rows = torch.arange(4)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_zero_gradient_is_judged_against_the_floor_not_divided_by_zero(dtype):
+    """The rounding floor is one ulp of the tensor's own largest value: zero for a zero gradient, in any dtype."""
+    rows, t = torch.arange(4), getattr(torch, dtype)
     ref = {"out": torch.ones(1, 4, 1, 2, dtype=torch.float64), "dq": torch.zeros(1, 4, 1, 2, dtype=torch.float64)}
-    eager = {"out": ref["out"].float(), "dq": ref["dq"].float()}
-    noise = {"out": torch.ones(1, 4, 1, 2), "dq": torch.full((1, 4, 1, 2), 1e-7)}
-    assert compare(noise, ref, rows, "float32", eager=eager).ok
-    wrong = {"out": torch.ones(1, 4, 1, 2), "dq": torch.full((1, 4, 1, 2), 1e-3)}
-    result = compare(wrong, ref, rows, "float32", eager=eager)
-    assert not result.ok and "exceeds the floor" in result.reason and "eager float32 error is 0" in result.reason
+    eager = {"out": ref["out"].to(t), "dq": ref["dq"].to(t)}
+    noise = {"out": torch.ones(1, 4, 1, 2, dtype=t), "dq": torch.full((1, 4, 1, 2), 1e-7, dtype=t)}
+    assert compare(noise, ref, rows, dtype, eager=eager).ok
+    wrong = {"out": torch.ones(1, 4, 1, 2, dtype=t), "dq": torch.full((1, 4, 1, 2), 1e-3, dtype=t)}
+    result = compare(wrong, ref, rows, dtype, eager=eager)
+    assert not result.ok and "exceeds the floor" in result.reason and f"eager {dtype} error is 0" in result.reason
 
 
 def test_non_finite_outputs_fail_with_their_place():

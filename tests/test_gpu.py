@@ -161,3 +161,25 @@ def test_an_unknown_method_is_a_clear_error() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unknown method 'fla_chunk_simple_gal'; did you mean 'fla_chunk_simple_gla'" in proc.stderr
+
+
+def test_a_named_method_that_cannot_run_here_is_reported(tmp_path: Path) -> None:
+    import time
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    suite = gpu_check.run_suite(tmp_path / "g.db", time.perf_counter() + 60, ["naive"])
+    assert suite.records == [] and suite.not_run == ["naive (not runnable here)"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sdpa_refuses_dtypes_its_cuda_kernels_do_not_take(dtype: str) -> None:
+    from harness.interfaces import Problem
+    from harness.masks import build_mask
+
+    problem = Problem(mask=build_mask("causal", 256, 2), seqlen=256, dtype=getattr(torch, dtype),
+                      device=torch.device("cuda"), direction="fwd", batch=1, heads_q=2, heads_kv=2, head_dim=16)
+    assert "on CUDA" in get_method("sdpa").unsupported_reason(problem)
+    cpu = Problem(mask=build_mask("causal", 256, 2), seqlen=256, dtype=getattr(torch, dtype),
+                  device=torch.device("cpu"), direction="fwd", batch=1, heads_q=2, heads_kv=2, head_dim=16)
+    assert get_method("sdpa").unsupported_reason(cpu) is None

@@ -86,7 +86,7 @@ def test_incoming_state_gradient():
     rates = decay_rates(4, {}, "minimax")
     state = torch.randn(1, 4, 16, 16, dtype=torch.float64, requires_grad=True)
     dout = torch.randn(q.shape, dtype=torch.float64)
-    # the written-out gradient of the incoming state == autograd through the batched forward == the definition:
+    # the written-out gradient of the incoming state == autograd through the forward == the definition:
     # d/dKV of sum(dout * exp(-s (p + 1)) q_p KV) = sum_p exp(-s (p + 1)) q_p^T dout_p
     own = torch.autograd.grad(_linear.chunked(q, k, v, rates, 16, state), state, dout)[0]
     auto = torch.autograd.grad(_linear.chunked(q, k, v, rates, 16, state, backward="autograd"), state, dout)[0]

@@ -3,7 +3,8 @@
 Sections (``--sections``, default all), every side built by the harness (:mod:`harness.bench.build`) and timed
 alternately (A, B, A, B) in one process:
 
-* ``scaling`` — ``lightning`` fwd+bwd at each length, all lengths alternating; t(2S)/t(S) (linear: <= 2.1).
+* ``scaling`` — ``lightning`` fwd+bwd at each length, all lengths alternating; t(2S)/t(S) (linear: <= 2.1), with
+  the process's CPU time, its system part (page faults of fresh memory) and the ratio of the user part.
 * ``peak`` — ``lightning`` fwd and bwd at one length: TFLOP/s on the method's own FLOP count against this
   machine's calibrated GEMM peak (the best of 5 timed 1024^3 matmuls).
 * ``decode`` — ms per generated token at context S of ``lightning`` (the d x d state) vs ``sdpa`` (the KV cache).
@@ -53,10 +54,11 @@ def scaling(seqlens: Sequence[int], shape, reps: int) -> None:
         table.add_column(col, justify="right")
     previous = None
     for s in seqlens:
-        t, cpu, system = (f(str(s)) for f in (paired.median_wall, paired.median_cpu, paired.median_sys))
-        ratios = ("-", "-") if previous is None else (f"{t / previous[0]:.2f}", f"{(cpu - system) / previous[1]:.2f}")
+        t, cpu, system, user = (f(str(s)) for f in (paired.median_wall, paired.median_cpu, paired.median_sys,
+                                                     paired.median_user))
+        ratios = ("-", "-") if previous is None else (f"{t / previous[0]:.2f}", f"{user / previous[1]:.2f}")
         table.add_row(str(s), _ms(t), _ms(cpu), _ms(system), *ratios)
-        previous = (t, cpu - system)
+        previous = (t, user)
     console.print(table)
 
 

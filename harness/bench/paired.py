@@ -47,6 +47,10 @@ class Paired:
     def median_sys(self, name: str) -> float:
         return statistics.median(self.sys_s[name])
 
+    def median_user(self, name: str) -> float:
+        """The median of each call's CPU time less its system time."""
+        return statistics.median(c - s for c, s in zip(self.cpu_s[name], self.sys_s[name]))
+
     def ratio(self, a: str, b: str, metric: str = "wall") -> float:
         """median(a) / median(b) of ``metric`` ("wall" or "cpu"); < 1: ``a`` is faster."""
         if metric not in ("wall", "cpu"):

@@ -2,9 +2,10 @@
 
 The rule is flash-attention's own (its tests): per tensor (out, dq, dk, dv), a kernel's largest error against
 the float64 reference must be at most ``FACTOR`` (2 for out, 3 for gradients) times the largest error of a
-plain eager implementation *in the same dtype* against the same reference, plus an absolute floor: what storing
-the reference's values in that dtype costs (:func:`~harness.interfaces.reference.rounding_floor`, its tests'
-``atol``), and never less than a tiny share of the reference's magnitude. The eager implementation is the method's own ``reference`` evaluated in the run's
+plain eager implementation *in the same dtype* against the same reference, plus an absolute floor: one ulp of
+the tensor's largest value in that dtype (:func:`~harness.interfaces.reference.ulp_floor`, what storing the
+result costs; flash-attention's tests add about that as ``atol``), and never less than a tiny share of the
+reference's magnitude (the floor of an exactly zero gradient). The eager implementation is the method's own ``reference`` evaluated in the run's
 dtype (``compute_dtype``), so the allowance follows the dtype and the problem by itself: no hand-tuned
 tolerance per dtype, no division by a near-zero reference (an exactly zero gradient — a mask where each query
 sees only itself — has an eager error of ~0 and is judged against the floor).
@@ -26,13 +27,13 @@ from typing import Callable, Optional
 import torch
 
 from harness.masks.core import Mask
-from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, reference_outputs, rounding_floor
+from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, reference_outputs, ulp_floor
 
 # A kernel may be this many times less accurate than eager PyTorch in the same dtype: flash-attention's tests
 # allow 2x on the output and 3x on the gradients (accumulated over many tiles, in any kernel's order).
 FACTOR = {"out": OUTPUT_FACTOR, "dq": GRADIENT_FACTOR, "dk": GRADIENT_FACTOR, "dv": GRADIENT_FACTOR}
-# Absolute floor: the dtype's rounding floor, and at least FLOOR_REL (at most 100 ulp of the dtype) x (the tensor's
-# largest reference magnitude plus FLOOR_SHARE x the problem's, for tensors whose exact value is zero).
+# Absolute floor: one ulp of the tensor's largest value, and at least FLOOR_REL (at most 100 ulp of the dtype) x (the
+# tensor's largest reference magnitude plus FLOOR_SHARE x the problem's, for tensors whose exact value is zero).
 FLOOR_REL = 1e-5
 FLOOR_SHARE = 0.1
 # Checked rows: every row up to this length when the reference's work fits the device's budget. Work is the
@@ -178,7 +179,7 @@ def compare(
         result.errors[name] = err / scale if scale > 0 else err
         if eager is not None:
             base, _ = _max_error(eager[name], ref[name])
-            floor = max(rel * scale, rounding_floor(ref[name].double(), getattr(torch, dtype)))
+            floor = max(rel * scale, ulp_floor(ref[name], getattr(torch, dtype)))
             limit = FACTOR[name] * base + floor
             result.eager_errors[name] = base
             result.ratios[name] = err / base if base > 0 else (0.0 if err == 0 else math.inf)

@@ -24,22 +24,29 @@ import torch
 from harness.masks.core import Mask
 
 # The field's correctness rule (flash-attention's tests): a kernel's error against float64 is at most this multiple
-# of an eager implementation's error in the same dtype, plus :func:`rounding_floor`. Gradients get 3x. Used by the
-# gate (harness.execution.gate) and the workloads' checks.
+# of an eager implementation's error in the same dtype, plus a floor for rounding (:func:`ulp_floor` for kernels,
+# :func:`rounding_floor` for workloads). Gradients get 3x. Used by the gate (harness.execution.gate) and the
+# workloads' checks.
 OUTPUT_FACTOR = 2.0
 GRADIENT_FACTOR = 3.0
+
+
+def ulp_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """One unit in the last place of ``ref``'s largest value in ``dtype`` (``eps x max |ref|``): what storing the
+    result in that dtype may cost, whoever computes it. The kernel gate's floor: without it the rule fails right
+    kernels in the low dtypes, where one that rounds in a different order is a few ulp off — torch's own CPU
+    flash backward in bfloat16 had dv 2.6 ulp off where the eager error was 0.56 ulp ("4.7x", S=512). Zero
+    for an exactly zero reference, whose check stays as tight as before."""
+    return torch.finfo(dtype).eps * float(ref.abs().max()) if ref.numel() else 0.0
 
 
 def rounding_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
     """flash-attention's absolute floor (its tests' ``atol``): twice the rounding error of ``ref + 0.3 - 0.3``
     in ``dtype`` (what merely storing values of that size costs), and at least one unit in the last place of
-    the largest value. Without it the rule fails right implementations in the low dtypes, where a kernel that
-    rounds in a different order is a few ulp off: torch's own CPU flash backward in bfloat16 had dv 2.6 ulp off
-    where the eager error was 0.56 ulp ("4.7x", S=512), and a right model's scalar loss was 1.3 ulp off where
-    eager happened to land nearer."""
+    the largest value (:func:`ulp_floor`): a right model's scalar loss was 1.3 ulp off where eager happened to
+    land nearer. The workloads' checks use it."""
     rounded = (ref + 0.3).to(dtype).double() - 0.3
-    ulp = torch.finfo(dtype).eps * float(ref.abs().max()) if ref.numel() else 0.0
-    return max(2.0 * float((rounded - ref).abs().max()), ulp)
+    return max(2.0 * float((rounded - ref).abs().max()), ulp_floor(ref, dtype))
 
 
 # Score elements (batch x heads x rows x keys) of one chunk: ~128 MiB of float64 scores, a few copies in autograd.
