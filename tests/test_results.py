@@ -282,6 +282,33 @@ def test_crossings_are_where_the_order_of_two_lines_flips():
     assert crossings({"a": [(1, 1.0), (2, 2.0)], "b": [(1, 2.0), (2, 3.0)]}) == []  # never cross
     (at, _, _), = crossings({"a": [(0, 0.0), (10, 10.0)], "b": [(0, 1.0), (10, 9.0)]}, log_x=False)
     assert at == pytest.approx(0.5 * 10)  # linear x: the middle
+    (at, lower, _), = crossings({"a": [(1, 1.0), (2, 2.0), (3, 3.0)], "b": [(1, 2.0), (2, 2.0), (3, 1.0)]})
+    assert (at, lower) == (2, "b")  # a tie at a measured point with the order flipped across it: that point
+    (at, _, _), = crossings({"a": [(0, 0.0), (10, 10.0)], "b": [(0, 1.0), (10, 9.0)]})  # x reaches 0: linear
+    assert at == pytest.approx(5.0)
+
+
+def test_plot_by_a_parameter_puts_its_values_in_one_panel_and_marks_where_they_cross(tmp_path, monkeypatch):
+    from harness.results import plot as plot_mod
+
+    seen = []
+    monkeypatch.setattr(plot_mod, "crossings", lambda lines, log_x=True: seen.append(sorted(lines)) or [])
+    recs = []
+    for pattern, times in (("LLLS", (2.0, 3.0, 4.0)), ("SSSS", (1.0, 2.5, 5.0))):
+        for s, t in zip((1024, 2048, 4096), times):
+            r = json.loads(json.dumps(records()[4]))
+            r.update(key=f"{pattern}-{s}", seqlen=s, params={**r["params"], "pattern": pattern})
+            r["metrics"]["ms_per_token"] = t
+            recs.append(r)
+    plot_records(recs, tmp_path, y="metrics.ms_per_token", by="params.pattern", mark_crossings=True)
+    assert seen == [["params.pattern=LLLS", "params.pattern=SSSS"]]  # one panel holds both lines
+
+
+def test_plot_rejects_an_empty_y_and_crossings_on_a_text_axis(tmp_path):
+    with pytest.raises(UserError, match="--y ','"):
+        plot_records(records(), tmp_path, y=",")
+    with pytest.raises(UserError, match="--crossings: needs a numeric --x"):
+        plot_records(records(), tmp_path, x="method", y="cpu_ms", mark_crossings=True)
 
 
 def test_plot_marks_crossings_on_request(db, tmp_path):

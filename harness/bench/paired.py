@@ -61,9 +61,11 @@ class Paired:
 
 def measure(call: Callable[[], object]) -> tuple[float, float, float]:
     """(wall seconds, process CPU seconds, of which system seconds) of one call."""
-    w0, c0, s0 = time.perf_counter(), time.process_time(), os.times().system
+    s0, c0 = os.times().system, time.process_time()
+    w0 = time.perf_counter()  # read last before the call and first after it: the wall time is the call's alone
     call()
-    return time.perf_counter() - w0, time.process_time() - c0, os.times().system - s0
+    wall = time.perf_counter() - w0
+    return wall, time.process_time() - c0, os.times().system - s0
 
 
 def alternate(calls: Mapping[str, Callable[[], object]], reps: int,

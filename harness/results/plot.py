@@ -8,6 +8,8 @@ time) and peak memory vs sequence length (``workload_*.png``). ``x``, ``y`` and 
 field, ``params.<name>`` or ``metrics.<name>``; ``y`` may list several (``--y a,b``): they share one figure,
 one panel per subject with its phases or directions merged and one line per label and metric — e.g. the
 qTTT steps' cost (``ttt_step``) against the equal-FLOP thinking tokens' time (``decode``) vs context length.
+A ``--by params.<name>`` puts the values of that parameter as lines in one panel. The y axis is logarithmic
+for times and for any values spanning two decades or more.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ class Group:
         return f"{self.subject(r)} · {r.get('direction')}"
 
 
+def _without(r: dict, by: Optional[str]) -> dict:
+    """``r`` as its panel sees it: without the ``params.<name>`` that ``--by`` spreads into lines (a panel per
+    value of it would leave one line per panel, nothing to compare or cross)."""
+    if by is None or not by.startswith("params."):
+        return r
+    return {**r, "params": {k: v for k, v in (r.get("params") or {}).items() if k != by[len("params."):]}}
+
+
 def _kernel_label(r: dict) -> str:
     ws = f" ws{r['world_size']}" if (r.get("world_size") or 1) > 1 else ""
     return f"{who(r)} {shape_label(r)} {r.get('dtype')}{ws}"
@@ -72,18 +82,22 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def _short(name: str) -> str:
+    return name[len(METRICS_PREFIX):] if name.startswith(METRICS_PREFIX) else name
+
+
 def _axis_label(name: str, records: list[dict]) -> str:
     if name.startswith(METRICS_PREFIX):
-        unit = metric_unit(records, name[len(METRICS_PREFIX):])
-        return f"{name[len(METRICS_PREFIX):]} ({unit})" if unit else name
+        unit = metric_unit(records, _short(name))
+        return f"{_short(name)} ({unit})" if unit else name
     return {TIME: "time (ms, median; bars p20-p80)", "tflops": "TFLOP/s per device", "seqlen": "sequence length",
             "peak_mem_bytes": "peak memory (bytes)"}.get(name, name)
 
 
-def _check_names(records: list[dict], names: dict[str, Optional[str]]) -> None:
+def _check_names(records: list[dict], names: list[tuple[str, Optional[str]]]) -> None:
     """Every name given (``--x``, ``--y``, ``--by``) must be a field some record has."""
     known = field_names(records)
-    for option, name in names.items():
+    for option, name in names:
         if name is not None and name not in known:
             raise UserError(f"plot {option} {name!r}: not a field of these results (available: {', '.join(known)})")
 
@@ -115,22 +129,41 @@ def _line(ax, recs: list[dict], x: str, y: str, ticks: Optional[list[str]], labe
 
 def crossings(lines: dict[str, list[tuple[float, float]]], log_x: bool = True) -> list[tuple[float, str, str]]:
     """Where two lines cross: ``(x, the line below after the crossing, the other)`` for every pair of lines and
-    every pair of consecutive shared x values between which their order flips (x interpolated linearly in
-    log x, or in x; a tie at a measured point is a crossing there)."""
+    every place along their shared x values where their order flips: between two measured points, x
+    interpolated linearly in log x (in x when ``log_x`` is false or x reaches 0); at a measured point where the
+    two tie and the order on either side differs, that point."""
     out = []
     names = sorted(lines)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ya, yb = dict(lines[a]), dict(lines[b])
-            xs = sorted(set(ya) & set(yb))
-            for x0, x1 in zip(xs, xs[1:]):
-                d0, d1 = ya[x0] - yb[x0], ya[x1] - yb[x1]
-                if d0 == 0 or d0 * d1 >= 0:
+            last = None  # (x, difference) at the last shared x where the two differ
+            tie = None  # the first x of a run of ties since then
+            for x1 in sorted(set(ya) & set(yb)):
+                d1 = ya[x1] - yb[x1]
+                if d1 == 0:
+                    tie = x1 if tie is None else tie
                     continue
-                t = d0 / (d0 - d1)
-                x = x0 * (x1 / x0) ** t if log_x else x0 + t * (x1 - x0)
-                out.append((x, a, b) if d1 < 0 else (x, b, a))
+                if last is not None and last[1] * d1 < 0:
+                    x0, d0 = last
+                    t = d0 / (d0 - d1)
+                    x = tie if tie is not None else (
+                        x0 * (x1 / x0) ** t if log_x and x0 > 0 else x0 + t * (x1 - x0))
+                    out.append((x, a, b) if d1 < 0 else (x, b, a))
+                last, tie = (x1, d1), None
     return sorted(out)
+
+
+def _apart(a: str, b: str) -> tuple[str, str]:
+    """Two line labels with the words they share at the start and at the end left out: what tells them apart."""
+    wa, wb = a.split(" "), b.split(" ")
+    head = 0
+    while head < min(len(wa), len(wb)) - 1 and wa[head] == wb[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(wa), len(wb)) - head - 1 and wa[-1 - tail] == wb[-1 - tail]:
+        tail += 1
+    return " ".join(wa[head:len(wa) - tail]), " ".join(wb[head:len(wb) - tail])
 
 
 def _mark_crossings(ax, panel: dict[tuple[str, str], list[dict]], x: str, log_x: bool) -> None:
@@ -138,12 +171,9 @@ def _mark_crossings(ax, panel: dict[tuple[str, str], list[dict]], x: str, log_x:
              for (label, y), recs in panel.items()}
     for at, lower, other in crossings(lines, log_x):
         ax.axvline(at, linestyle=":", color="gray", linewidth=1)
-        ax.annotate(f"{lower.split(' ')[0]} < {other.split(' ')[0]}\nfrom x~{at:,.0f}", (at, 0.98),
+        low, high = _apart(lower, other)
+        ax.annotate(f"x~{at:,.0f}: then\n{low} < {high}", (at, 0.98),
                     xycoords=("data", "axes fraction"), fontsize=6, va="top", ha="left", color="dimgray")
-
-
-def _short(name: str) -> str:
-    return name[len(METRICS_PREFIX):] if name.startswith(METRICS_PREFIX) else name
 
 
 def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional[str], path: Path,
@@ -152,24 +182,27 @@ def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional
     several ys share the figure: one line per label and metric), crossings of lines marked on request;
     None if empty."""
     panels: dict[str, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
-    points = []
+    points: dict[int, dict] = {}  # the records drawn, each once
+    values = []
     for y in ys:
         for r in records:
             if number(field_value(r, y)) is None or field_value(r, x) is None:
                 continue
-            points.append(r)
+            points[id(r)] = r
+            values.append(float(field_value(r, y)))
             line = group.label(r) if by is None else f"{by}={field_value(r, by)}"
             if len(ys) > 1:
-                panels[group.subject(r)][f"{line} · {_short(y)} ({r.get('direction')})", y].append(r)
+                panels[group.subject(_without(r, by))][f"{line} · {_short(y)} ({r.get('direction')})", y].append(r)
             else:
-                panels[group.panel(r)][line, y].append(r)
+                panels[group.panel(_without(r, by))][line, y].append(r)
     if not points:
         return None
-    y = ys[0]
+    points = list(points.values())
     keys = sorted(panels)
     ticks = _ticks([field_value(r, x) for r in points])
+    if mark_crossings and ticks:
+        raise UserError(f"plot --crossings: needs a numeric --x ({x!r} has values that are not numbers)")
     log_x = ticks is None and min(float(field_value(r, x)) for r in points) > 0
-    values = [float(field_value(r, name)) for name in ys for r in points if number(field_value(r, name)) is not None]
     log_y = min(values) > 0 and (ys == [TIME] or max(values) >= 100 * min(values))  # times, or 2+ decades
     cols = min(3, len(keys))
     rows = (len(keys) + cols - 1) // cols
@@ -177,7 +210,7 @@ def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional
     for ax, key in zip(axes.flat, keys):
         for (label, y_line), recs in sorted(panels[key].items()):
             _line(ax, recs, x, y_line, ticks, label)
-        if mark_crossings and not ticks:
+        if mark_crossings:
             _mark_crossings(ax, panels[key], x, log_x)
         if ticks:
             ax.set_xticks(range(len(ticks)), ticks, rotation=30, fontsize=7)
@@ -192,7 +225,7 @@ def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    if y in ("tflops", "flops", "frac_peak"):
+    if any(name in ("tflops", "flops", "frac_peak") for name in ys):
         fig.suptitle(conventions_caption(points), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -212,10 +245,10 @@ def plot_records(
     the length from which a hybrid model beats all-softmax). A name no record has is a :class:`UserError`
     listing the available ones."""
     views = [public_view(r) for r in records]
-    y_names = [n for n in (y or "").split(",") if n]
-    _check_names(views, {"--x": x, "--by": by})
-    for name in y_names:
-        _check_names(views, {"--y": name})
+    y_names = list(dict.fromkeys(n.strip() for n in (y or "").split(",") if n.strip()))
+    if y is not None and not y_names:
+        raise UserError(f"plot --y {y!r}: no field named (give one, or several separated by commas)")
+    _check_names(views, [("--x", x), ("--by", by), *(("--y", name) for name in y_names)])
     ok = [v for v in views if v["status"] == OK]
     families: dict[Group, list[dict]] = defaultdict(list)
     for v in ok:

@@ -375,7 +375,7 @@ def decode_attends(problem: WorkloadProblem, shape: hm.HybridShape, seqlen: int,
             out.append(_softmax_step(softmax_fn, *kv[i], past))
         else:
             opts = {"layer": i, "layers": shape.layers}
-            out.append(_lightning_step(kernel, kernel.rates(shape.heads, opts), opts, shape.heads, states[i],
+            out.append(_lightning_step(kernel, kernel.rates(shape.heads, opts), opts, states[i],
                                        next_states[i]))
     return out
 
@@ -388,7 +388,7 @@ def _softmax_step(fn: hm.Attend, k_cache: torch.Tensor, v_cache: torch.Tensor, p
     return attend
 
 
-def _lightning_step(kernel: LinearKernel, rates: torch.Tensor, opts: dict, heads: int, state: torch.Tensor,
+def _lightning_step(kernel: LinearKernel, rates: torch.Tensor, opts: dict, state: torch.Tensor,
                     next_state: torch.Tensor) -> hm.Attend:
     def attend(q, k, v):
         out, after = attend_and_state(kernel, q, k, v, rates, opts, state)
