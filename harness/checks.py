@@ -14,6 +14,13 @@ from typing import Callable
 from harness.errors import UserError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (``error: ...``, exit 2) like every other user error."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
 def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [minimum, maximum]."""
     allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")

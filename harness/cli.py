@@ -13,7 +13,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from harness.checks import integer, positive, writable_dir, writable_file
+from harness.checks import OneLineParser, integer, positive, writable_dir, writable_file
 from harness.errors import UserError
 from harness.results.report import wide_console
 
@@ -357,13 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     p.set_defaults(func=cmd_bench)
     return parser
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line (``error: ...``, exit 2) like every other user error."""
-
-    def error(self, message: str):
-        raise UserError(f"{self.prog}: {message}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -171,7 +171,7 @@ def test_bad_parameters_are_one_line_user_errors() -> None:
 # ----- CLI and suite ---------------------------------------------------------------------------------------------
 
 def test_cli_mask_prints_the_receptive_field(capsys, tmp_path) -> None:
-    assert main(["mask", "power", "--layers", "5"]) == 0  # the paper's 32K and block 256 are the defaults
+    assert main(["mask", "power", "--layers", "5"]) == 0  # the paper's 32K is the default, block 256 the mask's own
     out = capsys.readouterr().out
     for layers, reached, holes in [(1, 10, 118), (2, 35, 93), (3, 75, 53), (4, 110, 18), (5, 126, 2)]:
         assert any(line.split("│")[1:5] and [c.strip() for c in line.split("│")[1:5]] ==

@@ -1,5 +1,6 @@
-"""Command-line pieces the study benchmarks share: comma-separated lengths, a choice of sections, and running
-the chosen sections with their wall time printed (a bad value is argparse's one-line error, exit 2)."""
+"""Command-line pieces the study benchmarks share: comma-separated lengths, a choice of sections, heads as
+``Q:KV``, method names, and running the chosen sections with their wall time printed. The benchmarks parse with
+:class:`harness.checks.OneLineParser`: a bad value is one line naming it, exit 2, before anything runs."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def lengths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1024,4096") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
-    return values
+    return sorted(set(values))  # ascending: the ratios and growths read them in order
 
 
 def sections(choices: Sequence[str]) -> Callable[[str], list[str]]:
@@ -28,6 +29,31 @@ def sections(choices: Sequence[str]) -> Callable[[str], list[str]]:
             raise argparse.ArgumentTypeError(f"{text!r}: expected some of {', '.join(choices)} (comma-separated)")
         return names
     return parse
+
+
+def heads_pair(text: str) -> tuple[int, int]:
+    """``"8:2"`` -> ``(8, 2)``: query heads and kv heads, both >= 1, the first a multiple of the second."""
+    try:
+        q, kv = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected heads_q:heads_kv, e.g. 8:2") from None
+    if q < 1 or kv < 1 or q % kv:
+        raise argparse.ArgumentTypeError(f"{text!r}: both >= 1 and heads_q a multiple of heads_kv")
+    return q, kv
+
+
+def method_names(text: str) -> list[str]:
+    """Comma-separated names of registered methods (an unknown one names the closest)."""
+    from harness.catalog import methods
+    from harness.errors import unknown
+
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected method names, comma-separated")
+    for name in names:
+        if name not in methods():
+            raise argparse.ArgumentTypeError(str(unknown("method", name, methods())))
+    return names
 
 
 def run_sections(jobs: Mapping[str, Callable[[], object]], chosen: Sequence[str], console) -> None:

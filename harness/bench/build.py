@@ -18,6 +18,7 @@ from harness.execution.cases import case_for
 from harness.execution.executor import Built
 from harness.execution.machine import machine_info
 from harness.execution.single import SingleDevice
+from harness.interfaces import softmax_flops
 from harness.spec import Run
 
 
@@ -38,6 +39,14 @@ def build_run(run: Run) -> tuple[Built, object]:
     if not verdict.ok:
         raise NotRunnable(f"{run.label}: failed its correctness check: {verdict.reason}")
     return built, case.problem
+
+
+def built_call(run: Run) -> tuple[Callable[[], object], float, float]:
+    """(the timed call of an attention ``run`` as the executor builds it, its softmax FLOPs on the exact mask
+    area, the mask's density: area / (batch x heads x S^2))."""
+    built, problem = build_run(run)
+    density = problem.area / (problem.batch * problem.heads_q * problem.seqlen**2)
+    return built.call, softmax_flops(problem, run.direction), density
 
 
 def paired_medians(calls: Mapping[str, Callable[[], object]], reps: int, warmup: int = 1) -> Paired:
@@ -68,4 +77,4 @@ def machine_line() -> str:
             f"{torch.get_num_threads()} threads, commit {info['commit']}")
 
 
-__all__ = ["NotRunnable", "build_run", "crossover", "machine_line", "paired_medians"]
+__all__ = ["NotRunnable", "build_run", "built_call", "crossover", "machine_line", "paired_medians"]

@@ -30,6 +30,7 @@ import torch
 from rich.table import Table
 
 from harness.bench.args import lengths, sections
+from harness.checks import OneLineParser, integer
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.execution.executor import Built
 from harness.execution.measure import peak_memory
@@ -193,32 +194,28 @@ def bench_hf(seqlens: Sequence[int], reps: int, warmup: int, decode_tokens: int)
 # ----- command line ----------------------------------------------------------------------------------------
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench hybrid") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}")
     p.add_argument("--seqlens", type=lengths, default=[1024, 2048, 4096, 8192, 16384, 32768],
                    help="scaling lengths (65536 allowed)")
-    p.add_argument("--train-max", type=int, default=32768, help="train_step is skipped above this length")
+    p.add_argument("--train-max", type=integer(1), default=32768, help="train_step is skipped above this length")
     p.add_argument("--phases", type=sections(("prefill", "train_step")), default=["prefill", "train_step"],
                    help="scaling: which phases (comma-separated)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--big-warmup", type=int, default=0, help=f"warm-up calls at lengths >= {BIG}")
+    p.add_argument("--reps", type=integer(1), default=3)
+    p.add_argument("--warmup", type=integer(0), default=1)
+    p.add_argument("--big-warmup", type=integer(0), default=0, help=f"warm-up calls at lengths >= {BIG}")
     p.add_argument("--decode-seqlens", type=lengths, default=[8192, 32768, 131072])
-    p.add_argument("--decode-tokens", type=int, default=8)
-    p.add_argument("--memory-seqlen", type=int, default=131072)
+    p.add_argument("--decode-tokens", type=integer(1), default=8)
+    p.add_argument("--memory-seqlen", type=integer(1), default=131072)
     p.add_argument("--hf-seqlens", type=lengths, default=[1024, 4096])
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=integer(1), default=None,
                    help="torch threads (default: as set). On a shared machine, more threads than free cores make "
                         "every OpenMP region wait on a descheduled thread: calls run many times slower")
     a = p.parse_args(argv)
-    if a.reps < 1 or a.warmup < 0 or a.big_warmup < 0 or a.decode_tokens < 1:
-        p.error("--reps >= 1, --warmup/--big-warmup >= 0, --decode-tokens >= 1")
     if min([*a.decode_seqlens, a.memory_seqlen, *a.hf_seqlens]) <= a.decode_tokens:
         p.error(f"decode lengths must exceed --decode-tokens {a.decode_tokens}")
     before = torch.get_num_threads()
     if a.threads is not None:
-        if a.threads < 1:
-            p.error("--threads >= 1")
         torch.set_num_threads(a.threads)
     try:
         run_sections(a)

@@ -9,28 +9,19 @@ once, then timed by :func:`harness.bench.paired.alternate`.
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from rich.table import Table
 
-from harness.bench.build import build_run
+from harness.bench.build import built_call
 from harness.bench.paired import alternate
-from harness.interfaces import softmax_flops
 from harness.results.report import wide_console
 from harness.spec import Run
 
 MASKS = (("causal", {}), ("sliding_window_causal", {"window": 1024}), ("causal_document", {}))
 SIDES = ("sdpa", "blocksparse")  # A, B: the reference kernel first, the ratio is A / B
 console = wide_console()
-
-
-def built_call(run: Run) -> tuple[Callable[[], object], float, float]:
-    """(the timed call of ``run`` as the executor builds it, its softmax FLOPs on the exact mask area, the
-    mask's density: area / (batch x heads x S^2))."""
-    built, problem = build_run(run)
-    density = problem.area / (problem.batch * problem.heads_q * problem.seqlen**2)
-    return built.call, softmax_flops(problem, run.direction), density
 
 
 def bench_kernels(seqlen: int, reps: int, heads_q: int, heads_kv: int, head_dim: int,

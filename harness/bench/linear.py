@@ -18,13 +18,13 @@ alternately (A, B, A, B) in one process:
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Optional, Sequence
 
 from rich.table import Table
 
-from harness.bench.args import lengths, run_sections, sections
+from harness.bench.args import lengths, method_names, run_sections, sections
+from harness.checks import OneLineParser, integer, positive
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.cluster.launch import run_local_many
 from harness.execution.machine import calibrate_peak
@@ -157,23 +157,23 @@ def cp(seqlens: Sequence[int], shape, world_size: int, samples: int, timeout_s: 
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS),
                    help=f"comma-separated, of {', '.join(SECTIONS)}")
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--heads", type=integer(1), default=4)
+    p.add_argument("--head-dim", type=integer(1), default=128)
+    p.add_argument("--reps", type=integer(1), default=3)
     p.add_argument("--seqlens", type=lengths, default="8192,16384,32768,65536", help="scaling: lengths (fwd+bwd)")
-    p.add_argument("--peak-seqlen", type=int, default=32768)
+    p.add_argument("--peak-seqlen", type=integer(1), default=32768)
     p.add_argument("--decode-seqlens", type=lengths, default="1024,4096,16384,65536")
-    p.add_argument("--decode-tokens", type=int, default=8)
-    p.add_argument("--peer-seqlen", type=int, default=8192)
-    p.add_argument("--peers", default="fla_chunk_naive,fla_naive_recurrent")
+    p.add_argument("--decode-tokens", type=integer(1), default=8)
+    p.add_argument("--peer-seqlen", type=integer(1), default=8192)
+    p.add_argument("--peers", type=method_names, default="fla_chunk_naive,fla_naive_recurrent")
     p.add_argument("--crossover-seqlens", type=lengths, default="128,256,512,1024,2048,4096,8192,16384")
     p.add_argument("--cp-seqlens", type=lengths, default="4096,8192,16384,32768")
-    p.add_argument("--world-size", type=int, default=4)
-    p.add_argument("--cp-samples", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per CP run")
+    p.add_argument("--world-size", type=integer(1), default=4)
+    p.add_argument("--cp-samples", type=integer(1), default=2)
+    p.add_argument("--timeout", type=positive, default=1800.0, help="seconds per CP run")
     a = p.parse_args(argv)
     shape = (a.heads, a.head_dim)
     console.print(f"{machine_line()}; causal, "
@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear
         "scaling": lambda: scaling(a.seqlens, shape, a.reps),
         "peak": lambda: peak(a.peak_seqlen, shape, a.reps),
         "decode": lambda: decode(a.decode_seqlens, shape, a.reps, a.decode_tokens),
-        "peers": lambda: peers(a.peer_seqlen, shape, a.reps, [n for n in a.peers.split(",") if n]),
+        "peers": lambda: peers(a.peer_seqlen, shape, a.reps, a.peers),
         "crossover": lambda: crossover_study(a.crossover_seqlens, shape, a.reps),
         "cp": lambda: cp(a.cp_seqlens, shape, a.world_size, a.cp_samples, a.timeout),
     }

@@ -3,7 +3,8 @@
 :func:`alternate` times ``reps`` rounds of a set of named calls, one call of each per round in the given
 order, recording per call the wall seconds (``perf_counter``), this process's CPU seconds (``process_time``:
 all threads of the process, so CPU work of a multi-threaded kernel counts in full) and the system part of them
-(``os.times``: page faults of fresh memory land there, a cost of the allocator rather than of the kernel).
+(``getrusage``, microseconds; page faults of fresh memory land there, a cost of the allocator rather than of the
+kernel).
 :class:`Paired` holds the samples in call order and gives medians and ratios. The benchmarks of lcbench
 (``lcbench bench kernels``, ``lcbench bench peers``) compare their sides with it; the distributed one
 passes ``before=barrier`` so every call of every rank starts together, and combines ranks with
@@ -12,7 +13,7 @@ passes ``before=barrier`` so every call of every rank starts together, and combi
 
 from __future__ import annotations
 
-import os
+import resource
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -61,11 +62,16 @@ class Paired:
 
 def measure(call: Callable[[], object]) -> tuple[float, float, float]:
     """(wall seconds, process CPU seconds, of which system seconds) of one call."""
-    s0, c0 = os.times().system, time.process_time()
+    s0, c0 = _system(), time.process_time()
     w0 = time.perf_counter()  # read last before the call and first after it: the wall time is the call's alone
     call()
     wall = time.perf_counter() - w0
-    return wall, time.process_time() - c0, os.times().system - s0
+    return wall, time.process_time() - c0, _system() - s0
+
+
+def _system() -> float:
+    """This process's system CPU seconds so far (``os.times`` counts in 10 ms clock ticks; this does not)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 def alternate(calls: Mapping[str, Callable[[], object]], reps: int,

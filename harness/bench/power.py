@@ -14,21 +14,21 @@ Patterns use their registered defaults (the paper's: block 256, power window 5 +
 
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
 from rich.table import Table
 
-from harness.bench.args import lengths, run_sections, sections
-from harness.bench.build import build_run, machine_line, paired_medians
-from harness.interfaces import softmax_flops
+from harness.bench.args import heads_pair, lengths, run_sections, sections
+from harness.checks import OneLineParser, integer
+from harness.bench.build import built_call, machine_line, paired_medians
+from harness.bench.kernels import MASKS as KERNEL_MASKS
 from harness.results.report import wide_console
 from harness.spec import Run
 
 SECTIONS = ("speed", "sdpa")
 PATTERNS = ("power", "sliding_window_sink", "stride_slash", "dilated", "longnet")
 # the sdpa section also covers the masks the kernels benchmark studies (issue 13 quotes them)
-EXTRA_MASKS = (("sliding_window_causal", {"window": 1024}), ("causal_document", {}))
+EXTRA_MASKS = tuple(m for m in KERNEL_MASKS if m[0] != "causal")
 console = wide_console()
 
 
@@ -36,13 +36,6 @@ def _run(method: str, mask: str, params: dict, seqlen: int, direction: str, head
          decode_tokens: int = 1) -> Run:
     return Run.make(method=method, mask=mask, mask_params=params, seqlen=seqlen, heads_q=heads[0],
                     heads_kv=heads[1], head_dim=head_dim, direction=direction, decode_tokens=decode_tokens)
-
-
-def _built(run: Run) -> tuple:
-    """(timed call, softmax FLOPs of the exact area, density = area / (batch x heads x S^2))."""
-    built, problem = build_run(run)
-    density = problem.area / (problem.batch * problem.heads_q * problem.seqlen ** 2)
-    return built.call, softmax_flops(problem, run.direction), density
 
 
 def speed(seqlens: Sequence[int], heads, head_dim: int, reps: int, decode_tokens: int) -> None:
@@ -55,7 +48,7 @@ def speed(seqlens: Sequence[int], heads, head_dim: int, reps: int, decode_tokens
             table.add_column(col, justify="left" if col == "pattern" else "right")
         times, rates, density = {}, {}, {}
         for direction in ("fwd", "fwd+bwd", "decode"):
-            built = {m: _built(_run("blocksparse", m, {}, s, direction, heads, head_dim, decode_tokens)) for m in masks}
+            built = {m: built_call(_run("blocksparse", m, {}, s, direction, heads, head_dim, decode_tokens)) for m in masks}
             p = paired_medians({m: b[0] for m, b in built.items()}, reps)
             for m, (_, flops, dens) in built.items():
                 times[m, direction] = p.median_wall(m)
@@ -78,9 +71,9 @@ def sdpa(seqlen: int, heads, head_dim: int, reps: int) -> None:
     for col in ("mask", "density", "dir", "blocksparse ms", "sdpa causal ms", "bs GFLOP/s", "sdpa GFLOP/s", "ratio"):
         table.add_column(col, justify="left" if col in ("mask", "dir") else "right")
     for direction in ("fwd", "bwd"):
-        reference, ref_flops, _ = _built(_run("sdpa", "causal", {}, seqlen, direction, heads, head_dim))
+        reference, ref_flops, _ = built_call(_run("sdpa", "causal", {}, seqlen, direction, heads, head_dim))
         for mask, params in masks:
-            call, flops, density = _built(_run("blocksparse", mask, params, seqlen, direction, heads, head_dim))
+            call, flops, density = built_call(_run("blocksparse", mask, params, seqlen, direction, heads, head_dim))
             p = paired_medians({"sdpa": reference, "blocksparse": call}, reps)
             bs_rate, sdpa_rate = flops / p.median_wall("blocksparse"), ref_flops / p.median_wall("sdpa")
             table.add_row(mask, f"{density:.4f}", direction, f"{p.median_wall('blocksparse') * 1e3:.0f}",
@@ -89,27 +82,22 @@ def sdpa(seqlen: int, heads, head_dim: int, reps: int) -> None:
     console.print(table)
 
 
-def _heads(text: str) -> tuple[int, int]:
-    q, kv = (int(x) for x in text.split(":"))
-    return q, kv
-
-
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS),
                    help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--seqlens", type=lengths, default="32768,65536", help="speed: lengths")
-    p.add_argument("--heads", default="2:1", help="speed: heads_q:heads_kv (CPU: a 64K causal fwd+bwd is ~40 s)")
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--decode-tokens", type=int, default=8)
-    p.add_argument("--sdpa-seqlen", type=int, default=16384)
-    p.add_argument("--sdpa-heads", default="8:2")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--heads", type=heads_pair, default="2:1", help="speed: heads_q:heads_kv (CPU: a 64K causal fwd+bwd is ~40 s)")
+    p.add_argument("--head-dim", type=integer(1), default=64)
+    p.add_argument("--decode-tokens", type=integer(1), default=8)
+    p.add_argument("--sdpa-seqlen", type=integer(1), default=16384)
+    p.add_argument("--sdpa-heads", type=heads_pair, default="8:2")
+    p.add_argument("--reps", type=integer(1), default=3)
     a = p.parse_args(argv)
     console.print(f"{machine_line()}; float32, batch 1; masks at their registered (paper) defaults")
     jobs = {
-        "speed": lambda: speed(a.seqlens, _heads(a.heads), a.head_dim, a.reps, a.decode_tokens),
-        "sdpa": lambda: sdpa(a.sdpa_seqlen, _heads(a.sdpa_heads), a.head_dim, a.reps),
+        "speed": lambda: speed(a.seqlens, a.heads, a.head_dim, a.reps, a.decode_tokens),
+        "sdpa": lambda: sdpa(a.sdpa_seqlen, a.sdpa_heads, a.head_dim, a.reps),
     }
     run_sections(jobs, a.sections, console)
     return 0

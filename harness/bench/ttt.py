@@ -18,13 +18,13 @@ Every side is built by :func:`harness.bench.build.build_run` (the call a suite r
 
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
 import torch
 from rich.table import Table
 
-from harness.bench.args import lengths, sections
+from harness.bench.args import lengths, method_names, sections
+from harness.checks import OneLineParser, integer
 from harness.bench.build import NotRunnable, build_run, machine_line, paired_medians
 from harness.results.report import wide_console
 from harness.spec import DECODE, Run
@@ -145,28 +145,26 @@ def bench_peer(seqlen: int, heads: int, head_dim: int, reps: int) -> tuple[Optio
 # ----- command line ------------------------------------------------------------------------------------------
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS), help="qttt,ttt_linear (default both)")
-    p.add_argument("--reps", type=int, default=3, help="paired rounds (after one warm-up call of each side)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--reps", type=integer(1), default=3, help="paired rounds (after one warm-up call of each side)")
+    p.add_argument("--threads", type=integer(0), default=0,
                    help="torch threads (default: as set; 1 keeps a loaded shared machine from stalling the many "
                         "tiny parallel regions of a decode step)")
     g = p.add_argument_group("qttt")
     g.add_argument("--contexts", type=lengths, default=[8192, 16384, 32768])
     g.add_argument("--flavor", default="tiny")
-    g.add_argument("--method", default="sdpa")
-    g.add_argument("--steps", type=int, default=32)
-    g.add_argument("--span", type=int, default=128)
+    g.add_argument("--method", type=lambda t: method_names(t)[0], default="sdpa")
+    g.add_argument("--steps", type=integer(1), default=32)
+    g.add_argument("--span", type=integer(1), default=128)
     g.add_argument("--span-at", choices=("random", "end"), default="random")
-    g.add_argument("--decode-tokens", type=int, default=8, help="tokens per timed decode call (ms/token = / this)")
+    g.add_argument("--decode-tokens", type=integer(1), default=8, help="tokens per timed decode call (ms/token = / this)")
     g = p.add_argument_group("ttt_linear")
     g.add_argument("--seqlens", type=lengths, default=[4096, 8192, 16384, 32768])
-    g.add_argument("--peer-seqlen", type=int, default=8192, help="0: skip the fla-core comparison")
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--head-dim", type=int, default=64)
+    g.add_argument("--peer-seqlen", type=integer(0), default=8192, help="0: skip the fla-core comparison")
+    g.add_argument("--heads", type=integer(1), default=4)
+    g.add_argument("--head-dim", type=integer(1), default=64)
     a = p.parse_args(argv)
-    if a.reps < 1 or a.steps < 1 or a.span < 1 or a.decode_tokens < 1:
-        p.error("--reps, --steps, --span and --decode-tokens must be at least 1")
     threads_before = torch.get_num_threads()
     if a.threads:
         torch.set_num_threads(a.threads)
