@@ -32,7 +32,6 @@ from harness.results.report import wide_console
 from harness.spec import Run, Timing
 
 SECTIONS = ("scaling", "peak", "decode", "peers", "crossover", "cp")
-LINEAR_STRATEGIES = ("lasp2", "lasp", "linear_all_gather")
 console = wide_console()
 
 
@@ -138,7 +137,12 @@ def _mb(values) -> str:
 def cp(seqlens: Sequence[int], shape, world_size: int, samples: int, timeout_s: float) -> None:
     heads, head_dim = shape
     timing = Timing(warmup=1, min_samples=samples, min_run_time=0.0, max_samples=samples)
-    sides = [(name, "lightning") for name in LINEAR_STRATEGIES] + [("ring_zigzag", "blocksparse")]
+    from harness.catalog import strategies
+    from harness.interfaces.strategy import WITH_LINEAR_KERNEL
+
+    linear = [n for n, st in strategies().items()  # the registry's linear CP strategies that run here
+              if st.local_methods is WITH_LINEAR_KERNEL and not st.unavailable_reason()]
+    sides = [(name, "lightning") for name in linear] + [("ring_zigzag", "blocksparse")]
     runs = [Run.make(method=method, strategy=name, mask="causal", seqlen=s, heads_q=heads, heads_kv=heads,
                      head_dim=head_dim, direction="fwd+bwd", world_size=world_size, timing=timing)
             for s in seqlens for name, method in sides]
