@@ -15,6 +15,7 @@ from rich.table import Table
 
 from harness.checks import OneLineParser, integer, positive, writable_dir, writable_file
 from harness.errors import UserError
+from harness.execution import allocator
 from harness.results.report import wide_console
 
 DEFAULT_RESULTS = "results"
@@ -278,6 +279,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # ----- parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="lcbench", description="Long-context attention benchmark harness")
+    parser.add_argument("--malloc", choices=sorted(allocator.POLICIES), default="default",
+                        help="C allocator of lcbench and its workers, recorded with every result: "
+                             + "; ".join(f"{k}: {v}" for k, v in allocator.POLICIES.items()))
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list methods, strategies, masks or suites")
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        allocator.restart_with(args.malloc, sys.argv[1:] if argv is None else argv)
         return args.func(args)
     except UserError as e:
         err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)

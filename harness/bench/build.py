@@ -74,7 +74,7 @@ def machine_line() -> str:
 
     info = machine_info()
     return (f"{info['cpu']} ({info['cpu_count']} cores), torch {info['versions'].get('torch')}, "
-            f"{torch.get_num_threads()} threads, commit {info['commit']}")
+            f"{torch.get_num_threads()} threads, commit {info['commit']}, allocator {info['allocator']}")
 
 
 __all__ = ["NotRunnable", "build_run", "built_call", "crossover", "machine_line", "paired_medians"]

@@ -4,7 +4,9 @@ Sections (``--sections``, default all), every side built by the harness (:mod:`h
 alternately (A, B, A, B) in one process:
 
 * ``scaling`` — ``lightning`` fwd+bwd at each length, all lengths alternating; t(2S)/t(S) (linear: <= 2.1), with
-  the process's CPU time, its system part (page faults of fresh memory) and the ratio of the user part.
+  the process's CPU time, its system part (page faults of fresh memory) and the ratio of the user part. Under
+  glibc's default allocator every output of 32 MiB and more faults in afresh on each call (from 16K at the CPU
+  shape); ``lcbench --malloc keep bench linear`` measures the kernel without that (:mod:`harness.execution.allocator`).
 * ``peak`` — ``lightning`` fwd and bwd at one length: TFLOP/s on the method's own FLOP count against this
   machine's calibrated GEMM peak (the best of 5 timed 1024^3 matmuls).
 * ``decode`` — ms per generated token at context S of ``lightning`` (the d x d state) vs ``sdpa`` (the KV cache).
@@ -27,6 +29,7 @@ from harness.bench.args import lengths, method_names, run_sections, sections
 from harness.checks import OneLineParser, integer, positive
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.cluster.launch import run_local_many
+from harness.execution import allocator
 from harness.execution.machine import calibrate_peak
 from harness.results.report import wide_console
 from harness.spec import Run, Timing
@@ -48,7 +51,8 @@ def _ms(seconds: float) -> str:
 def scaling(seqlens: Sequence[int], shape, reps: int) -> None:
     calls = {s: build_run(_run("lightning", s, "fwd+bwd", shape))[0].call for s in seqlens}
     paired = paired_medians({str(s): c for s, c in calls.items()}, reps)
-    table = Table(title=f"lightning fwd+bwd vs S (alternating x{reps}; sys: the page faults of fresh memory)")
+    table = Table(title=f"lightning fwd+bwd vs S (alternating x{reps}; sys: the page faults of fresh memory; "
+                        f"allocator {allocator.describe()})")
     for col in ("S", "ms", "cpu ms", "of which sys", "t(S)/t(S/2)", "user cpu t(S)/t(S/2)"):
         table.add_column(col, justify="right")
     previous = None

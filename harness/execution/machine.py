@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from harness.execution import allocator
+
 PACKAGES = ("torch", "ray", "numpy", "triton", "flash-attn", "deepspeed", "megatron-core", "yunchang")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,6 +63,7 @@ def machine_info() -> dict:
         "gpu": gpu,
         "versions": versions,
         "commit": _commit(),
+        "allocator": allocator.describe(),
         "peak_tflops": session_peaks(),  # calibrated at the start of the sweep (calibrate_for_sweep)
     }
 
