@@ -45,12 +45,85 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 def ln_l2_grad(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``d/dz 0.5 ||LN(z) - target||^2`` (ttt-lm-pytorch's ``ln_fused_l2_bwd`` with gamma 1, beta 0)."""
+    return _ln_l2_grad(z, target)[0]
+
+
+def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ln_l2_grad` and what its vector-Jacobian product needs: ``(g, z_hat, std)``."""
     dim = z.shape[-1]
     mu = z.mean(-1, keepdim=True)
     std = torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + EPS)
     z_hat = (z - mu) / std
     g = z_hat - target
-    return (dim * g - g.sum(-1, keepdim=True) - z_hat * (g * z_hat).sum(-1, keepdim=True)) / (std * dim)
+    return (dim * g - g.sum(-1, keepdim=True) - z_hat * (g * z_hat).sum(-1, keepdim=True)) / (std * dim), z_hat, std
+
+
+def ln_l2_grad_vjp(c: torch.Tensor, g: torch.Tensor, z_hat: torch.Tensor, std: torch.Tensor,
+                   target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dz, dtarget)`` of ``<c, ln_l2_grad(z, target)>``, from the forward's ``g``, ``z_hat``, ``std``.
+
+    With ``P(u) = u - mean(u) - z_hat mean(u z_hat)`` (the LayerNorm backward's projection), the forward is
+    ``g = P(z_hat - target) / std``; so ``<c, g> = <r, z_hat - target> / std`` with ``r = P(c)`` (``P`` is
+    symmetric), which gives ``dtarget = -r / std``. Through ``z``: the gradient with respect to ``z_hat``,
+    ``v = (r - c mean((z_hat - target) z_hat) - mean(c z_hat) (z_hat - target)) / std``, goes back through
+    the normalisation as ``P(v) / std``, and ``std``'s own dependence on ``z`` adds ``-z_hat mean(c g) / std``.
+    """
+    mean = lambda t: t.mean(-1, keepdim=True)  # noqa: E731
+    residual = z_hat - target
+    a = mean(c * z_hat)
+    r = c - mean(c) - a * z_hat
+    v = (r - c * mean(residual * z_hat) - a * residual) / std
+    dz = (v - mean(v) - z_hat * (mean(v * z_hat) + mean(c * g))) / std
+    return dz, -r / std
+
+
+class _InnerLoop(torch.autograd.Function):
+    """The sequential part of the dual form, with its backward written out.
+
+    Forward: from ``W0`` (``b0 = 0``), per mini-batch ``j`` the gradient ``G_j = ln_l2_grad(X_K,j W_j + b_j,
+    T_j)`` and the step ``W_{j+1} = W_j - eta X_K,j^T G_j``, ``b_{j+1} = b_j - eta sum_rows G_j``; returns every
+    ``W_j``, ``b_j`` and ``G_j`` (the batched part uses them). Backward: one loop back over the mini-batches
+    carrying the gradient of ``W_{j+1}`` and ``b_{j+1}``; only what needs that carry runs in the loop, and
+    ``dX_K`` (from both of the loop's matmuls) runs batched afterwards. Autograd through the loop kept every
+    step's intermediates (~20 MiB per 1K tokens at H = 4, f = 64), whose traffic made the time grow faster than
+    S; this saves ``z_hat`` and ``std`` besides the outputs.
+    """
+
+    @staticmethod
+    def forward(ctx, kb: torch.Tensor, tb: torch.Tensor, w0: torch.Tensor, eta: float):
+        w, bias = w0, kb.new_zeros(*kb.shape[:2], 1, kb.shape[-1])
+        ws, biases, grads, z_hats, stds = [], [], [], [], []
+        for kj, tj in zip(kb.unbind(2), tb.unbind(2)):
+            g, z_hat, std = _ln_l2_grad(kj @ w + bias, tj)
+            for out, x in ((ws, w), (biases, bias), (grads, g), (z_hats, z_hat), (stds, std)):
+                out.append(x)
+            w = w - eta * (kj.transpose(-1, -2) @ g)
+            bias = bias - eta * g.sum(-2, keepdim=True)
+        w_all, b_all, g_all = torch.stack(ws, 2), torch.stack(biases, 2), torch.stack(grads, 2)
+        ctx.save_for_backward(kb, tb, w_all, g_all, torch.stack(z_hats, 2), torch.stack(stds, 2))
+        ctx.eta = eta
+        return w_all, b_all, g_all
+
+    @staticmethod
+    def backward(ctx, dw_all: torch.Tensor, db_all: torch.Tensor, dg_all: torch.Tensor):
+        kb, tb, w_all, g_all, z_hat, std = ctx.saved_tensors
+        eta = ctx.eta
+        dw = torch.zeros_like(w_all[:, :, 0])  # the gradient of W_{j+1} (nothing after the last mini-batch)
+        db = torch.zeros_like(db_all[:, :, 0])
+        carried, dzs, dts = [], [], []
+        steps = zip(kb.unbind(2), g_all.unbind(2), z_hat.unbind(2), std.unbind(2), tb.unbind(2),
+                    dw_all.unbind(2), db_all.unbind(2), dg_all.unbind(2))
+        for kj, gj, zj, sj, tj, dwj, dbj, dgj in reversed(list(steps)):
+            c = dgj - eta * (kj @ dw + db)  # G_j feeds its output and the step to W_{j+1}, b_{j+1}
+            dz, dt = ln_l2_grad_vjp(c, gj, zj, sj, tj)
+            carried.append(dw)
+            dzs.append(dz)
+            dts.append(dt)
+            dw = dw + dwj + kj.transpose(-1, -2) @ dz  # z_j = X_K,j W_j + b_j, and W_{j+1} = W_j - ...
+            db = db + dbj + dz.sum(-2, keepdim=True)
+        carried, dz, dt = (torch.stack(x[::-1], 2) for x in (carried, dzs, dts))
+        dk = dz @ w_all.transpose(-1, -2) - eta * (g_all @ carried.transpose(-1, -2))
+        return dk, dt, None, None
 
 
 def _heads_first(x: torch.Tensor, heads: int, dtype: torch.dtype, length: int) -> torch.Tensor:
@@ -90,18 +163,7 @@ def dual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w0: torch.Tensor, et
     q's dtype. ``w0`` ``[H, f, f]``: the initial inner weights. Differentiable (autograd)."""
     acc = torch.promote_types(q.dtype, torch.float32)
     qb, kb, tb, w = _prepare(q, k, v, w0, mini_batch, acc, q_scale)
-    bias = qb.new_zeros(*qb.shape[:2], 1, qb.shape[-1])
-    befores_w, befores_b, grads = [], [], []
-    # one split before the loop: its backward stacks the slices' gradients once (indexing kb[:, :, j] inside
-    # the loop would, per slice, add a zero tensor the size of kb into the gradient — quadratic in S)
-    for kj, tj in zip(kb.unbind(2), tb.unbind(2)):  # the sequential part: W and b carried mini-batch to mini-batch
-        g = ln_l2_grad(kj @ w + bias, tj)
-        befores_w.append(w)
-        befores_b.append(bias)
-        grads.append(g)
-        w = w - eta * (kj.transpose(-1, -2) @ g)
-        bias = bias - eta * g.sum(-2, keepdim=True)
-    w_all, b_all, g_all = torch.stack(befores_w, 2), torch.stack(befores_b, 2), torch.stack(grads, 2)
+    w_all, b_all, g_all = _InnerLoop.apply(kb, tb, w, eta)
     tril = torch.ones(mini_batch, mini_batch, dtype=acc, device=q.device).tril()
     attn = (qb @ kb.transpose(-1, -2)) * tril + tril  # tril(X_Q X_K^T) + tril(1)
     zbar = qb @ w_all + b_all - eta * (attn @ g_all)

@@ -168,6 +168,21 @@ def test_dual_form_equals_primal_form_forward_and_backward() -> None:
         assert torch.allclose(x, y, atol=1e-11)
 
 
+def test_the_written_out_vjp_of_the_inner_gradient_equals_autograd() -> None:
+    """The dual form's backward differentiates ``ln_l2_grad`` in closed form: check it against float64 autograd
+    (rows with large and tiny variance; the target is differentiated too)."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(3, 16, 24, generator=g, dtype=torch.float64) * torch.tensor([1e-2, 1.0, 30.0]).view(3, 1, 1)
+    z.requires_grad_(True)
+    target = torch.randn(3, 16, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(3, 16, 24, generator=g, dtype=torch.float64)
+    out, z_hat, std = ttt._ln_l2_grad(z, target)
+    want = torch.autograd.grad(out, (z, target), c)
+    got = ttt.ln_l2_grad_vjp(c, out.detach(), z_hat.detach(), std.detach(), target.detach())
+    for x, y in zip(got, want):
+        assert torch.allclose(x, y, rtol=1e-10, atol=1e-12)
+
+
 def test_dual_form_is_causal_and_learns() -> None:
     q, k, v = _qkv(s=64)
     w0 = ttt.initial_weights(2, 16, 0, torch.float64, q.device)
