@@ -1,12 +1,14 @@
 """Command-line pieces the study benchmarks share: comma-separated lengths, a choice of sections, heads as
-``Q:KV``, method names, and running the chosen sections with their wall time printed. The benchmarks parse with
+``Q:KV``, method names, running the chosen sections with their wall time printed, and a torch thread count
+set for the run and restored after it. The benchmarks parse with
 :class:`harness.checks.OneLineParser`: a bad value is one line naming it, exit 2, before anything runs."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 
 def lengths(text: str) -> list[int]:
@@ -62,3 +64,17 @@ def run_sections(jobs: Mapping[str, Callable[[], object]], chosen: Sequence[str]
         started = time.perf_counter()
         jobs[name]()
         console.print(f"{name}: {time.perf_counter() - started:.0f} s", markup=False)
+
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run with ``count`` torch threads (None or 0: as set), then give in-process callers (tests) theirs back."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

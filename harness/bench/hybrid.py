@@ -22,14 +22,13 @@ step's ``metrics``.
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Optional, Sequence
 
 import torch
 from rich.table import Table
 
-from harness.bench.args import lengths, sections
+from harness.bench.args import lengths, run_sections, sections, torch_threads
 from harness.checks import OneLineParser, integer
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.execution.executor import Built
@@ -45,10 +44,10 @@ console = wide_console()
 
 
 def workload_run(seqlen: int, phase: str, pattern: str, workload: str = "hybrid_lm", decode_tokens: int = 1,
-                 dtype: str = "float32", **params) -> Run:
+                 **params) -> Run:
     """The run a suite expands to for one (workload, pattern, seqlen, phase): the phase is the direction."""
     return Run.make(workload=workload, params={"flavor": "tiny", "pattern": pattern, **params}, mask="causal",
-                    seqlen=seqlen, dtype=dtype, direction=phase,
+                    seqlen=seqlen, dtype="float32", direction=phase,
                     decode_tokens=decode_tokens if phase == DECODE else 1)
 
 
@@ -72,8 +71,7 @@ def _mib(n: float) -> str:
 # ----- sections -------------------------------------------------------------------------------------------
 
 def bench_scaling(seqlens: Sequence[int], reps: int, warmup: int, big_warmup: int, train_max: int,
-                  phases: Sequence[str] = ("prefill", "train_step")) -> list[Table]:
-    tables = []
+                  phases: Sequence[str] = ("prefill", "train_step")) -> None:
     for phase in phases:
         table = Table(title=f"{phase}: hybrid {HYBRID} vs all-softmax {SOFTMAX} (tiny, float32), alternating A/B "
                             f"x{reps}", header_style="bold")
@@ -93,17 +91,15 @@ def bench_scaling(seqlens: Sequence[int], reps: int, warmup: int, big_warmup: in
                           _ms(paired.median_cpu("softmax")))
             console.print(f"  {phase} S={s}: hybrid {_ms(h)} ms, softmax {_ms(sm)} ms ({ratio:.2f}x)")
             del calls
-        tables.append(table)
         if ratios:
             console.print(table)
             at = crossover({s: r > 1 for s, r in ratios})
             top = max(s for s, _ in ratios)
             console.print(f"crossover ({phase}): " + (f"the hybrid is faster from S={at:,} on (every measured S up "
                                                       f"to {top:,})" if at else f"none up to S={top:,}"))
-    return tables
 
 
-def bench_decode(seqlens: Sequence[int], reps: int, warmup: int, big_warmup: int, decode_tokens: int) -> Table:
+def bench_decode(seqlens: Sequence[int], reps: int, warmup: int, big_warmup: int, decode_tokens: int) -> None:
     table = Table(title=f"decode: {decode_tokens} tokens per call, ms/token, alternating A/B x{reps}",
                   header_style="bold")
     for col in ("S", "hybrid ms/token", "softmax ms/token", "softmax/hybrid", "hybrid cpu ms", "softmax cpu ms"):
@@ -128,7 +124,6 @@ def bench_decode(seqlens: Sequence[int], reps: int, warmup: int, big_warmup: int
                       f"hybrid {per_token['hybrid'][-1] - per_token['hybrid'][0]:.2f}, softmax "
                       f"{per_token['softmax'][-1] - per_token['softmax'][0]:.2f} (ratio "
                       f"{_extra_ratio(per_token):.1f}x; the model: ~8x)")
-    return table
 
 
 def _extra_ratio(per_token: dict[str, list[float]]) -> float:
@@ -136,7 +131,7 @@ def _extra_ratio(per_token: dict[str, list[float]]) -> float:
     return extra["softmax"] / extra["hybrid"] if extra["hybrid"] > 0 else float("inf")
 
 
-def bench_memory(seqlen: int, decode_tokens: int) -> Table:
+def bench_memory(seqlen: int, decode_tokens: int) -> None:
     table = Table(title=f"decode cache per sequence at S={seqlen:,} (float32), and one decode call's peak",
                   header_style="bold")
     for col in ("pattern", "cache measured", "cache modelled", "measured/model", "KV (model)", "state (model)",
@@ -158,10 +153,9 @@ def bench_memory(seqlen: int, decode_tokens: int) -> Table:
     console.print(f"decode peak: {how} (harness.execution.measure.peak_memory)")
     console.print(f"KV/state crossover: one softmax layer's KV cache equals one lightning layer's state at "
                   f"{crossover_tokens:,.0f} tokens (cache_model.cache_crossover_tokens)")
-    return table
 
 
-def bench_hf(seqlens: Sequence[int], reps: int, warmup: int, decode_tokens: int) -> Table:
+def bench_hf(seqlens: Sequence[int], reps: int, warmup: int, decode_tokens: int) -> None:
     table = Table(title=f"ours (hybrid_lm, rope_dim 64) vs HF MiniMaxForCausalLM (hybrid_lm_hf), same weights, "
                         f"alternating A/B x{reps}", header_style="bold")
     for col in ("pattern", "phase", "S", "ours ms", "HF ms", "HF/ours", "ours cpu ms", "HF cpu ms"):
@@ -188,7 +182,6 @@ def bench_hf(seqlens: Sequence[int], reps: int, warmup: int, decode_tokens: int)
                               f"({ratio:.2f}x){extra}")
                 del built
     console.print(table)
-    return table
 
 
 # ----- command line ----------------------------------------------------------------------------------------
@@ -214,31 +207,24 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench hybrid
     a = p.parse_args(argv)
     if min([*a.decode_seqlens, a.memory_seqlen, *a.hf_seqlens]) <= a.decode_tokens:
         p.error(f"decode lengths must exceed --decode-tokens {a.decode_tokens}")
-    before = torch.get_num_threads()
-    if a.threads is not None:
-        torch.set_num_threads(a.threads)
-    try:
-        run_sections(a)
-    finally:
-        torch.set_num_threads(before)  # in-process callers (tests) keep their setting
+    jobs = {
+        "scaling": lambda: bench_scaling(a.seqlens, a.reps, a.warmup, a.big_warmup, a.train_max, a.phases),
+        "decode": lambda: bench_decode(a.decode_seqlens, a.reps, a.warmup, a.big_warmup, a.decode_tokens),
+        "memory": lambda: bench_memory(a.memory_seqlen, a.decode_tokens),
+        "hf": lambda: bench_hf(a.hf_seqlens, a.reps, a.warmup, a.decode_tokens),
+    }
+    with torch_threads(a.threads):
+        console.print(f"lcbench bench hybrid: {machine_line()}; float32, flavor tiny; sections {','.join(a.sections)}")
+        _warn_if_contended()
+        run_sections(jobs, a.sections, console)
     return 0
 
 
-def run_sections(a: argparse.Namespace) -> None:
-    console.print(f"lcbench bench hybrid: {machine_line()}; float32, flavor tiny; sections {','.join(a.sections)}")
+def _warn_if_contended() -> None:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if max(0.0, load - 1.0) + torch.get_num_threads() > cores + 0.5:  # others' load beside our threads
         console.print(f"[yellow]warning: 1-minute load average {load:.1f} on {cores} cores; with "
                       f"{torch.get_num_threads()} threads the timings are contended (--threads 1 is steadier)[/]")
-    if "scaling" in a.sections:
-        bench_scaling(a.seqlens, a.reps, a.warmup, a.big_warmup, a.train_max, a.phases)
-    if "decode" in a.sections:
-        bench_decode(a.decode_seqlens, a.reps, a.warmup, a.big_warmup, a.decode_tokens)
-    if "memory" in a.sections:
-        bench_memory(a.memory_seqlen, a.decode_tokens)
-    if "hf" in a.sections:
-        bench_hf(a.hf_seqlens, a.reps, a.warmup, a.decode_tokens)
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,12 +18,13 @@ Every side is built by :func:`harness.bench.build.build_run` (the call a suite r
 
 from __future__ import annotations
 
+import argparse
 from typing import Optional, Sequence
 
 import torch
 from rich.table import Table
 
-from harness.bench.args import lengths, method_names, sections
+from harness.bench.args import lengths, method_names, run_sections, sections, torch_threads
 from harness.checks import OneLineParser, integer
 from harness.bench.build import NotRunnable, build_run, machine_line, paired_medians
 from harness.results.report import wide_console
@@ -165,36 +166,29 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") 
     g.add_argument("--heads", type=integer(1), default=4)
     g.add_argument("--head-dim", type=integer(1), default=64)
     a = p.parse_args(argv)
-    threads_before = torch.get_num_threads()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    console.print(f"lcbench bench ttt: {machine_line()}")
-    try:
-        if "qttt" in a.sections:
-            params = {"flavor": a.flavor, "method": a.method, "steps": a.steps, "span": a.span,
-                      "span_at": a.span_at}
-            table, lines = bench_qttt(a.contexts, params, a.decode_tokens, a.reps)
-            console.print(table)
-            for line in lines:
-                console.print(line)
-        if "ttt_linear" in a.sections:
-            table, lines = bench_ttt_linear(a.seqlens, a.heads, a.head_dim, a.reps)
-            console.print(table)
-            for line in lines:
-                console.print(line)
-            if a.peer_seqlen:
-                table, lines = bench_peer(a.peer_seqlen, a.heads, a.head_dim, a.reps)
-                if table is not None:
-                    console.print(table)
-                for line in lines:
-                    console.print(line)
-    except NotRunnable as e:
-        console.print(f"error: {e}")
-        return 1
-    finally:
-        torch.set_num_threads(threads_before)
+    qttt_params = {"flavor": a.flavor, "method": a.method, "steps": a.steps, "span": a.span, "span_at": a.span_at}
+    jobs = {
+        "qttt": lambda: _show(bench_qttt(a.contexts, qttt_params, a.decode_tokens, a.reps)),
+        "ttt_linear": lambda: _ttt_linear_section(a),
+    }
+    with torch_threads(a.threads):
+        console.print(f"lcbench bench ttt: {machine_line()}")
+        run_sections(jobs, a.sections, console)
     return 0
 
+
+def _ttt_linear_section(a: argparse.Namespace) -> None:
+    _show(bench_ttt_linear(a.seqlens, a.heads, a.head_dim, a.reps))
+    if a.peer_seqlen:
+        _show(bench_peer(a.peer_seqlen, a.heads, a.head_dim, a.reps))
+
+
+def _show(result: tuple[Optional[Table], list[str]]) -> None:
+    table, lines = result
+    if table is not None:
+        console.print(table)
+    for line in lines:
+        console.print(line)
 
 if __name__ == "__main__":
     raise SystemExit(main())
