@@ -54,8 +54,9 @@ def _ln_l2_grad(z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
     mu = z.mean(-1, keepdim=True)
     std = torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + EPS)
     z_hat = (z - mu) / std
-    g = z_hat - target
-    return (dim * g - g.sum(-1, keepdim=True) - z_hat * (g * z_hat).sum(-1, keepdim=True)) / (std * dim), z_hat, std
+    residual = z_hat - target
+    g = dim * residual - residual.sum(-1, keepdim=True) - z_hat * (residual * z_hat).sum(-1, keepdim=True)
+    return g / (std * dim), z_hat, std
 
 
 def ln_l2_grad_vjp(c: torch.Tensor, g: torch.Tensor, z_hat: torch.Tensor, std: torch.Tensor,
@@ -86,7 +87,8 @@ class _InnerLoop(torch.autograd.Function):
     carrying the gradient of ``W_{j+1}`` and ``b_{j+1}``; only what needs that carry runs in the loop, and
     ``dX_K`` (from both of the loop's matmuls) runs batched afterwards. Autograd through the loop kept every
     step's intermediates (~20 MiB per 1K tokens at H = 4, f = 64), whose traffic made the time grow faster than
-    S; this saves ``z_hat`` and ``std`` besides the outputs.
+    S; this saves ``z_hat`` and ``std`` besides the inputs and outputs. ``W0`` gets its gradient (the carry
+    left after the first mini-batch) when it needs one.
     """
 
     @staticmethod
@@ -105,6 +107,7 @@ class _InnerLoop(torch.autograd.Function):
         return w_all, b_all, g_all
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the saved z_hat and std carry no graph
     def backward(ctx, dw_all: torch.Tensor, db_all: torch.Tensor, dg_all: torch.Tensor):
         kb, tb, w_all, g_all, z_hat, std = ctx.saved_tensors
         eta = ctx.eta
@@ -123,7 +126,7 @@ class _InnerLoop(torch.autograd.Function):
             db = db + dbj + dz.sum(-2, keepdim=True)
         carried, dz, dt = (torch.stack(x[::-1], 2) for x in (carried, dzs, dts))
         dk = dz @ w_all.transpose(-1, -2) - eta * (g_all @ carried.transpose(-1, -2))
-        return dk, dt, None, None
+        return dk, dt, dw if ctx.needs_input_grad[2] else None, None
 
 
 def _heads_first(x: torch.Tensor, heads: int, dtype: torch.dtype, length: int) -> torch.Tensor:

@@ -61,12 +61,19 @@ def test_keep_reuses_freed_memory_where_glibc_faults_it_in_again():
     assert default > keep, (keep, default)
 
 
-def test_the_cli_restarts_itself_once_under_keep():
+def test_the_cli_restarts_itself_once_under_keep(tmp_path):
+    """Every Python start appends its GLIBC_TUNABLES to a log (a ``sitecustomize`` on the path): the command
+    starts without them, re-executes once with them, and runs."""
+    log = tmp_path / "starts.log"
+    (tmp_path / "sitecustomize.py").write_text(
+        f"import os\nwith open({str(log)!r}, 'a') as f:\n    f.write(os.environ.get('GLIBC_TUNABLES', '-') + '\\n')\n")
     env = _env_without_tunables()
-    code = "import os; from harness.cli import main; main(['--malloc', 'keep', 'list', 'strategies'])"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *filter(None, [env.get("PYTHONPATH")])])
+    code = "from harness.cli import main; raise SystemExit(main(['--malloc', 'keep', 'list', 'strategies']))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ring" in out.stdout
+    assert log.read_text().splitlines() == ["-", allocator.KEEP_TUNABLES]
 
 
 def test_restart_is_a_no_op_where_the_policy_already_holds(monkeypatch):

@@ -157,13 +157,13 @@ def _qkv(b=1, s=53, h=2, f=16, dtype=torch.float64, seed=0):
 
 def test_dual_form_equals_primal_form_forward_and_backward() -> None:
     q, k, v = (t.requires_grad_(True) for t in _qkv())
-    w0 = ttt.initial_weights(2, 16, 0, torch.float64, q.device)
+    w0 = ttt.initial_weights(2, 16, 0, torch.float64, q.device).requires_grad_(True)  # trainable, as in a TTT layer
     dout = torch.randn(1, 53, 2, 16, dtype=torch.float64)
     a = ttt.dual(q, k, v, w0, 0.03)
     b = ttt.primal(q, k, v, w0, 0.03)
     assert torch.allclose(a, b, atol=1e-12)
-    ga = torch.autograd.grad(a, (q, k, v), dout)
-    gb = torch.autograd.grad(b, (q, k, v), dout)
+    ga = torch.autograd.grad(a, (q, k, v, w0), dout)
+    gb = torch.autograd.grad(b, (q, k, v, w0), dout)
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, atol=1e-11)
 

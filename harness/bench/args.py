@@ -23,13 +23,13 @@ def lengths(text: str) -> list[int]:
 
 
 def sections(choices: Sequence[str]) -> Callable[[str], list[str]]:
-    """An argparse ``type`` for a comma-separated subset of ``choices``."""
+    """An argparse ``type`` for a comma-separated subset of ``choices``, in the order of ``choices``, each once."""
     def parse(text: str) -> list[str]:
         names = [x.strip() for x in text.split(",") if x.strip()]
         bad = [n for n in names if n not in choices]
         if bad or not names:
             raise argparse.ArgumentTypeError(f"{text!r}: expected some of {', '.join(choices)} (comma-separated)")
-        return names
+        return [c for c in choices if c in names]
     return parse
 
 

@@ -12,7 +12,8 @@ If the driver is killed (SIGKILL), Ray's GCS, raylet and workers die with it; ``
 care of the raylet's agents, which Ray leaves behind.
 
 Existing cluster (``address="auto"``, ``"HOST:PORT"``, or ``RAY_ADDRESS``): ``ray.init(address=...)``; the
-job's ``runtime_env`` forwards ``LCBENCH_*`` variables (e.g. ``LCBENCH_PLUGINS``) so its workers see them
+job's ``runtime_env`` forwards ``LCBENCH_*`` variables (e.g. ``LCBENCH_PLUGINS``) and ``GLIBC_TUNABLES`` (``lcbench
+--malloc keep``) so its workers see them
 (those a submitted job's own ``runtime_env`` already sets are left to it).
 Every node needs lcbench importable (installed, or ``ray job submit --working-dir``).
 """
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps 127.0.0.1 as the node IP (module docstring)
+FORWARDED = ("GLIBC_TUNABLES",)  # read when a worker process starts: Ray sets runtime_env variables before that
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for a submitted job's entrypoint
 CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails within this, not after Ray's minutes of retries
 EMBEDDED_OBJECT_STORE_BYTES = 256 << 20  # records are small; don't reserve 30% of RAM in /dev/shm
@@ -134,9 +136,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 
 
 def _forwarded_env() -> dict:
-    """``LCBENCH_*`` variables for the job's workers, minus those a submitted job's runtime_env already sets
-    (Ray refuses to merge a driver's env var with the job's own value for it)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("LCBENCH_")}
+    """``LCBENCH_*`` variables and the allocator's (``lcbench --malloc``) for the job's workers, minus those a
+    submitted job's runtime_env already sets (Ray refuses to merge a driver's env var with the job's own value
+    for it)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("LCBENCH_") or k in FORWARDED}
     if JOB_CONFIG_ENV in os.environ:
         try:
             job_env = (json.loads(os.environ[JOB_CONFIG_ENV]).get("runtime_env") or {}).get("env_vars") or {}

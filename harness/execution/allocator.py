@@ -10,14 +10,20 @@ documented tunables (``GLIBC_TUNABLES``: no mmap below 4 GiB, no trimming of the
 no library to install. Peak memory is unaffected: lcbench measures it from torch's allocation events, not RSS.
 
 Tunables are read once, when a process starts, so :func:`restart_with` re-executes the command with them;
-Ray's workers and rank processes inherit the environment. :func:`describe` is what ``machine_info`` records.
+the embedded Ray's workers and the rank processes inherit the environment, and an existing cluster's workers
+get the variable through the job's ``runtime_env`` (``harness.cluster.ray_cluster``). ``keep`` needs glibc (a
+Linux build against musl, or macOS, is refused before anything runs). :func:`describe` is what
+``machine_info`` records.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from typing import Mapping, Sequence
+
+from harness.errors import UserError
 
 GIB4 = 1 << 32
 KEEP_TUNABLES = f"glibc.malloc.mmap_threshold={GIB4}:glibc.malloc.trim_threshold={GIB4}"
@@ -45,6 +51,9 @@ def restart_with(policy: str, argv: Sequence[str]) -> None:
     (then the caller goes on); does not return otherwise."""
     if applied(policy):
         return
+    if platform.libc_ver()[0] != "glibc":
+        raise UserError(f"--malloc {policy}: needs glibc's tunables; this Python runs on "
+                        f"{platform.libc_ver()[0] or platform.system()} (use --malloc default)")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "harness.cli", *argv], environment(policy))
