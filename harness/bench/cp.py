@@ -119,7 +119,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench cp") -
         with open(a.json, "w") as f:
             json.dump(records, f, indent=1, default=str)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -225,6 +225,3 @@ def _warn_if_contended() -> None:
     if max(0.0, load - 1.0) + torch.get_num_threads() > cores + 0.5:  # others' load beside our threads
         console.print(f"[yellow]warning: 1-minute load average {load:.1f} on {cores} cores; with "
                       f"{torch.get_num_threads()} threads the timings are contended (--threads 1 is steadier)[/]")
-
-if __name__ == "__main__":
-    raise SystemExit(main())

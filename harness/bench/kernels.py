@@ -64,7 +64,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench kernel
     a = p.parse_args(argv)
     console.print(bench_kernels(a.seqlen, a.reps, a.heads_q, a.heads_kv, a.head_dim))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -196,7 +196,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear
     }
     run_sections(jobs, a.sections, console)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -56,7 +56,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench overhe
     a = p.parse_args(argv)
     bench_overhead(a.points)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -182,7 +182,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers"
                 f"{sum(ca) / sum(cb):6.2f}   {by_a:15d} {by_b:10d}"
             )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

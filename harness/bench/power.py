@@ -101,7 +101,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power"
     }
     run_sections(jobs, a.sections, console)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -153,7 +153,3 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench schedu
     finally:
         scheduler.close()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

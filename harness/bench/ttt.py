@@ -189,6 +189,3 @@ def _show(result: tuple[Optional[Table], list[str]]) -> None:
         console.print(table)
     for line in lines:
         console.print(line)
-
-if __name__ == "__main__":
-    raise SystemExit(main())
