@@ -59,6 +59,11 @@ def test_an_unknown_section_is_a_one_line_error(bench, capsys) -> None:
     (["hybrid", "--warmup", "-1"], "--warmup"), (["hybrid", "--threads", "0"], "--threads"),
     (["ttt", "--threads", "-1"], "--threads"), (["ttt", "--method", "sdpaa"], "'sdpa'"),
     (["ttt", "--seqlens", "0"], "--seqlens"),
+    (["cp", "--heads", "8x4"], "--heads"), (["cp", "--strategies", "ringg"], "'ring'"),
+    (["cp", "--mask", "causl"], "'causal'"), (["cp", "--dtype", "f32"], "--dtype"),
+    (["cp", "--json", "/nonexistent/dir/x.json"], "--json"), (["kernels", "--seqlen", "abc"], "--seqlen"),
+    (["peers", "--world-size", "1"], "--world-size"), (["peers", "--pairs", "ulysses"], "--pairs"),
+    (["scheduler", "--runs", "0"], "--runs"), (["overhead", "--points", "x"], "--points"),
 ])
 def test_a_bad_value_is_one_line_naming_it_before_anything_runs(argv, named, capsys) -> None:
     assert main(["bench", *argv]) == 2

@@ -1,5 +1,5 @@
 """Command-line pieces the study benchmarks share: comma-separated lengths, a choice of sections, heads as
-``Q:KV``, method names, running the chosen sections with their wall time printed, and a torch thread count
+``Q:KV``, registered names, running the chosen sections with their wall time printed, and a torch thread count
 set for the run and restored after it. The benchmarks parse with
 :class:`harness.checks.OneLineParser`: a bad value is one line naming it, exit 2, before anything runs."""
 
@@ -44,18 +44,28 @@ def heads_pair(text: str) -> tuple[int, int]:
     return q, kv
 
 
-def method_names(text: str) -> list[str]:
-    """Comma-separated names of registered methods (an unknown one names the closest)."""
-    from harness.catalog import methods
-    from harness.errors import unknown
+def registered(kind: str) -> Callable[[str], list[str]]:
+    """An argparse ``type``: comma-separated names registered as ``kind`` (method, strategy or mask); an
+    unknown one names the closest."""
 
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected method names, comma-separated")
-    for name in names:
-        if name not in methods():
-            raise argparse.ArgumentTypeError(str(unknown("method", name, methods())))
-    return names
+    def parse(text: str) -> list[str]:
+        from harness.catalog import methods, strategies
+        from harness.errors import unknown
+        from harness.masks.registry import MASKS
+
+        known = {"method": methods, "strategy": strategies, "mask": lambda: MASKS}[kind]()
+        names = [x.strip() for x in text.split(",") if x.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {kind} names, comma-separated")
+        for name in names:
+            if name not in known:
+                raise argparse.ArgumentTypeError(str(unknown(kind, name, known)))
+        return names
+
+    return parse
+
+
+method_names = registered("method")
 
 
 def run_sections(jobs: Mapping[str, Callable[[], object]], chosen: Sequence[str], console) -> None:

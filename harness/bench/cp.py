@@ -19,14 +19,15 @@ cores. :func:`run_bench` and :func:`format_table` are what a CLI calls.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Optional, Sequence
 
+from harness.bench.args import heads_pair, registered
 from harness.catalog import strategies
+from harness.checks import OneLineParser, integer, positive, writable_file
 from harness.cluster.launch import run_local_many
-from harness.spec import Run, Timing
+from harness.spec import DTYPES, Run, Timing
 
 BENCH_TIMING = Timing(warmup=1, min_samples=3, min_run_time=0.0, max_samples=3)
 
@@ -88,24 +89,27 @@ def format_table(records: Sequence[dict]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench cp") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--strategies", default="", help="comma-separated names (default: every available one)")
-    p.add_argument("--seqlen", type=int, default=16384)
-    p.add_argument("--world-size", type=int, default=4)
-    p.add_argument("--heads", default="8:4", help="heads_q:heads_kv")
-    p.add_argument("--head-dim", type=int, default=32)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--strategies", type=registered("strategy"), default=None,
+                   help="comma-separated names (default: every available one)")
+    p.add_argument("--seqlen", type=integer(1), default=16384)
+    p.add_argument("--world-size", type=integer(1), default=4)
+    p.add_argument("--heads", type=heads_pair, default="8:4", help="heads_q:heads_kv")
+    p.add_argument("--head-dim", type=integer(1), default=32)
     p.add_argument("--direction", default="fwd+bwd", choices=("fwd", "bwd", "fwd+bwd"))
-    p.add_argument("--mask", default="causal")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--samples", type=int, default=3, help="timed iterations per strategy")
+    p.add_argument("--mask", type=lambda t: registered("mask")(t)[0], default="causal")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--samples", type=integer(1), default=3, help="timed iterations per strategy")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (one profiled call)")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    p.add_argument("--timeout", type=positive, default=1800.0, help="seconds per run")
     p.add_argument("--json", help="also write the records to this file")
     a = p.parse_args(argv)
-    hq, hkv = (int(x) for x in a.heads.split(":"))
+    if a.json:
+        writable_file(a.json, "--json")
+    hq, hkv = a.heads
     timing = Timing(warmup=1, min_samples=a.samples, min_run_time=0.0, max_samples=a.samples)
-    names = [n for n in a.strategies.split(",") if n] or None
-    runs = bench_runs(names, a.seqlen, a.world_size, (hq, hkv), a.head_dim, a.direction, a.mask, a.dtype, timing)
+    runs = bench_runs(a.strategies, a.seqlen, a.world_size, a.heads, a.head_dim, a.direction, a.mask, a.dtype,
+                      timing)
     started = time.perf_counter()
     records = run_bench(runs, a.timeout, a.memory)
     print(

@@ -8,7 +8,6 @@ once, then timed by :func:`harness.bench.paired.alternate`.
 
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
 import torch
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from harness.bench.build import built_call
 from harness.bench.paired import alternate
+from harness.checks import OneLineParser, integer
 from harness.results.report import wide_console
 from harness.spec import Run
 
@@ -55,12 +55,12 @@ def bench_kernels(seqlen: int, reps: int, heads_q: int, heads_kv: int, head_dim:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench kernels") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--seqlen", type=int, default=16384)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--heads-q", type=int, default=8)
-    p.add_argument("--heads-kv", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=64)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--seqlen", type=integer(1), default=16384)
+    p.add_argument("--reps", type=integer(1), default=5)
+    p.add_argument("--heads-q", type=integer(1), default=8)
+    p.add_argument("--heads-kv", type=integer(1), default=2)
+    p.add_argument("--head-dim", type=integer(1), default=64)
     a = p.parse_args(argv)
     console.print(bench_kernels(a.seqlen, a.reps, a.heads_q, a.heads_kv, a.head_dim))
     return 0

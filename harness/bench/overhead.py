@@ -3,13 +3,13 @@ each run costs beyond its timed work."""
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from typing import Optional, Sequence
 
 from rich.table import Table
 
+from harness.checks import OneLineParser, integer
 from harness.cluster.sweep import InlineScheduler, run_sweep
 from harness.results.report import wide_console
 from harness.results.store import ResultStore
@@ -51,8 +51,8 @@ def bench_overhead(points: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench overhead") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=100)
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", type=integer(1), default=100)
     a = p.parse_args(argv)
     bench_overhead(a.points)
     return 0

@@ -21,7 +21,6 @@ The load average before and after is printed: on a shared machine the figures mo
 
 from __future__ import annotations
 
-import argparse
 import os
 import queue as queue_mod
 import statistics
@@ -31,6 +30,9 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from harness.checks import OneLineParser, integer
+from harness.spec import DTYPES
 
 DEFAULT_PAIRS = (
     ("ulysses", "deepspeed_ulysses"),
@@ -132,15 +134,15 @@ def _collect(results, procs: list) -> list[dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    ap.add_argument("--world-size", type=int, default=2)
-    ap.add_argument("--seqlen", type=int, default=4096)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--heads-kv", type=int, default=None)
-    ap.add_argument("--head-dim", type=int, default=64)
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--reps", type=int, default=5, help="timed calls per strategy, alternating within a pair")
-    ap.add_argument("--threads", type=int, default=None, help="intra-op threads per rank (default cores // W)")
+    ap = OneLineParser(prog=prog, description=__doc__.split("\n")[0])
+    ap.add_argument("--world-size", type=integer(2), default=2)
+    ap.add_argument("--seqlen", type=integer(1), default=4096)
+    ap.add_argument("--heads", type=integer(1), default=8)
+    ap.add_argument("--heads-kv", type=integer(1), default=None)
+    ap.add_argument("--head-dim", type=integer(1), default=64)
+    ap.add_argument("--dtype", default="float32", choices=DTYPES)
+    ap.add_argument("--reps", type=integer(1), default=5, help="timed calls per strategy, alternating within a pair")
+    ap.add_argument("--threads", type=integer(1), default=None, help="intra-op threads per rank (default cores // W)")
     ap.add_argument("--pairs", default=None, help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
     a = ap.parse_args(argv)
     pairs = parse_pairs(a.pairs) if a.pairs else list(DEFAULT_PAIRS)

@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
 from datetime import timedelta
 from typing import Optional, Sequence
+
+from harness.checks import OneLineParser, integer
 
 TRIVIAL = "bench_trivial"
 
@@ -121,11 +122,11 @@ def sweep_ratio(scheduler, n: int) -> tuple[float, float, float, dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench scheduler") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=40, help="trivial runs per world size in a reused group")
-    parser.add_argument("--fresh", type=int, default=3, help="points per world size with a fresh process group")
-    parser.add_argument("--sweep", type=int, default=100, help="points of the single-device sweep")
-    parser.add_argument("--world-sizes", type=int, nargs="+", default=[2, 4])
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=integer(1), default=40, help="trivial runs per world size in a reused group")
+    parser.add_argument("--fresh", type=integer(1), default=3, help="points per world size with a fresh process group")
+    parser.add_argument("--sweep", type=integer(1), default=100, help="points of the single-device sweep")
+    parser.add_argument("--world-sizes", type=integer(1), nargs="+", default=[2, 4])
     args = parser.parse_args(argv)
 
     from harness.cluster.scheduler import RayScheduler
