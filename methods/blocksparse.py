@@ -67,8 +67,10 @@ def make_plan(
     dtype: torch.dtype,
     block_q: int = 256,
     block_k: int = 256,
-) -> TilePlan:
-    """Classify every tile of ``q_pos x k_pos`` (global positions of local rows) and build the items."""
+    masked_tiles: bool = True,
+) -> Optional[TilePlan]:
+    """Classify every tile of ``q_pos x k_pos`` (global positions of local rows) and build the items; with
+    ``masked_tiles=False``, None as soon as a tile would need an additive mask."""
     sq, sk = len(q_pos), len(k_pos)
     q_tiles = [(s, min(s + block_q, sq)) for s in range(0, sq, block_q)]
     k_tiles = [(s, min(s + block_k, sk)) for s in range(0, sk, block_k)]
@@ -106,6 +108,8 @@ def make_plan(
             if hm == 1 and tile.shape[1] == tile.shape[2] and torch.equal(tile[0], _tril(tile.shape[1])):
                 row_items.append(Item(k0, k1, causal=True))
                 continue
+            if not masked_tiles:
+                return None
             bias = torch.zeros(tile.shape, dtype=dtype).masked_fill_(~tile, float("-inf")).unsqueeze(0)
             empty = ~tile.any(-1)
             row_items.append(Item(k0, k1, bias=bias, empty_rows=empty if bool(empty.any()) else None))
@@ -211,13 +215,31 @@ def _block_k(problem: Problem) -> int:
     return int(problem.options.get("block_k", DEFAULT_BLOCK))
 
 
+LARGE_BLOCKS = (1024, 512)  # tried first when the tiles are not set: fewer calls, the kernel's larger GEMMs
+
+
+def _plan(problem: Problem) -> TilePlan:
+    """The tiles of ``block_q`` x ``block_k`` (options); when neither is set and the mask needs no additive
+    mask at a larger square tile (every tile empty, full or a causal diagonal: causal, full, block-aligned
+    patterns at that size), the largest such tile. The aten kernel splits a call of 768+ q rows into 256-row
+    blocks against 512 keys and a 256-row call into 64-row blocks: at 16K causal, 1024-tiles ran forward at
+    0.96x of SDPA's per-area rate where 256-tiles ran at 0.82x (Intel Xeon, 2 cores). A partial tile is
+    computed whole under its mask, so any other mask keeps the finer default. Decode keeps the default too
+    (``decode_bytes`` counts ``block_k`` tiles)."""
+    args = (problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen), problem.dtype)
+    if not problem.is_decode and not {"block_q", "block_k"} & set(problem.options):
+        for size in LARGE_BLOCKS:
+            plan = make_plan(*args, block_q=size, block_k=size, masked_tiles=False)
+            if plan is not None:
+                return plan
+    return make_plan(*args, block_q=int(problem.options.get("block_q", DEFAULT_BLOCK)), block_k=_block_k(problem))
+
+
 def build(problem: Problem):
-    """The plan covers q's rows at their global positions: every row, or the last ``decode_tokens`` rows of a
-    decode step against the whole KV cache (key tiles no decode row attends to are never read)."""
-    plan = make_plan(
-        problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen), problem.dtype,
-        block_q=int(problem.options.get("block_q", DEFAULT_BLOCK)), block_k=_block_k(problem),
-    )
+    """The plan (:func:`_plan`) covers q's rows at their global positions: every row, or the last
+    ``decode_tokens`` rows of a decode step against the whole KV cache (key tiles no decode row attends to are
+    never read)."""
+    plan = _plan(problem)
     scale = problem.scale
     if problem.is_decode:
         return lambda q, k, v: blocksparse_forward(q, k, v, plan, scale)[0]

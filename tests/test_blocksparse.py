@@ -68,3 +68,19 @@ def test_bfloat16_gate_at_length_not_divisible_by_tiles():
     p = Problem(mask, 2, 777, 4, 1, 32, torch.bfloat16, torch.device("cpu"), True, {"block_q": 100, "block_k": 60})
     q, k, v = (torch.randn(2, 777, h, 32).bfloat16() for h in (4, 1, 1))
     assert check_method(METHOD.build(p), q, k, v, mask, p.scale, True).ok
+
+
+def test_masks_exact_at_a_larger_tile_get_it_and_the_others_keep_the_default():
+    """Causal needs no additive mask at 1024 x 1024 tiles (full tiles and causal diagonals): it gets them; a
+    pattern whose 1024-tiles would be partly masked (PowerAttention) keeps 256; tiles set in the options are
+    kept as given."""
+    from methods.blocksparse import _plan
+    from harness.interfaces import Problem
+
+    def plan(mask, options=None):
+        return _plan(Problem(build_mask(mask, 4096), 1, 4096, 2, 1, 16, torch.float32, torch.device("cpu"), True,
+                             options or {}))
+
+    assert plan("causal").q_tiles[0] == (0, 1024) and plan("causal").num_calls == 4 + 3
+    assert plan("power").q_tiles[0] == (0, 256)
+    assert plan("causal", {"block_q": 128}).q_tiles[0] == (0, 128)
