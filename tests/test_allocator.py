@@ -11,13 +11,13 @@ import pytest
 from harness.execution import allocator
 from harness.execution.machine import machine_info
 
-# minor page faults per call of lightning's forward at S = 16K (a 32 MiB output: glibc's mmap ceiling), after
+# minor page faults per call of lightning's forward at S = 32K (a 64 MiB output, above glibc's 32 MiB mmap ceiling), after
 # a warm-up call; printed by a child process started with the policy's environment
 FAULTS = """
 import resource
 from harness.bench.build import build_run
 from harness.spec import Run
-call = build_run(Run.make(method="lightning", mask="causal", seqlen=16384, heads_q=4, heads_kv=4, head_dim=128,
+call = build_run(Run.make(method="lightning", mask="causal", seqlen=32768, heads_q=4, heads_kv=4, head_dim=128,
                           direction="fwd"))[0].call
 call()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -51,14 +51,15 @@ def test_the_record_says_which_allocator_ran():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables")
-def test_keep_reuses_freed_memory_where_glibc_faults_it_in_again():
-    """A kernel whose output is 32 MiB: by default glibc maps it afresh on every call and every page faults in
-    again; under ``keep`` the freed memory is reused (almost no faults)."""
-    default = _faults_per_call(_env_without_tunables())
+def test_keep_reuses_freed_memory_of_a_kernel_output_above_glibcs_mmap_ceiling():
+    """A kernel whose output is 64 MiB: under ``keep`` the freed memory is reused call after call (almost no
+    page faults). glibc's default maps such an output afresh and faults its pages in again — on most calls:
+    this machine showed 0 and ~16K faults per call in different processes, so the default side is reported
+    here, not asserted."""
     keep = _faults_per_call(allocator.environment("keep", _env_without_tunables()))
-    pages = (32 << 20) // os.sysconf("SC_PAGE_SIZE")
-    assert keep < pages // 100, (keep, default)
-    assert default > keep, (keep, default)
+    pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert keep < pages // 100, f"{keep} faults per call under keep; by default: " \
+                                f"{_faults_per_call(_env_without_tunables())}"
 
 
 def test_the_cli_restarts_itself_once_under_keep(tmp_path):
