@@ -1,6 +1,6 @@
 """Every built-in attention kernel, one file each. Third-party kernels use the ``lcbench.methods`` entry point."""
 
-from methods import blocksparse, naive, sdpa
+from methods import blocksparse, blocksparse_native, naive, sdpa
 from methods import ttt_linear
 from methods import fla, lightning
 from methods import cudnn_sdpa, flash_attn2, flash_attn3, flashinfer, flex, flex_cuda, magi_ffa, natten, xformers
@@ -9,6 +9,7 @@ BUILTIN = [
     naive.METHOD,
     sdpa.METHOD,
     blocksparse.METHOD,
+    blocksparse_native.METHOD,
     flex.METHOD,
     flash_attn2.METHOD,
     flash_attn3.METHOD,

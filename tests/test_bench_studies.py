@@ -44,6 +44,8 @@ def test_lcbench_bench_power_runs_every_section(capsys) -> None:
     for pattern in ("power", "sliding_window_sink", "stride_slash", "dilated", "longnet", "causal_document"):
         assert pattern in out
     assert "speed: " in out and "sdpa: " in out
+    for kernel in ("blocksparse", "blocksparse_native"):  # both kernels, side by side
+        assert f"{kernel} ms" in out
 
 
 @pytest.mark.parametrize("bench", ["linear", "power"])
@@ -56,6 +58,7 @@ def test_an_unknown_section_is_a_one_line_error(bench, capsys) -> None:
     (["linear", "--heads", "0"], "--heads"), (["linear", "--reps", "x"], "--reps"),
     (["linear", "--peers", "fla_chunk_naiv"], "fla_chunk_naive"), (["linear", "--timeout", "nan"], "--timeout"),
     (["power", "--heads", "2:3"], "--heads"), (["power", "--sdpa-heads", "8"], "--sdpa-heads"),
+    (["power", "--kernels", "blocksparse,blocksparce_native"], "'blocksparse_native'"),
     (["hybrid", "--warmup", "-1"], "--warmup"), (["hybrid", "--threads", "0"], "--threads"),
     (["ttt", "--threads", "-1"], "--threads"), (["ttt", "--method", "sdpaa"], "'sdpa'"),
     (["ttt", "--seqlens", "0"], "--seqlens"),

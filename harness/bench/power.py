@@ -3,11 +3,12 @@
 Sections (``--sections``, default all); every side is built by the harness (:mod:`harness.bench.build`) and the
 patterns of one length and direction are timed alternately (A, B, C, ...) in one process:
 
-* ``speed`` — on ``blocksparse``: prefill fwd, fwd+bwd and decode (ms per generated token at context S, reading
-  only the allowed key tiles) of every pattern and full causal at each length; the exact density, the speed-up
-  over causal, and the per-area throughput relative to causal (work proportional to area: >= 1/1.5).
-* ``sdpa`` — the kernel goal: ``blocksparse``'s per-area throughput on every mask against SDPA's on causal (the
-  CPU flash kernel), fwd and bwd, at one length (>= 0.9x wanted).
+* ``speed`` — on each of ``--kernels`` (default ``blocksparse``): prefill fwd, fwd+bwd and decode (ms per
+  generated token at context S, reading only the allowed key tiles) of every pattern and full causal at each
+  length; the exact density, the speed-up over causal, and the per-area throughput relative to causal (work
+  proportional to area: >= 1/1.5).
+* ``sdpa`` — the kernel goal: each kernel's per-area throughput on every mask against SDPA's on causal (the CPU
+  flash kernel), fwd and bwd, at one length (>= 0.9x wanted); SDPA and the kernels alternate in one process.
 
 Patterns use their registered defaults (the paper's: block 256, power window 5 + 1 sink, ...).
 """
@@ -18,7 +19,7 @@ from typing import Optional, Sequence
 
 from rich.table import Table
 
-from harness.bench.args import heads_pair, lengths, run_sections, sections
+from harness.bench.args import heads_pair, lengths, method_names, run_sections, sections
 from harness.checks import OneLineParser, integer
 from harness.bench.build import built_call, machine_line, paired_medians
 from harness.bench.kernels import MASKS as KERNEL_MASKS
@@ -26,6 +27,7 @@ from harness.results.report import wide_console
 from harness.spec import Run
 
 SECTIONS = ("speed", "sdpa")
+KERNELS = ("blocksparse", "blocksparse_native")  # lcbench's two block-sparse kernels: aten per tile, native C++
 PATTERNS = ("power", "sliding_window_sink", "stride_slash", "dilated", "longnet")
 # the sdpa section also covers the masks the kernels benchmark studies (issue 13 quotes them)
 EXTRA_MASKS = tuple(m for m in KERNEL_MASKS if m[0] != "causal")
@@ -38,17 +40,17 @@ def _run(method: str, mask: str, params: dict, seqlen: int, direction: str, head
                     heads_kv=heads[1], head_dim=head_dim, direction=direction, decode_tokens=decode_tokens)
 
 
-def speed(seqlens: Sequence[int], heads, head_dim: int, reps: int, decode_tokens: int) -> None:
+def speed(seqlens: Sequence[int], heads, head_dim: int, reps: int, decode_tokens: int, kernel: str) -> None:
     masks = [*PATTERNS, "causal"]
     for s in seqlens:
-        table = Table(title=f"blocksparse, S={s}, H={heads[0]}:{heads[1]}, d={head_dim}: every pattern vs causal "
+        table = Table(title=f"{kernel}, S={s}, H={heads[0]}:{heads[1]}, d={head_dim}: every pattern vs causal "
                             f"(alternating x{reps}); decode: ms per token, {decode_tokens} tokens per call")
         for col in ("pattern", "density", "fwd ms", "fwd+bwd ms", "decode ms/tok", "speed-up fwd", "fwd+bwd",
                     "decode", "per-area vs causal fwd", "fwd+bwd"):
             table.add_column(col, justify="left" if col == "pattern" else "right")
         times, rates, density = {}, {}, {}
         for direction in ("fwd", "fwd+bwd", "decode"):
-            built = {m: built_call(_run("blocksparse", m, {}, s, direction, heads, head_dim, decode_tokens)) for m in masks}
+            built = {m: built_call(_run(kernel, m, {}, s, direction, heads, head_dim, decode_tokens)) for m in masks}
             p = paired_medians({m: b[0] for m, b in built.items()}, reps)
             for m, (_, flops, dens) in built.items():
                 times[m, direction] = p.median_wall(m)
@@ -64,21 +66,22 @@ def speed(seqlens: Sequence[int], heads, head_dim: int, reps: int, decode_tokens
         console.print(table)
 
 
-def sdpa(seqlen: int, heads, head_dim: int, reps: int) -> None:
+def sdpa(seqlen: int, heads, head_dim: int, reps: int, kernels: Sequence[str]) -> None:
     masks = [(m, {}) for m in PATTERNS] + list(EXTRA_MASKS) + [("causal", {})]
-    table = Table(title=f"blocksparse per-area throughput on each mask vs SDPA's on causal, S={seqlen}, "
-                        f"H={heads[0]}:{heads[1]}, d={head_dim} (alternating x{reps} with SDPA causal)")
-    for col in ("mask", "density", "dir", "blocksparse ms", "sdpa causal ms", "bs GFLOP/s", "sdpa GFLOP/s", "ratio"):
+    table = Table(title=f"per-area throughput on each mask vs SDPA's on causal, S={seqlen}, H={heads[0]}:{heads[1]}, "
+                        f"d={head_dim} (SDPA causal and {', '.join(kernels)} alternating x{reps})")
+    for col in ("mask", "density", "dir", "sdpa causal ms", *(f"{k} ms" for k in kernels), *kernels):
         table.add_column(col, justify="left" if col in ("mask", "dir") else "right")
     for direction in ("fwd", "bwd"):
         reference, ref_flops, _ = built_call(_run("sdpa", "causal", {}, seqlen, direction, heads, head_dim))
         for mask, params in masks:
-            call, flops, density = built_call(_run("blocksparse", mask, params, seqlen, direction, heads, head_dim))
-            p = paired_medians({"sdpa": reference, "blocksparse": call}, reps)
-            bs_rate, sdpa_rate = flops / p.median_wall("blocksparse"), ref_flops / p.median_wall("sdpa")
-            table.add_row(mask, f"{density:.4f}", direction, f"{p.median_wall('blocksparse') * 1e3:.0f}",
-                          f"{p.median_wall('sdpa') * 1e3:.0f}", f"{bs_rate / 1e9:.1f}", f"{sdpa_rate / 1e9:.1f}",
-                          f"{bs_rate / sdpa_rate:.2f}x")
+            built = {k: built_call(_run(k, mask, params, seqlen, direction, heads, head_dim)) for k in kernels}
+            p = paired_medians({"sdpa": reference, **{k: b[0] for k, b in built.items()}}, reps)
+            sdpa_rate = ref_flops / p.median_wall("sdpa")
+            density = next(iter(built.values()))[2]
+            table.add_row(mask, f"{density:.4f}", direction, f"{p.median_wall('sdpa') * 1e3:.0f}",
+                          *(f"{p.median_wall(k) * 1e3:.0f}" for k in kernels),
+                          *(f"{b[1] / p.median_wall(k) / sdpa_rate:.2f}x" for k, b in built.items()))
     console.print(table)
 
 
@@ -93,11 +96,13 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power"
     p.add_argument("--sdpa-seqlen", type=integer(1), default=16384)
     p.add_argument("--sdpa-heads", type=heads_pair, default="8:2")
     p.add_argument("--reps", type=integer(1), default=3)
+    p.add_argument("--kernels", type=method_names, default=",".join(KERNELS),
+                   help="methods measured (speed: each in turn; sdpa: side by side)")
     a = p.parse_args(argv)
     console.print(f"{machine_line()}; float32, batch 1; masks at their registered (paper) defaults")
     jobs = {
-        "speed": lambda: speed(a.seqlens, a.heads, a.head_dim, a.reps, a.decode_tokens),
-        "sdpa": lambda: sdpa(a.sdpa_seqlen, a.sdpa_heads, a.head_dim, a.reps),
+        "speed": lambda: [speed(a.seqlens, a.heads, a.head_dim, a.reps, a.decode_tokens, k) for k in a.kernels],
+        "sdpa": lambda: sdpa(a.sdpa_seqlen, a.sdpa_heads, a.head_dim, a.reps, a.kernels),
     }
     run_sections(jobs, a.sections, console)
     return 0
