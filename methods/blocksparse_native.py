@@ -26,6 +26,7 @@ from harness.interfaces.local_kernel import PlanSpec
 from harness.interfaces.method import allowed_block_bytes
 from harness.masks.core import ALL_FEATURES, RowIntervals
 from methods import _native
+from methods.blocksparse import _contiguous
 
 KERNEL = "blocksparse"  # methods/_native/blocksparse.cpp
 Q_BLOCK = 256  # query rows per task and per score block
@@ -82,10 +83,6 @@ class _Builder:
             self.run(k0, k0 + allowed.shape[1], r0, r1)
         else:
             self.masked(k0, k0 + allowed.shape[1], r0, part)
-
-
-def _contiguous(pos: torch.Tensor) -> bool:
-    return len(pos) > 0 and int(pos[-1] - pos[0]) == len(pos) - 1 and bool((pos[1:] > pos[:-1]).all())
 
 
 def make_native_plan(

@@ -181,6 +181,24 @@ inline void apply_bits(T* s, i64 rows, i64 n, const uint8_t* bits, i64 ldbits) {
     }
 }
 
+// Run fn(c0, n, r0, rows) for every chunk of query block qi's items, with s holding the chunk's scaled scores
+// (rows x n, masked pairs -inf): the walk the forward and the backward share.
+template <typename T, typename F>
+void for_each_chunk(const Plan& plan, i64 pattern, i64 qi, const T* qp, i64 ldq, const T* kp, i64 ldk, i64 d,
+                    T scale, T* s, F fn) {
+    const i64* it = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi];
+    const i64* end = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi + 1];
+    for (; it < end; it += 5) {
+        const i64 k0 = it[0], k1 = it[1], r0 = it[2], rows = it[3] - it[2], boff = it[4];
+        for (i64 c0 = k0; c0 < k1; c0 += KC) {
+            const i64 n = std::min(KC, k1 - c0);
+            mm_abt(rows, n, d, scale, qp + r0 * ldq, ldq, kp + c0 * ldk, ldk, s, n);
+            if (boff >= 0) apply_bits(s, rows, n, plan.bits + boff + (c0 - k0), k1 - k0);
+            fn(c0, n, r0, rows);
+        }
+    }
+}
+
 // Run fn(task) for task in [0, n) on `threads` workers, each with a single-threaded BLAS.
 template <typename F>
 void parallel_tasks(i64 n, int threads, F fn) {
@@ -215,35 +233,27 @@ void forward(const T* q, const T* k, const T* v, T* out, T* lse, Shape sh, T sca
         const T* qp = q + (b * sh.sq + q0) * ldq + h * d;
         const T* kp = k + b * sh.sk * ldk + (h / group) * d;
         const T* vp = v + b * sh.sk * ldk + (h / group) * d;
-        const i64* it = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi];
-        const i64* end = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi + 1];
-        for (; it < end; it += 5) {
-            const i64 k0 = it[0], k1 = it[1], r0 = it[2], r1 = it[3], boff = it[4], rows = r1 - r0;
-            for (i64 c0 = k0; c0 < k1; c0 += KC) {
-                const i64 n = std::min(KC, k1 - c0);
-                mm_abt(rows, n, d, scale, qp + r0 * ldq, ldq, kp + c0 * ldk, ldk, s, n);
-                if (boff >= 0) apply_bits(s, rows, n, plan.bits + boff + (c0 - k0), k1 - k0);
-                for (i64 r = 0; r < rows; ++r) {
-                    T* row = s + r * n;
-                    const T mx = row_max(row, n);
-                    const i64 R = r0 + r;
-                    const T m_new = std::max(m[R], mx);
-                    if (m_new == neg_inf<T>()) {  // no allowed key yet: probabilities 0
-                        std::fill(row, row + n, T(0));
-                        continue;
-                    }
-                    const T sum = exp_shift_sum(row, n, m_new);
-                    const T alpha = exp_scalar(m[R] - m_new);
-                    l[R] = l[R] * alpha + sum;
-                    m[R] = m_new;
-                    if (alpha != T(1)) {
-                        T* a = acc + R * d;
-                        for (i64 c = 0; c < d; ++c) a[c] *= alpha;
-                    }
+        for_each_chunk(plan, pattern, qi, qp, ldq, kp, ldk, d, scale, s, [&](i64 c0, i64 n, i64 r0, i64 rows) {
+            for (i64 r = 0; r < rows; ++r) {
+                T* row = s + r * n;
+                const T mx = row_max(row, n);
+                const i64 R = r0 + r;
+                const T m_new = std::max(m[R], mx);
+                if (m_new == neg_inf<T>()) {  // no allowed key yet: probabilities 0
+                    std::fill(row, row + n, T(0));
+                    continue;
                 }
-                mm_ab_acc(rows, n, d, T(1), s, n, vp + c0 * ldk, ldk, acc + r0 * d, d);
+                const T sum = exp_shift_sum(row, n, m_new);
+                const T alpha = exp_scalar(m[R] - m_new);
+                l[R] = l[R] * alpha + sum;
+                m[R] = m_new;
+                if (alpha != T(1)) {
+                    T* a = acc + R * d;
+                    for (i64 c = 0; c < d; ++c) a[c] *= alpha;
+                }
             }
-        }
+            mm_ab_acc(rows, n, d, T(1), s, n, vp + c0 * ldk, ldk, acc + r0 * d, d);
+        });
         T* op = out + (b * sh.sq + q0) * ldq + h * d;
         T* lp = lse + (b * sh.hq + h) * sh.sq + q0;
         for (i64 r = 0; r < nr; ++r) {
@@ -282,30 +292,19 @@ void backward(const T* dout, const T* q, const T* k, const T* v, const T* out, c
                 delta[r] = acc;
                 lse_row[r] = lp[r] == neg_inf<T>() ? -neg_inf<T>() : lp[r];  // no key: exp(s - inf) = 0
             }
-            const i64* it = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi];
-            const i64* end = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi + 1];
-            for (; it < end; it += 5) {
-                const i64 k0 = it[0], k1 = it[1], r0 = it[2], r1 = it[3], boff = it[4], rows = r1 - r0;
-                for (i64 c0 = k0; c0 < k1; c0 += KC) {
-                    const i64 n = std::min(KC, k1 - c0);
-                    mm_abt(rows, n, d, scale, qp + r0 * ldq, ldq, kp + c0 * ldk, ldk, s, n);
-                    if (boff >= 0) apply_bits(s, rows, n, plan.bits + boff + (c0 - k0), k1 - k0);
-                    for (i64 r = 0; r < rows; ++r) {
-                        T* row = s + r * n;
-                        exp_shift_sum(row, n, lse_row[r0 + r]);
-                    }
-                    mm_atb_acc(rows, n, d, T(1), s, n, dop + r0 * ldq, ldq, dvp + c0 * ldq, ldq);  // dV += P^T dO
-                    mm_abt(rows, n, d, T(1), dop + r0 * ldq, ldq, vp + c0 * ldk, ldk, dp, n);  // dP = dO V^T
-                    for (i64 r = 0; r < rows; ++r) {
-                        const T* p = s + r * n;
-                        T* g = dp + r * n;
-                        const T dl = delta[r0 + r];
-                        for (i64 j = 0; j < n; ++j) g[j] = p[j] * (g[j] - dl);  // dS
-                    }
-                    mm_ab_acc(rows, n, d, scale, dp, n, kp + c0 * ldk, ldk, dqp + r0 * ldq, ldq);  // dQ += dS K
-                    mm_atb_acc(rows, n, d, scale, dp, n, qp + r0 * ldq, ldq, dkp + c0 * ldq, ldq);  // dK += dS^T Q
+            for_each_chunk(plan, pattern, qi, qp, ldq, kp, ldk, d, scale, s, [&](i64 c0, i64 n, i64 r0, i64 rows) {
+                for (i64 r = 0; r < rows; ++r) exp_shift_sum(s + r * n, n, lse_row[r0 + r]);  // P
+                mm_atb_acc(rows, n, d, T(1), s, n, dop + r0 * ldq, ldq, dvp + c0 * ldq, ldq);  // dV += P^T dO
+                mm_abt(rows, n, d, T(1), dop + r0 * ldq, ldq, vp + c0 * ldk, ldk, dp, n);  // dP = dO V^T
+                for (i64 r = 0; r < rows; ++r) {
+                    const T* p = s + r * n;
+                    T* g = dp + r * n;
+                    const T dl = delta[r0 + r];
+                    for (i64 j = 0; j < n; ++j) g[j] = p[j] * (g[j] - dl);  // dS
                 }
-            }
+                mm_ab_acc(rows, n, d, scale, dp, n, kp + c0 * ldk, ldk, dqp + r0 * ldq, ldq);  // dQ += dS K
+                mm_atb_acc(rows, n, d, scale, dp, n, qp + r0 * ldq, ldq, dkp + c0 * ldq, ldq);  // dK += dS^T Q
+            });
         }
     });
 }
