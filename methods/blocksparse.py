@@ -60,6 +60,50 @@ def _contiguous(pos: torch.Tensor) -> bool:
     return len(pos) > 0 and int(pos[-1] - pos[0]) == len(pos) - 1 and bool((pos[1:] > pos[:-1]).all())
 
 
+@dataclass(frozen=True)
+class KeyTiles:
+    """Key rows (at global positions ``k_pos``) cut into tiles, and how many keys of each tile a query row may
+    attend to: ``RowIntervals.count_in_ranges`` over a tile's position range is exact where the tile's positions
+    are contiguous; any other tile (a strided or zigzag CP shard) is evaluated densely."""
+
+    k_pos: torch.Tensor
+    bounds: list[tuple[int, int]]  # local [a, b) of each tile
+    contiguous: list[bool]
+    starts: torch.Tensor  # global position range of each tile
+    ends: torch.Tensor
+    widths: torch.Tensor  # keys per tile
+
+    @staticmethod
+    def cut(k_pos: torch.Tensor, size: int) -> "KeyTiles":
+        bounds = [(s, min(s + size, len(k_pos))) for s in range(0, len(k_pos), size)]
+        return KeyTiles(
+            k_pos=k_pos,
+            bounds=bounds,
+            contiguous=[_contiguous(k_pos[a:b]) for a, b in bounds],
+            starts=torch.tensor([int(k_pos[a]) for a, _ in bounds]),
+            ends=torch.tensor([int(k_pos[b - 1]) + 1 for _, b in bounds]),
+            widths=torch.tensor([b - a for a, b in bounds]),
+        )
+
+    def row_counts(self, intervals: RowIntervals, rows: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Allowed keys of each row in each tile ``[Hm, len(rows), tiles]``, and the dense masks
+        ``[Hm, len(rows), width]`` computed for the non-contiguous tiles (by tile index)."""
+        counts = intervals.count_in_ranges(rows, self.starts, self.ends)
+        dense = {}
+        for j, (a, b) in enumerate(self.bounds):
+            if not self.contiguous[j]:
+                dense[j] = intervals.evaluate(rows, self.k_pos[a:b])
+                counts[:, :, j] = dense[j].sum(-1)
+        return counts, dense
+
+    def allowed(self, intervals: RowIntervals, rows: torch.Tensor, j: int, dense: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Tile ``j``'s dense mask ``[Hm, len(rows), width]`` (reusing one ``row_counts`` computed)."""
+        if j in dense:
+            return dense[j]
+        a, b = self.bounds[j]
+        return intervals.evaluate(rows, self.k_pos[a:b])
+
+
 def make_plan(
     intervals: RowIntervals,
     q_pos: torch.Tensor,
@@ -71,27 +115,20 @@ def make_plan(
 ) -> Optional[TilePlan]:
     """Classify every tile of ``q_pos x k_pos`` (global positions of local rows) and build the items; with
     ``masked_tiles=False``, None as soon as a tile would need an additive mask."""
-    sq, sk = len(q_pos), len(k_pos)
+    sq = len(q_pos)
     q_tiles = [(s, min(s + block_q, sq)) for s in range(0, sq, block_q)]
-    k_tiles = [(s, min(s + block_k, sk)) for s in range(0, sk, block_k)]
-    contiguous = [_contiguous(k_pos[a:b]) for a, b in k_tiles]
-    starts = torch.tensor([int(k_pos[a]) for a, _ in k_tiles])
-    ends = torch.tensor([int(k_pos[b - 1]) + 1 for _, b in k_tiles])
-    per_row = intervals.count_in_ranges(q_pos, starts, ends)  # exact where the k tile is contiguous
+    keys = KeyTiles.cut(k_pos, block_k)
     hm = intervals.num_heads
     items: list[list[Item]] = []
     area = 0
     for q0, q1 in q_tiles:
         row_items: list[Item] = []
-        counts = per_row[:, q0:q1].sum(1)  # [Hm, nk]
-        dense_tiles = {}
-        for j, (k0, k1) in enumerate(k_tiles):
-            if not contiguous[j]:
-                dense_tiles[j] = intervals.evaluate(q_pos[q0:q1], k_pos[k0:k1])
-                counts[:, j] = dense_tiles[j].sum((1, 2))
-        cap = (q1 - q0) * torch.tensor([b - a for a, b in k_tiles])
+        rows = q_pos[q0:q1]
+        per_row, dense_tiles = keys.row_counts(intervals, rows)
+        counts = per_row.sum(1)  # [Hm, nk]
+        cap = (q1 - q0) * keys.widths
         area += int(counts.sum())
-        for j, (k0, k1) in enumerate(k_tiles):
+        for j, (k0, k1) in enumerate(keys.bounds):
             c = counts[:, j]
             if bool((c == 0).all()):
                 continue
@@ -102,9 +139,7 @@ def make_plan(
                 else:
                     row_items.append(Item(k0, k1))
                 continue
-            tile = dense_tiles.get(j)
-            if tile is None:
-                tile = intervals.evaluate(q_pos[q0:q1], k_pos[k0:k1])  # [Hm, bq, bk]
+            tile = keys.allowed(intervals, rows, j, dense_tiles)  # [Hm, bq, bk]
             if hm == 1 and tile.shape[1] == tile.shape[2] and torch.equal(tile[0], _tril(tile.shape[1])):
                 row_items.append(Item(k0, k1, causal=True))
                 continue

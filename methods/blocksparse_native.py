@@ -16,8 +16,9 @@ The plan takes global positions, so the kernel is also a context-parallel local 
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -26,7 +27,7 @@ from harness.interfaces.local_kernel import PlanSpec
 from harness.interfaces.method import allowed_block_bytes
 from harness.masks.core import ALL_FEATURES, RowIntervals
 from methods import _native
-from methods.blocksparse import _contiguous
+from methods.blocksparse import KeyTiles
 
 KERNEL = "blocksparse"  # methods/_native/blocksparse.cpp
 Q_BLOCK = 256  # query rows per task and per score block
@@ -49,12 +50,29 @@ class NativePlan:
     pairs: int  # allowed (q, k) pairs summed over patterns
 
 
-class _Builder:
-    """Collects one pattern's items for one query block, merging adjacent fully allowed runs."""
+class _Bitmaps:
+    """The plan's bitmaps, one after another; ``add`` returns where one starts."""
 
-    def __init__(self, bits: list[torch.Tensor], offset: list[int]):
+    def __init__(self) -> None:
+        self.parts: list[torch.Tensor] = []
+        self.size = 0
+
+    def add(self, allowed: torch.Tensor) -> int:
+        offset = self.size
+        self.parts.append(allowed.to(torch.uint8).flatten())
+        self.size += allowed.numel()
+        return offset
+
+    def tensor(self) -> torch.Tensor:
+        return torch.cat(self.parts) if self.parts else torch.zeros(1, dtype=torch.uint8)
+
+
+class _Items:
+    """One pattern's items for one query block; adjacent fully allowed runs over the same rows merge."""
+
+    def __init__(self, bitmaps: _Bitmaps) -> None:
         self.items: list[list[int]] = []
-        self.bits, self.offset = bits, offset
+        self.bitmaps = bitmaps
         self.pairs = 0
 
     def run(self, k0: int, k1: int, r0: int, r1: int) -> None:
@@ -65,24 +83,19 @@ class _Builder:
         else:
             self.items.append([k0, k1, r0, r1, NO_BITS])
 
-    def masked(self, k0: int, k1: int, r0: int, allowed: torch.Tensor) -> None:
-        self.pairs += int(allowed.sum())
-        self.items.append([k0, k1, r0, r0 + allowed.shape[0], self.offset[0]])
-        self.bits.append(allowed.to(torch.uint8).flatten())
-        self.offset[0] += allowed.numel()
-
-    def block(self, k0: int, allowed: torch.Tensor) -> None:
-        """Keys ``k0 ...`` under the dense ``allowed`` [rows, keys]: a run for the rows that have any key if
-        they have all of them, else a masked item for those rows."""
+    def sub_block(self, k0: int, allowed: torch.Tensor) -> None:
+        """Keys ``k0 ...`` under the dense ``allowed`` [rows, keys], against the rows that have any of them: a
+        run where those rows have all of them, else a masked item."""
         rows = allowed.any(1).nonzero().flatten()
         if len(rows) == 0:
             return
         r0, r1 = int(rows[0]), int(rows[-1]) + 1
-        part = allowed[r0:r1]
+        part, k1 = allowed[r0:r1], k0 + allowed.shape[1]
         if bool(part.all()):
-            self.run(k0, k0 + allowed.shape[1], r0, r1)
+            self.run(k0, k1, r0, r1)
         else:
-            self.masked(k0, k0 + allowed.shape[1], r0, part)
+            self.pairs += int(part.sum())
+            self.items.append([k0, k1, r0, r1, self.bitmaps.add(part)])
 
 
 def make_native_plan(
@@ -90,54 +103,39 @@ def make_native_plan(
     tile: int = TILE, sub: int = SUB,
 ) -> NativePlan:
     """The plan of ``q_pos x k_pos`` (global positions of the local rows): tiles of ``q_block x tile``
-    classified from the row intervals (per-row counts), a partial tile evaluated densely and cut into
-    ``sub``-key blocks; the per-row counts are exact where a key tile's positions are contiguous, and any
-    other tile is evaluated densely."""
-    sq, sk = len(q_pos), len(k_pos)
-    k_tiles = [(s, min(s + tile, sk)) for s in range(0, sk, tile)]
-    contiguous = [_contiguous(k_pos[a:b]) for a, b in k_tiles]
-    starts = torch.tensor([int(k_pos[a]) for a, _ in k_tiles])
-    ends = torch.tensor([int(k_pos[b - 1]) + 1 for _, b in k_tiles])
-    widths = torch.tensor([b - a for a, b in k_tiles])
+    classified from per-row counts (:class:`methods.blocksparse.KeyTiles`), a partial tile evaluated densely
+    and cut into ``sub``-key blocks."""
+    sq = len(q_pos)
+    keys = KeyTiles.cut(k_pos, tile)
     hm = intervals.num_heads
     q_blocks = [(s, min(s + q_block, sq)) for s in range(0, sq, q_block)]
-    per_pattern: list[list[list[list[int]]]] = [[] for _ in range(hm)]
-    bits: list[torch.Tensor] = []
-    offset = [0]
-    pairs = 0
+    per_pattern: list[list[_Items]] = [[] for _ in range(hm)]
+    bitmaps = _Bitmaps()
     for q0, q1 in q_blocks:
         rows = q_pos[q0:q1]
-        counts = intervals.count_in_ranges(rows, starts, ends)  # [Hm, rows, tiles]
-        dense = {}
-        for j, (a, b) in enumerate(k_tiles):
-            if not contiguous[j]:
-                dense[j] = intervals.evaluate(rows, k_pos[a:b])
-                counts[:, :, j] = dense[j].sum(-1)
-        full_rows = counts == widths
+        counts, dense = keys.row_counts(intervals, rows)  # [Hm, rows, tiles]
+        full_rows = counts == keys.widths
         for p in range(hm):
-            build = _Builder(bits, offset)
+            block = _Items(bitmaps)
             tile_full = full_rows[p].all(0).tolist()
             for j in (counts[p].sum(0) > 0).nonzero().flatten().tolist():
-                a, b = k_tiles[j]
+                a, b = keys.bounds[j]
                 if tile_full[j]:
-                    build.run(a, b, 0, q1 - q0)
+                    block.run(a, b, 0, q1 - q0)
                     continue
-                allowed = dense[j][p] if j in dense else intervals.evaluate(rows, k_pos[a:b])[p]
+                allowed = keys.allowed(intervals, rows, j, dense)[p]
                 for s in range(0, b - a, sub):
-                    build.block(a + s, allowed[:, s : s + sub])
-            per_pattern[p].append(build.items)
-            pairs += build.pairs
-    flat = [items for pattern in per_pattern for items in pattern]
-    ptr = torch.tensor([0] + [len(items) for items in flat], dtype=torch.int64).cumsum(0)
-    all_items = [item for items in flat for item in items]
+                    block.sub_block(a + s, allowed[:, s : s + sub])
+            per_pattern[p].append(block)
+    blocks = [block for pattern in per_pattern for block in pattern]
     return NativePlan(
         q_block=q_block,
         num_q_blocks=len(q_blocks),
         num_patterns=hm,
-        item_ptr=ptr,
-        items=torch.tensor(all_items, dtype=torch.int64).view(-1, 5),
-        bits=torch.cat(bits) if bits else torch.zeros(1, dtype=torch.uint8),
-        pairs=pairs,
+        item_ptr=torch.tensor([0] + [len(b.items) for b in blocks], dtype=torch.int64).cumsum(0),
+        items=torch.tensor([item for b in blocks for item in b.items], dtype=torch.int64).view(-1, 5),
+        bits=bitmaps.tensor(),
+        pairs=sum(b.pairs for b in blocks),
     )
 
 
@@ -146,18 +144,17 @@ def make_native_plan(
 _COMPUTE = {torch.float32: (torch.float32, "f32"), torch.bfloat16: (torch.float32, "f32"),
             torch.float64: (torch.float64, "f64")}
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_PLAN_ARGS = [_I, _I, _I, _P, _P, _P, ctypes.c_int]
+_SHAPE_ARGS = [_I] * 6 + [ctypes.c_double]  # b, sq, sk, hq, hkv, d, scale
+_PLAN_ARGS = [_I, _I, _I, _P, _P, _P, ctypes.c_int]  # q_block, blocks, patterns, item_ptr, items, bits, threads
+_TENSOR_ARGS = {"forward": 5, "backward": 9}  # q k v out lse / dout q k v out lse dq dk dv
 
 
-def _lib() -> ctypes.CDLL:
-    lib = _native.load(KERNEL)
-    if not getattr(lib, "lcbench_typed", False):
-        shape = [_I] * 6 + [ctypes.c_double]
-        for suffix in ("f32", "f64"):
-            getattr(lib, f"lcb_forward_{suffix}").argtypes = [_P] * 5 + shape + _PLAN_ARGS
-            getattr(lib, f"lcb_backward_{suffix}").argtypes = [_P] * 9 + shape + _PLAN_ARGS
-        lib.lcbench_typed = True
-    return lib
+@functools.lru_cache(maxsize=None)
+def _entry(direction: str, suffix: str) -> Callable:
+    """The compiled ``lcb_{direction}_{suffix}`` with its argument types."""
+    fn = getattr(_native.load(KERNEL), f"lcb_{direction}_{suffix}")
+    fn.argtypes = [_P] * _TENSOR_ARGS[direction] + _SHAPE_ARGS + _PLAN_ARGS
+    return fn
 
 
 def _ptr(t: torch.Tensor) -> int:
@@ -184,7 +181,7 @@ def native_forward(
     qc, kc, vc = (_as(x, compute) for x in (q, k, v))
     out = torch.empty_like(qc)
     lse = torch.empty((b, hq, sq), dtype=compute)
-    getattr(_lib(), f"lcb_forward_{suffix}")(
+    _entry("forward", suffix)(
         _ptr(qc), _ptr(kc), _ptr(vc), _ptr(out), _ptr(lse), b, sq, sk, hq, hkv, d, scale, *_plan_args(plan)
     )
     return out.to(q.dtype), lse
@@ -203,7 +200,7 @@ def native_backward(
     dq = torch.zeros_like(qc)
     dk_per_q_head = torch.zeros((b, sk, hq, d), dtype=compute)  # summed onto the kv heads below
     dv_per_q_head = torch.zeros_like(dk_per_q_head)
-    getattr(_lib(), f"lcb_backward_{suffix}")(
+    _entry("backward", suffix)(
         _ptr(doc), _ptr(qc), _ptr(kc), _ptr(vc), _ptr(oc), _ptr(lc), _ptr(dq), _ptr(dk_per_q_head),
         _ptr(dv_per_q_head), b, sq, sk, hq, hkv, d, scale, *_plan_args(plan),
     )
