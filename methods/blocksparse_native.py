@@ -4,11 +4,13 @@
 an additive mask and cuts a call of fewer than 768 query rows into 64-row blocks, so masks whose edges cut
 tiles at token granularity (sliding windows, documents) and block patterns of short key runs lose per unit
 of area. This method runs one C++ kernel (``methods/_native/blocksparse.cpp``, compiled on first use) over a
-plan of the mask: per block of 256 query rows, runs of fully allowed keys (any length) and, where a 256-key
-tile is partial, its 64-key sub-blocks, each against only the rows that have an allowed key there and with a
-bitmap only where some row is cut. Forward: online softmax with log-sum-exp; backward: the flash backward
-(probabilities recomputed from the saved log-sum-exp). Float32 and float64 run natively; bfloat16 is computed
-in float32 (converted on the way in and out, inside the timed call).
+plan of the mask: per block of query rows, runs of fully allowed keys (any length) and, where a 256-key tile is
+partial, its 32-key sub-blocks, each against only the rows that have an allowed key there and with a bitmap
+only where some row is cut. The query heads of one KV head are stacked into one task when they share the mask
+(GQA packing), so a block of 256 / group rows still gives 256-row products: short blocks waste little at a
+mask's edges, and K and V are read once per group. Forward: online softmax with log-sum-exp; backward: the
+flash backward (probabilities recomputed from the saved log-sum-exp). Float32 and float64 run natively;
+bfloat16 is computed in float32 (converted on the way in and out, inside the timed call).
 
 The plan takes global positions, so the kernel is also a context-parallel local kernel (``LOCAL_KERNEL``).
 """
@@ -30,9 +32,10 @@ from methods import _native
 from methods.blocksparse import KeyTiles
 
 KERNEL = "blocksparse"  # methods/_native/blocksparse.cpp
-Q_BLOCK = 256  # query rows per task and per score block
+STACKED_ROWS = 256  # query rows x packed heads per task: the height of every score block
+Q_BLOCK = 64  # query rows per plan block when the heads are not known (a context-parallel local plan)
 TILE = 256  # keys per tile of the first classification
-SUB = 64  # a partial tile is split into sub-blocks of this many keys
+SUB = 32  # a partial tile is split into sub-blocks of this many keys
 NO_BITS = -1
 
 
@@ -197,16 +200,15 @@ def native_backward(
     sk, hkv = k.shape[1], k.shape[2]
     doc, qc, kc, vc, oc = (_as(x, compute) for x in (dout, q, k, v, out))
     lc = _as(lse, compute)
-    dq = torch.zeros_like(qc)
-    dk_per_q_head = torch.zeros((b, sk, hq, d), dtype=compute)  # summed onto the kv heads below
+    dq = torch.empty_like(qc)
+    dk_per_q_head = torch.zeros((b, hq, sk, d), dtype=compute)  # summed onto the kv heads below
     dv_per_q_head = torch.zeros_like(dk_per_q_head)
     _entry("backward", suffix)(
         _ptr(doc), _ptr(qc), _ptr(kc), _ptr(vc), _ptr(oc), _ptr(lc), _ptr(dq), _ptr(dk_per_q_head),
         _ptr(dv_per_q_head), b, sq, sk, hq, hkv, d, scale, *_plan_args(plan),
     )
-    dk = dk_per_q_head.view(b, sk, hkv, hq // hkv, d).sum(3)
-    dv = dv_per_q_head.view(b, sk, hkv, hq // hkv, d).sum(3)
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+    dk, dv = (x.view(b, hkv, hq // hkv, sk, d).sum(2).transpose(1, 2) for x in (dk_per_q_head, dv_per_q_head))
+    return dq.to(q.dtype), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
 class NativeBlockSparseAttention(torch.autograd.Function):
@@ -224,10 +226,19 @@ class NativeBlockSparseAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
+def q_block_for(heads_q: int, heads_kv: int, per_head_mask: bool) -> int:
+    """Query rows per plan block: the kernel stacks the query heads of a KV head (when they share the mask) into
+    one task, so a block of ``STACKED_ROWS / group`` rows keeps the products ``STACKED_ROWS`` tall while the
+    partial sub-blocks at a mask's token-granular edges stay short."""
+    group = 1 if per_head_mask else heads_q // heads_kv
+    return max(Q_BLOCK, STACKED_ROWS // group)
+
+
 def build(problem: Problem):
     """The plan covers q's rows at their global positions: every row, or the last ``decode_tokens`` rows of a
     decode step against the whole KV cache (key sub-blocks no decode row attends to are never read)."""
-    plan = make_native_plan(problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen))
+    q_block = q_block_for(problem.heads_q, problem.heads_kv, problem.mask.per_head)
+    plan = make_native_plan(problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen), q_block)
     scale = problem.scale
     if problem.is_decode:
         return lambda q, k, v: native_forward(q, k, v, plan, scale)[0]
@@ -236,7 +247,7 @@ def build(problem: Problem):
 
 def decode_bytes(problem: Problem) -> int:
     """A decode step reads the whole 256-key tiles a decode row fully attends to and, of a partial tile, the
-    64-key sub-blocks some row attends to: exactly the sub-blocks holding an allowed key."""
+    32-key sub-blocks some row attends to: exactly the sub-blocks holding an allowed key."""
     return allowed_block_bytes(problem, SUB)
 
 

@@ -1,7 +1,8 @@
 """The native block-sparse kernel: its plan covers every mask exactly, and its build fails clearly.
 
 The kernel's numbers (forward and backward against float64, decode, GQA, the CP local-kernel contract) are
-checked with every other method's by the registry-wide tests; these pin down what is its own.
+checked with every other method's by the registry-wide tests; these pin down what is its own (the plan, the
+stacking of query heads, the build).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import torch
 
 from harness.masks import MASKS, build_mask
 from methods import _native
-from methods.blocksparse_native import KERNEL, NO_BITS, make_native_plan, native_forward
+from methods.blocksparse_native import (
+    KERNEL, NO_BITS, NativeBlockSparseAttention, make_native_plan, native_forward, q_block_for,
+)
 
 needs_kernel = pytest.mark.skipif(_native.unavailable_reason(KERNEL) is not None,
                                   reason=f"native kernel: {_native.unavailable_reason(KERNEL)}")
@@ -75,6 +78,40 @@ def test_a_row_with_no_allowed_key_gives_zeros_and_minus_infinity() -> None:
     q, k, v = torch.randn(1, 64, 2, 8), torch.randn(1, 64, 1, 8), torch.randn(1, 64, 1, 8)
     out, lse = native_forward(q, k, v, plan, 0.3)
     assert torch.equal(out, torch.zeros_like(out)) and bool(torch.isneginf(lse).all())
+
+
+def dense_attention(q, k, v, allowed, scale):
+    """Float64 softmax attention under a dense mask ``[patterns, Sq, Sk]``, GQA by repeating K and V."""
+    group = q.shape[2] // k.shape[2]
+    k, v = (x.repeat_interleave(group, dim=2) for x in (k, v))
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    scores = scores.masked_fill(~allowed.unsqueeze(0), float("-inf"))
+    return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(scores, -1), v)
+
+
+@needs_kernel
+@pytest.mark.parametrize("heads", [(8, 2), (6, 3), (3, 3)], ids=lambda h: f"H{h[0]}:{h[1]}")
+@pytest.mark.parametrize("name,params", [("sliding_window_causal", {"window": 37}), ("causal_document", {}),
+                                         ("s2", {})], ids=["window", "documents", "s2-per-head"])
+def test_packed_heads_and_ragged_blocks_match_float64(name, params, heads) -> None:
+    """The kernel stacks the query heads of a KV head into one task (GQA packing) when they share the mask:
+    forward and all three gradients equal a dense float64 attention, on query blocks that do not divide S."""
+    seqlen, (hq, hkv) = 200, heads
+    mask = build_mask(name, seqlen, num_heads=hq, **params)
+    pos = torch.arange(seqlen)
+    plan = make_native_plan(mask.intervals, pos, pos, q_block_for(hq, hkv, mask.per_head), sub=16)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, seqlen, h, 16, generator=g, dtype=torch.float64, requires_grad=True)
+               for h in (hq, hkv, hkv))
+    allowed = mask.intervals.evaluate(pos, pos).expand(hq, -1, -1)
+    got = NativeBlockSparseAttention.apply(q, k, v, plan, 0.25)
+    want = dense_attention(q, k, v, allowed, 0.25)
+    dout = torch.randn_like(want)
+    grads = torch.autograd.grad(got, (q, k, v), dout)
+    want_grads = torch.autograd.grad(want, (q, k, v), dout)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_without_a_compiler_the_reason_names_it(monkeypatch, tmp_path) -> None:

@@ -3,16 +3,19 @@
 // Why a kernel of our own: the aten CPU flash kernel called per tile (methods/blocksparse.py) computes a
 // partial tile whole under an additive mask, and cuts a call of fewer than 768 query rows into 64-row blocks;
 // a mask whose edges cut tiles at token granularity (sliding windows, documents) pays for both. Here a query
-// block of QB rows walks only its plan's items: runs of full keys (any length, cut into KC-key chunks), and
-// partial items of at most a tile's width that carry the row range with any allowed key and, where needed, a
-// bitmap. The matrix products are BLAS ``?gemm_`` calls (the library torch links, passed in at init); the
-// online softmax, the masking and the log-sum-exp are the loops below, which the compiler vectorises.
+// block walks only its plan's items: runs of full keys (any length, cut into KC-key chunks), and partial items
+// of a few keys that carry the row range with any allowed key and, where needed, a bitmap. The query heads
+// that share a KV head (and the mask) are stacked into one task ("GQA packing": row R of the task is query row
+// R / g of head h0 + R % g), so every product is g times taller, K and V are read once per group, and a small
+// query block still gives the BLAS a tall matrix. The matrix products are BLAS ``?gemm_`` calls (the library
+// torch links, passed in at init); the online softmax, the masking and the log-sum-exp are the loops below.
 //
-// Layouts: q, k, v, out, dout, dq are contiguous [B, S, H, D] (row stride H * D); lse is [B, Hq, Sq].
+// Layouts: q, k, v, out, dout, dq are contiguous [B, S, H, D] (row stride H * D); lse is [B, Hq, Sq]; the
+// backward's dk, dv are per query head [B, Hq, Sk, D] (the caller sums them onto the kv heads).
 // Plan: for pattern p and query block i, items[item_ptr[p * nqb + i] .. item_ptr[p * nqb + i + 1]) of
 // (k0, k1, r0, r1, bits): keys [k0, k1) against the block's rows [r0, r1); bits = -1 (every pair allowed) or
 // the offset of a (r1 - r0) x (k1 - k0) row-major uint8 bitmap. Query heads use pattern h when the mask has
-// one pattern per head (n_patterns == Hq), else pattern 0.
+// one pattern per head (n_patterns == Hq; no packing), else pattern 0.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -171,29 +174,57 @@ struct Shape {
     i64 b, sq, sk, hq, hkv, d;
 };
 
-// Masked pairs of a partial item's chunk become -inf (a zero bit).
+// The heads of one task: g query heads from h0 (sharing a KV head and a mask pattern), stacked row by row.
+struct Heads {
+    i64 h0, g, pattern;
+};
+
+// Which heads task t of each (batch element, head set) takes: the whole group of a KV head when the mask is
+// shared by every head, else one head with its own pattern.
+inline i64 packed_heads(const Shape& sh, const Plan& plan) { return plan.n_patterns == 1 ? sh.hq / sh.hkv : 1; }
+inline Heads heads_of(i64 set, i64 g, const Plan& plan) {
+    return Heads{set * g, g, plan.n_patterns == 1 ? 0 : set * g};
+}
+
+// Stacked rows [R0, R1) of query block q0 (row R: query row q0 + R / g of head h0 + R % g), d values each, from
+// or to a [B, S, H, D] tensor.
 template <typename T>
-inline void apply_bits(T* s, i64 rows, i64 n, const uint8_t* bits, i64 ldbits) {
+inline void gather_rows(T* dst, const T* src, i64 b, i64 q0, i64 rows, Heads hd, const Shape& sh) {
+    for (i64 r = 0; r < rows; ++r)
+        std::memcpy(dst + r * hd.g * sh.d, src + ((b * sh.sq + q0 + r) * sh.hq + hd.h0) * sh.d,
+                    hd.g * sh.d * sizeof(T));
+}
+template <typename T>
+inline void scatter_rows(T* dst, const T* src, i64 b, i64 q0, i64 rows, Heads hd, const Shape& sh) {
+    for (i64 r = 0; r < rows; ++r)
+        std::memcpy(dst + ((b * sh.sq + q0 + r) * sh.hq + hd.h0) * sh.d, src + r * hd.g * sh.d,
+                    hd.g * sh.d * sizeof(T));
+}
+
+// Masked pairs of a partial item's chunk become -inf (a zero bit); stacked row r reads bitmap row r / g.
+template <typename T>
+inline void apply_bits(T* s, i64 rows, i64 n, const uint8_t* bits, i64 ldbits, i64 g) {
     for (i64 r = 0; r < rows; ++r) {
         T* row = s + r * n;
-        const uint8_t* br = bits + r * ldbits;
+        const uint8_t* br = bits + (r / g) * ldbits;
         for (i64 j = 0; j < n; ++j) row[j] = br[j] ? row[j] : neg_inf<T>();
     }
 }
 
 // Run fn(c0, n, r0, rows) for every chunk of query block qi's items, with s holding the chunk's scaled scores
-// (rows x n, masked pairs -inf): the walk the forward and the backward share.
+// (rows x n, masked pairs -inf) and r0, rows counted in stacked rows (g per query row): the walk the forward
+// and the backward share. qp is the block's stacked queries, d apart; kp the KV head's keys, ldk apart.
 template <typename T, typename F>
-void for_each_chunk(const Plan& plan, i64 pattern, i64 qi, const T* qp, i64 ldq, const T* kp, i64 ldk, i64 d,
+void for_each_chunk(const Plan& plan, i64 pattern, i64 qi, i64 g, const T* qp, const T* kp, i64 ldk, i64 d,
                     T scale, T* s, F fn) {
     const i64* it = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi];
     const i64* end = plan.items + 5 * plan.item_ptr[pattern * plan.nqb + qi + 1];
     for (; it < end; it += 5) {
-        const i64 k0 = it[0], k1 = it[1], r0 = it[2], rows = it[3] - it[2], boff = it[4];
+        const i64 k0 = it[0], k1 = it[1], r0 = it[2] * g, rows = (it[3] - it[2]) * g, boff = it[4];
         for (i64 c0 = k0; c0 < k1; c0 += KC) {
             const i64 n = std::min(KC, k1 - c0);
-            mm_abt(rows, n, d, scale, qp + r0 * ldq, ldq, kp + c0 * ldk, ldk, s, n);
-            if (boff >= 0) apply_bits(s, rows, n, plan.bits + boff + (c0 - k0), k1 - k0);
+            mm_abt(rows, n, d, scale, qp + r0 * d, d, kp + c0 * ldk, ldk, s, n);
+            if (boff >= 0) apply_bits(s, rows, n, plan.bits + boff + (c0 - k0), k1 - k0, g);
             fn(c0, n, r0, rows);
         }
     }
@@ -215,25 +246,27 @@ void parallel_tasks(i64 n, int threads, F fn) {
     for (auto& th : pool) th.join();
 }
 
+// Tasks (batch element, head set, query block); the block's stacked queries are copied together first.
 template <typename T>
 void forward(const T* q, const T* k, const T* v, T* out, T* lse, Shape sh, T scale, Plan plan, int threads) {
-    const i64 d = sh.d, ldq = sh.hq * d, ldk = sh.hkv * d, group = sh.hq / sh.hkv;
-    const i64 tasks = sh.b * sh.hq * plan.nqb;
-    parallel_tasks(tasks, threads, [&](i64 task) {
-        thread_local std::vector<T> s_buf, acc_buf, m_buf, l_buf;
-        s_buf.resize(plan.qb * KC);
-        acc_buf.assign(plan.qb * d, T(0));
-        m_buf.assign(plan.qb, neg_inf<T>());
-        l_buf.assign(plan.qb, T(0));
-        T *s = s_buf.data(), *acc = acc_buf.data(), *m = m_buf.data(), *l = l_buf.data();
+    const i64 d = sh.d, ldk = sh.hkv * d, group = sh.hq / sh.hkv, g = packed_heads(sh, plan);
+    const i64 sets = sh.hq / g, M = plan.qb * g;
+    parallel_tasks(sh.b * sets * plan.nqb, threads, [&](i64 task) {
+        thread_local std::vector<T> s_buf, q_buf, acc_buf, m_buf, l_buf;
+        s_buf.resize(M * KC);
+        q_buf.resize(M * d);
+        acc_buf.assign(M * d, T(0));
+        m_buf.assign(M, neg_inf<T>());
+        l_buf.assign(M, T(0));
+        T *s = s_buf.data(), *qp = q_buf.data(), *acc = acc_buf.data(), *m = m_buf.data(), *l = l_buf.data();
 
-        const i64 qi = task % plan.nqb, h = (task / plan.nqb) % sh.hq, b = task / (plan.nqb * sh.hq);
+        const i64 qi = task % plan.nqb, b = task / (plan.nqb * sets);
+        const Heads hd = heads_of((task / plan.nqb) % sets, g, plan);
         const i64 q0 = qi * plan.qb, nr = std::min(plan.qb, sh.sq - q0);
-        const i64 pattern = plan.n_patterns == 1 ? 0 : h;
-        const T* qp = q + (b * sh.sq + q0) * ldq + h * d;
-        const T* kp = k + b * sh.sk * ldk + (h / group) * d;
-        const T* vp = v + b * sh.sk * ldk + (h / group) * d;
-        for_each_chunk(plan, pattern, qi, qp, ldq, kp, ldk, d, scale, s, [&](i64 c0, i64 n, i64 r0, i64 rows) {
+        gather_rows(qp, q, b, q0, nr, hd, sh);
+        const T* kp = k + b * sh.sk * ldk + (hd.h0 / group) * d;
+        const T* vp = v + b * sh.sk * ldk + (hd.h0 / group) * d;
+        for_each_chunk(plan, hd.pattern, qi, g, qp, kp, ldk, d, scale, s, [&](i64 c0, i64 n, i64 r0, i64 rows) {
             for (i64 r = 0; r < rows; ++r) {
                 T* row = s + r * n;
                 const T mx = row_max(row, n);
@@ -254,57 +287,61 @@ void forward(const T* q, const T* k, const T* v, T* out, T* lse, Shape sh, T sca
             }
             mm_ab_acc(rows, n, d, T(1), s, n, vp + c0 * ldk, ldk, acc + r0 * d, d);
         });
-        T* op = out + (b * sh.sq + q0) * ldq + h * d;
-        T* lp = lse + (b * sh.hq + h) * sh.sq + q0;
-        for (i64 r = 0; r < nr; ++r) {
-            const bool empty = l[r] == T(0);
-            const T inv = empty ? T(0) : T(1) / l[r];
-            for (i64 c = 0; c < d; ++c) op[r * ldq + c] = acc[r * d + c] * inv;
-            lp[r] = empty ? neg_inf<T>() : m[r] + std::log(l[r]);
+        for (i64 R = 0; R < nr * g; ++R) {
+            const bool empty = l[R] == T(0);
+            const T inv = empty ? T(0) : T(1) / l[R];
+            for (i64 c = 0; c < d; ++c) acc[R * d + c] *= inv;
+            lse[(b * sh.hq + hd.h0 + R % g) * sh.sq + q0 + R / g] = empty ? neg_inf<T>() : m[R] + std::log(l[R]);
         }
+        scatter_rows(out, acc, b, q0, nr, hd, sh);
     });
 }
 
-// dq [B, Sq, Hq, D] accumulates in place; dk, dv are per *query* head [B, Sk, Hq, D] (the caller sums each
-// group of query heads onto its kv head), so tasks (b, h) never write the same memory.
+// Tasks (batch element, head set, part): part p of a head set's g slots takes query blocks p, p + g, ... and
+// accumulates dK, dV in its own slot of the per-query-head dk, dv (so no two tasks write the same memory); dq
+// rows belong to one query block, hence to one task.
 template <typename T>
 void backward(const T* dout, const T* q, const T* k, const T* v, const T* out, const T* lse, T* dq, T* dk, T* dv,
               Shape sh, T scale, Plan plan, int threads) {
-    const i64 d = sh.d, ldq = sh.hq * d, ldk = sh.hkv * d, group = sh.hq / sh.hkv;
+    const i64 d = sh.d, ldk = sh.hkv * d, group = sh.hq / sh.hkv, g = packed_heads(sh, plan);
+    const i64 sets = sh.hq / g, M = plan.qb * g;
     parallel_tasks(sh.b * sh.hq, threads, [&](i64 task) {
-        std::vector<T> s_buf(plan.qb * KC), dp_buf(plan.qb * KC), delta(plan.qb), lse_row(plan.qb);
-        T *s = s_buf.data(), *dp = dp_buf.data();
-        const i64 h = task % sh.hq, b = task / sh.hq;
-        const i64 pattern = plan.n_patterns == 1 ? 0 : h;
-        const T* kp = k + b * sh.sk * ldk + (h / group) * d;
-        const T* vp = v + b * sh.sk * ldk + (h / group) * d;
-        T* dkp = dk + b * sh.sk * ldq + h * d;
-        T* dvp = dv + b * sh.sk * ldq + h * d;
-        for (i64 qi = 0; qi < plan.nqb; ++qi) {
+        std::vector<T> s_buf(M * KC), dp_buf(M * KC), q_buf(M * d), do_buf(M * d), o_buf(M * d), dq_buf(M * d),
+            delta(M), lse_row(M);
+        T *s = s_buf.data(), *dp = dp_buf.data(), *qp = q_buf.data(), *dop = do_buf.data(), *dqp = dq_buf.data();
+        const i64 part = task % g, b = task / sh.hq;
+        const Heads hd = heads_of((task / g) % sets, g, plan);
+        const T* kp = k + b * sh.sk * ldk + (hd.h0 / group) * d;
+        const T* vp = v + b * sh.sk * ldk + (hd.h0 / group) * d;
+        T* dkp = dk + (b * sh.hq + hd.h0 + part) * sh.sk * d;
+        T* dvp = dv + (b * sh.hq + hd.h0 + part) * sh.sk * d;
+        for (i64 qi = part; qi < plan.nqb; qi += g) {
             const i64 q0 = qi * plan.qb, nr = std::min(plan.qb, sh.sq - q0);
-            const i64 row0 = (b * sh.sq + q0) * ldq + h * d;
-            const T *qp = q + row0, *dop = dout + row0, *op = out + row0;
-            T* dqp = dq + row0;
-            const T* lp = lse + (b * sh.hq + h) * sh.sq + q0;
-            for (i64 r = 0; r < nr; ++r) {
+            gather_rows(qp, q, b, q0, nr, hd, sh);
+            gather_rows(dop, dout, b, q0, nr, hd, sh);
+            gather_rows(o_buf.data(), out, b, q0, nr, hd, sh);
+            for (i64 R = 0; R < nr * g; ++R) {
                 T acc = 0;
-                for (i64 c = 0; c < d; ++c) acc += dop[r * ldq + c] * op[r * ldq + c];
-                delta[r] = acc;
-                lse_row[r] = lp[r] == neg_inf<T>() ? -neg_inf<T>() : lp[r];  // no key: exp(s - inf) = 0
+                for (i64 c = 0; c < d; ++c) acc += dop[R * d + c] * o_buf[R * d + c];
+                delta[R] = acc;
+                const T l = lse[(b * sh.hq + hd.h0 + R % g) * sh.sq + q0 + R / g];
+                lse_row[R] = l == neg_inf<T>() ? -neg_inf<T>() : l;  // no key: exp(s - inf) = 0
             }
-            for_each_chunk(plan, pattern, qi, qp, ldq, kp, ldk, d, scale, s, [&](i64 c0, i64 n, i64 r0, i64 rows) {
+            std::fill(dq_buf.begin(), dq_buf.end(), T(0));
+            for_each_chunk(plan, hd.pattern, qi, g, qp, kp, ldk, d, scale, s, [&](i64 c0, i64 n, i64 r0, i64 rows) {
                 for (i64 r = 0; r < rows; ++r) exp_shift_sum(s + r * n, n, lse_row[r0 + r]);  // P
-                mm_atb_acc(rows, n, d, T(1), s, n, dop + r0 * ldq, ldq, dvp + c0 * ldq, ldq);  // dV += P^T dO
-                mm_abt(rows, n, d, T(1), dop + r0 * ldq, ldq, vp + c0 * ldk, ldk, dp, n);  // dP = dO V^T
+                mm_atb_acc(rows, n, d, T(1), s, n, dop + r0 * d, d, dvp + c0 * d, d);  // dV += P^T dO
+                mm_abt(rows, n, d, T(1), dop + r0 * d, d, vp + c0 * ldk, ldk, dp, n);  // dP = dO V^T
                 for (i64 r = 0; r < rows; ++r) {
                     const T* p = s + r * n;
-                    T* g = dp + r * n;
+                    T* gr = dp + r * n;
                     const T dl = delta[r0 + r];
-                    for (i64 j = 0; j < n; ++j) g[j] = p[j] * (g[j] - dl);  // dS
+                    for (i64 j = 0; j < n; ++j) gr[j] = p[j] * (gr[j] - dl);  // dS
                 }
-                mm_ab_acc(rows, n, d, scale, dp, n, kp + c0 * ldk, ldk, dqp + r0 * ldq, ldq);  // dQ += dS K
-                mm_atb_acc(rows, n, d, scale, dp, n, qp + r0 * ldq, ldq, dkp + c0 * ldq, ldq);  // dK += dS^T Q
+                mm_ab_acc(rows, n, d, scale, dp, n, kp + c0 * ldk, ldk, dqp + r0 * d, d);  // dQ += dS K
+                mm_atb_acc(rows, n, d, scale, dp, n, qp + r0 * d, d, dkp + c0 * d, d);  // dK += dS^T Q
             });
+            scatter_rows(dq, dqp, b, q0, nr, hd, sh);
         }
     });
 }
