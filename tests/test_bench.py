@@ -99,6 +99,7 @@ def test_lcbench_bench_peers_rejects_a_bad_pair(capsys) -> None:
     assert "ours:peer" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~30 s: every section of the hybrid study end to end (the workloads it times have their own tests)
 def test_lcbench_bench_hybrid_runs(capsys) -> None:
     rc = main(["bench", "hybrid", "--seqlens", "64,128", "--reps", "1", "--warmup", "0", "--decode-seqlens",
                "64,128", "--decode-tokens", "2", "--memory-seqlen", "128", "--hf-seqlens", "64", "--threads", "1"])
