@@ -292,7 +292,8 @@ LOCAL_KERNEL = LocalKernel(
 
 METHOD = Method(
     name="blocksparse_native",
-    summary="lcbench's C++ block-sparse flash kernel: runs of allowed keys, 64-key sub-blocks row by row, fwd+bwd",
+    summary="lcbench's C++ block-sparse flash kernel: runs of allowed keys, 32-key sub-blocks row by row, GQA heads "
+            "stacked, fwd+bwd",
     build=build,
     mask_features=ALL_FEATURES,
     dtypes=frozenset({"float32", "bfloat16", "float64"}),

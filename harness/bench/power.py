@@ -3,10 +3,10 @@
 Sections (``--sections``, default all); every side is built by the harness (:mod:`harness.bench.build`) and the
 patterns of one length and direction are timed alternately (A, B, C, ...) in one process:
 
-* ``speed`` — on each of ``--kernels`` in turn (default both block-sparse kernels): prefill fwd, fwd+bwd and decode (ms per
-  generated token at context S, reading only the allowed key tiles) of every pattern and full causal at each
-  length; the exact density, the speed-up over causal, and the per-area throughput relative to causal (work
-  proportional to area: >= 1/1.5).
+* ``speed`` — on each of ``--kernels`` in turn (default both block-sparse kernels): prefill fwd, fwd+bwd and
+  decode (ms per generated token at context S, reading only the allowed key tiles) of every pattern and full
+  causal at each length; the exact density, the speed-up over causal, and the per-area throughput relative to
+  causal (work proportional to area: >= 1/1.5).
 * ``sdpa`` — the kernel goal: each kernel's per-area throughput on every mask against SDPA's on causal (the CPU
   flash kernel), fwd and bwd, at one length (>= 0.9x wanted); SDPA and the kernels alternate in one process.
 
