@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from context_parallel import layouts
+from context_parallel import layouts, volumes
+from harness.interfaces.schedule import (ALL_GATHER, BWD, FWD, REDUCE_SCATTER, Compute, Placement, ProgramBuilder,
+                                         Schedule, Transfer)
 from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from harness.interfaces.comm import Comm
 from harness.interfaces.local_kernel import LocalKernel, Plan
@@ -68,6 +71,34 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return all_gather_bytes(problem, [len(p) for p in layouts.zigzag(problem)], direction)
 
 
+def schedule(problem: CPProblem, placement: Placement) -> Schedule:
+    """All-gather K/V (padded to the largest shard), attend the local rows to every key; backward: attend, then
+    reduce-scatter the float32 dK/dV."""
+    positions = layouts.zigzag(problem)
+    w, b = problem.world_size, problem.batch
+    tokens = np.array([len(p) for p in positions], dtype=np.int64)
+    everyone = (tuple(range(w)),)
+    heads = problem.heads_q
+    area = layouts.rank_pair_areas(problem, layouts.zigzag, positions).sum(1) * heads * b // problem.mask.intervals.num_heads
+    item = volumes.itemsize(problem)
+    gathered = np.full(w, volumes.kv_bytes(problem, problem.seqlen))  # every rank holds all K/V
+    local = b * tokens * (2 * problem.heads_q + 2 * problem.heads_kv) * problem.head_dim * item
+    peak = local + gathered + b * tokens * heads * (problem.head_dim + 1) * 4
+    prog = ProgramBuilder()
+    gather = (w - 1) * volumes.kv_bytes(problem, int(tokens.max()))
+    direction = problem.run.direction
+    if direction in ("fwd", "fwd+bwd"):  # a timed backward reuses the K/V its forward gathered
+        prog.wait(prog.post("all-gather K/V", Transfer(ALL_GATHER, np.full(w, gather), groups=everyone)))
+        prog.compute("attention", Compute.of(area, tokens, np.full(w, problem.seqlen), heads, b, FWD))
+    if direction in ("bwd", "fwd+bwd"):
+        prog.compute("attention backward", Compute.of(area, tokens, np.full(w, problem.seqlen), heads, b, BWD))
+        total = volumes.kv_bytes(problem, problem.seqlen, size=volumes.FP32)
+        mine = np.array([volumes.kv_bytes(problem, int(n), size=volumes.FP32) for n in tokens])
+        prog.wait(prog.post("reduce-scatter dK/dV", Transfer(REDUCE_SCATTER, total - mine, groups=everyone)))
+        peak = peak + 2 * gathered * 4 // item
+    return prog.build(peak)
+
+
 STRATEGY = Strategy(
     name="all_gather",
     summary="Llama 3 style: all-gather K/V once, local queries attend to all keys, reduce-scatter dK/dV; "
@@ -76,5 +107,6 @@ STRATEGY = Strategy(
     prepare=prepare,
     attention=attention,
     comm_model=comm_model,
+    schedule=schedule,
     homepage="https://arxiv.org/abs/2407.21783",
 )

@@ -12,7 +12,7 @@ from typing import Optional
 
 from context_parallel import layouts
 from harness.interfaces.strategy import CPProblem, Strategy
-from context_parallel.engine import Topology, engine_attention, engine_prepare
+from context_parallel.engine import Topology, engine_attention, engine_prepare, engine_schedule
 from context_parallel.family import divisors
 from context_parallel.volumes import FP32, directions, kv_bytes, nested_ring_sends
 
@@ -53,5 +53,6 @@ STRATEGY = Strategy(
     options={OPTION: None},
     limits=limits,
     comm_model=comm_model,
+    schedule=engine_schedule(lambda p: Topology.double_ring(p.world_size, inner_size(p)), layouts.zigzag),
     homepage="https://arxiv.org/abs/2406.18485",
 )

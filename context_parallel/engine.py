@@ -30,8 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
+from context_parallel import layouts
+from harness.interfaces.schedule import (ALL_TO_ALL, BWD, FWD, SEND_RECV, Compute, Placement, ProgramBuilder,
+                                         Schedule, Transfer)
 from harness.interfaces.strategy import CPContext, CPProblem, Unsupported
 from harness.interfaces.comm import Comm, Group
 from harness.interfaces.local_kernel import LocalKernel, Plan
@@ -371,3 +375,151 @@ def engine_attention(ctx: CPContext, q: torch.Tensor, k: torch.Tensor, v: torch.
     q, k, v = (SeqToHeads.apply(t.contiguous(), state) for t in (q, k, v))
     out = RingAttention.apply(q, k, v, state)
     return HeadsToSeq.apply(out.contiguous(), state)
+
+
+# ----- the schedule (for `lcbench predict`) ---------------------------------------------------------------
+def engine_schedule(topology_of: Callable[[CPProblem], Topology], layout) -> Callable[[CPProblem, Placement], Schedule]:
+    """A strategy's ``schedule``: the program :func:`ring_forward` / :func:`ring_backward` run, rank by rank,
+    with the exact areas of ``layout`` on the problem's mask and the exact bytes of every transfer."""
+
+    def schedule(problem: CPProblem, placement: Placement) -> Schedule:
+        topology = topology_of(problem)
+        topology.validate(problem.world_size)
+        return EngineProgram(problem, topology, layout).schedule()
+
+    return schedule
+
+
+class EngineProgram:
+    """The engine's program for every rank at once: origins and sizes as ``[W]`` arrays (ranks are symmetric in
+    structure, so one walk of the levels describes them all)."""
+
+    def __init__(self, problem: CPProblem, topology: Topology, layout) -> None:
+        w = problem.world_size
+        self.problem, self.topology = problem, topology
+        positions = layout(problem)
+        self.tokens = np.array([len(p) for p in positions], dtype=np.int64)
+        self.group = np.empty(w, dtype=np.int64)  # a2a group index of every rank
+        for g, members in enumerate(topology.a2a):
+            self.group[list(members)] = g
+        self.u = len(topology.a2a[0])
+        self.repeat, self.heads_kv_local = head_split(problem, self.u)
+        self.heads_local = problem.heads_q // self.u
+        self.group_tokens = np.bincount(self.group, weights=self.tokens).astype(np.int64)
+        rank_areas = layouts.rank_pair_areas(problem, layout, positions)
+        onehot = np.zeros((len(topology.a2a), w))
+        onehot[self.group, np.arange(w)] = 1.0
+        self.group_areas = np.rint(onehot @ rank_areas @ onehot.T).astype(np.int64)
+        self.heads_in_mask = problem.mask.intervals.num_heads
+        self.itemsize = torch.empty((), dtype=problem.dtype).element_size()
+        self.rings = [_ring_arrays(part, w) for part in topology.levels]  # (next, prev, index, size) per level
+
+    # -- sizes -------------------------------------------------------------------------------------------
+    def kv_block_bytes(self, origin: np.ndarray, size: int) -> np.ndarray:
+        p = self.problem
+        return 2 * p.batch * self.group_tokens[self.group[origin]] * self.heads_kv_local * p.head_dim * size
+
+    def a2a_bytes(self, heads: int) -> np.ndarray:
+        """Bytes each rank sends in one seq->heads (or heads->seq) all-to-all of a tensor with ``heads`` heads."""
+        p = self.problem
+        if self.u == 1:
+            return np.zeros_like(self.tokens)
+        return p.batch * self.tokens * (self.u - 1) * (heads // self.u) * p.head_dim * self.itemsize
+
+    def leaf(self, origin: np.ndarray, direction: str) -> Compute:
+        p = self.problem
+        me = np.arange(p.world_size)
+        area = self.group_areas[self.group[me], self.group[origin]] * self.heads_local * p.batch // self.heads_in_mask
+        return Compute.of(area, self.group_tokens[self.group[me]], self.group_tokens[self.group[origin]],
+                          self.heads_local, p.batch, direction)
+
+    # -- the program ---------------------------------------------------------------------------------------
+    def schedule(self) -> Schedule:
+        b = ProgramBuilder()
+        direction = self.problem.run.direction
+        kv_heads = self.problem.heads_kv * self.repeat
+        if direction in ("fwd", "fwd+bwd"):
+            self._a2a(b, "q, k, v seq->heads", self.problem.heads_q + 2 * kv_heads)
+            self._level_fwd(b, 0, np.arange(self.problem.world_size))
+            self._a2a(b, "out heads->seq", self.problem.heads_q)
+        if direction in ("bwd", "fwd+bwd"):
+            self._a2a(b, "dout seq->heads", self.problem.heads_q)
+            self._level_bwd(b, 0, np.arange(self.problem.world_size))
+            self._a2a(b, "dq, dk, dv heads->seq", self.problem.heads_q + 2 * kv_heads)
+        return b.build(self.peak_bytes(direction), {"a2a_size": self.u, "rings": [len(part[0]) for part in
+                                                                                 self.topology.levels]})
+
+    def _a2a(self, b: ProgramBuilder, name: str, heads: int) -> None:
+        if self.u > 1:
+            b.wait(b.post(name, Transfer(ALL_TO_ALL, self.a2a_bytes(heads), groups=self.topology.a2a)))
+
+    def _level_fwd(self, b: ProgramBuilder, level: int, origin_of: np.ndarray) -> None:
+        if level == len(self.rings):
+            b.compute("attention", self.leaf(origin_of, FWD))
+            return
+        nxt, prv, index, n = self.rings[level]
+        for s in range(n):
+            shifted = origin_of[_back(self.rings[level], s)]
+            handle = None
+            if s < n - 1:
+                handle = b.post(f"K/V ring {level} step {s}",
+                                Transfer(SEND_RECV, self.kv_block_bytes(shifted, self.itemsize), peer=prv))
+            self._level_fwd(b, level + 1, shifted)
+            if handle is not None:
+                b.wait(handle)
+
+    def _level_bwd(self, b: ProgramBuilder, level: int, origin_of: np.ndarray) -> None:
+        if level == len(self.rings):
+            b.compute("attention backward", self.leaf(origin_of, BWD))
+            return
+        nxt, prv, index, n = self.rings[level]
+        acc = None
+        for s in range(n):
+            shifted = origin_of[_back(self.rings[level], s)]
+            kv = None
+            if s < n - 1:
+                kv = b.post(f"K/V ring {level} step {s}",
+                            Transfer(SEND_RECV, self.kv_block_bytes(shifted, self.itemsize), peer=prv))
+            self._level_bwd(b, level + 1, shifted)
+            if acc is not None:
+                b.wait(acc)
+            if n > 1:
+                acc = b.post(f"dK/dV ring {level} step {s}",
+                             Transfer(SEND_RECV, self.kv_block_bytes(shifted, 4), peer=prv))
+            if kv is not None:
+                b.wait(kv)
+        if acc is not None:
+            b.wait(acc)
+
+    def peak_bytes(self, direction: str) -> np.ndarray:
+        """Inputs and output, the head-layout copies, two K/V blocks (one in flight), the float32 output
+        accumulator; the backward adds float32 dq and two float32 dK/dV accumulators."""
+        p = self.problem
+        d, bsz, item = p.head_dim, p.batch, self.itemsize
+        local = bsz * self.tokens * (2 * p.heads_q + 2 * p.heads_kv) * d * item
+        rows = self.group_tokens[self.group]
+        heads_layout = bsz * rows * (2 * self.heads_local + 2 * self.heads_kv_local) * d * item if self.u > 1 else 0
+        blocks = 2 * self.kv_block_bytes(np.arange(p.world_size), item)
+        acc = bsz * rows * self.heads_local * (d + 1) * 4
+        total = local + heads_layout + blocks + acc
+        if direction != "fwd":
+            total = total + bsz * rows * self.heads_local * d * 4 + 2 * self.kv_block_bytes(np.arange(p.world_size), 4)
+        return total
+
+
+def _ring_arrays(part: Partition, world: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    nxt, prv, index = (np.empty(world, dtype=np.int64) for _ in range(3))
+    for ring in part:
+        n = len(ring)
+        for i, r in enumerate(ring):
+            nxt[r], prv[r], index[r] = ring[(i + 1) % n], ring[(i - 1) % n], i
+    return nxt, prv, index, len(part[0])
+
+
+def _back(ring: tuple[np.ndarray, np.ndarray, np.ndarray, int], steps: int) -> np.ndarray:
+    """For every rank, the member ``steps`` places before it on its ring (what :meth:`EngineState.back` gives)."""
+    _, prv, _, _ = ring
+    out = np.arange(len(prv))
+    for _ in range(steps % ring[3]):
+        out = prv[out]
+    return out

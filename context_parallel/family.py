@@ -11,7 +11,8 @@ import math
 from typing import Optional
 
 from harness.interfaces.strategy import CPProblem, Layout, Strategy
-from context_parallel.engine import Topology, check_heads, engine_attention, engine_prepare, head_split
+from context_parallel.engine import (Topology, check_heads, engine_attention, engine_prepare, engine_schedule,
+                                     head_split)
 from context_parallel.volumes import a2a_ring_bytes, ring_bytes
 
 
@@ -28,6 +29,7 @@ def ring_strategy(name: str, summary: str, layout: Layout, homepage: str = "") -
         prepare=engine_prepare(lambda p: Topology.ring(p.world_size)),
         attention=engine_attention,
         comm_model=comm_model,
+        schedule=engine_schedule(lambda p: Topology.ring(p.world_size), layout),
         homepage=homepage,
     )
 
@@ -73,5 +75,6 @@ def a2a_ring_strategy(name: str, summary: str, layout: Layout, option: str, home
         options={option: None},
         limits=lambda p: a2a_limits(p, option),
         comm_model=comm_model,
+        schedule=engine_schedule(lambda p: Topology.a2a_then_ring(p.world_size, a2a_degree(p, option)), layout),
         homepage=homepage,
     )

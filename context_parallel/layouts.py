@@ -12,6 +12,7 @@ Every function returns ``[positions of rank 0, ..., rank W-1]`` (int64, local ro
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from harness.interfaces.strategy import CPProblem, Unsupported
@@ -39,8 +40,18 @@ def library_layout(name: str):
             raise Unsupported(str(e)) from None
 
     layout.__name__ = layout.__qualname__ = name
+    layout.library_name = name  # type: ignore[attr-defined]  (its closed-form pair areas: rank_pair_areas)
     layout.__doc__ = f"``{name}`` of :mod:`harness.masks.sharding` on the problem's mask and world size."
     return layout
+
+
+def rank_pair_areas(problem: CPProblem, layout, positions: list[torch.Tensor]) -> np.ndarray:
+    """Exact ``[W, W]`` areas of rank r's query rows against rank o's keys (summed over the mask's head
+    patterns): a library layout's closed form where it has one, else counted from ``positions``' runs."""
+    name = getattr(layout, "library_name", None)
+    if name is not None:
+        return sharding.layout_pair_areas(problem.mask, name, problem.world_size)
+    return sharding.pair_areas(problem.mask, positions, positions)
 
 
 contiguous = library_layout("contiguous")

@@ -10,7 +10,8 @@ back to P2P exchanges of the same volume when a backend lacks it.
 
 from context_parallel import layouts
 from harness.interfaces.strategy import CPProblem, Strategy
-from context_parallel.engine import Topology, check_heads, engine_attention, engine_prepare, head_split, singletons
+from context_parallel.engine import (Topology, check_heads, engine_attention, engine_prepare, engine_schedule,
+                                     head_split, singletons)
 from context_parallel.volumes import a2a_ring_bytes
 
 
@@ -33,5 +34,6 @@ STRATEGY = Strategy(
     attention=engine_attention,
     limits=lambda p: check_heads(p, p.world_size),
     comm_model=comm_model,
+    schedule=engine_schedule(topology, layouts.contiguous),
     homepage="https://arxiv.org/abs/2309.14509",
 )

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -96,9 +97,21 @@ def list_suites() -> Table:
     return table
 
 
+def list_clusters() -> Table:
+    from harness.prediction.cluster import builtin_clusters, describe, load_cluster
+
+    table = Table(title="cluster profiles (lcbench predict --cluster NAME, or a profile file)", header_style="bold")
+    rows = [describe(load_cluster(name)) for name in builtin_clusters()]
+    for col in rows[0] if rows else ("name",):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(v) for v in row.values()))
+    return table
+
+
 LISTS: dict[str, Callable[[], Table]] = {
     "methods": list_methods, "strategies": list_strategies, "workloads": list_workloads, "masks": list_masks,
-    "suites": list_suites,
+    "suites": list_suites, "clusters": list_clusters,
 }
 
 
@@ -158,6 +171,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_results([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     err_console.print(f"session {summary.session}: {counts or 'nothing to do'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from harness.prediction.cluster import load_cluster
+    from harness.prediction.predict import check_predictable, predict_runs
+    from harness.results.store import ResultStore
+    from harness.execution.machine import machine_info
+    from suites.loader import load_suite
+
+    cluster = load_cluster(args.cluster)
+    suite = load_suite(args.suite, args.profile, max_world_size=cluster.profile.max_world_size)
+    runs = list(suite.runs)
+    check_predictable(runs, cluster)
+    store = ResultStore(args.results)
+    done = store.done_keys() if args.resume else set()
+    session = store.start_session(suite.name, {**machine_info(), "predicted_on": cluster.name,
+                                               "cluster_version": cluster.version()}, sys.argv[1:])
+    started = time.perf_counter()
+
+    def progress(i: int, n: int, record: dict) -> None:
+        if not args.quiet and (i == n or i % max(1, n // 20) == 0):
+            eta = (time.perf_counter() - started) / i * (n - i)
+            err_console.print(f"predict: {i}/{n} done, last: {record['status']} {record.get('strategy')} "
+                              f"ws={record.get('world_size')}, ETA {eta:.0f} s", highlight=False)
+
+    keys = set()
+    for record in predict_runs(runs, cluster, done, progress):
+        store.put(record, session, suite.name)
+        keys.add(record["key"])
+    print_results([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path} "
+                  f"(PREDICTED on {cluster.name}, not measured)")
+    err_console.print(f"session {session}: {len(keys)} predicted in {time.perf_counter() - started:.1f} s"
+                      + (f", {len(done)} already stored" if done else ""))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from harness.catalog import get_method
+    from harness.execution.machine import machine_info
+    from harness.prediction import calibrate
+
+    method = get_method(args.method).name
+    out = Path(args.output)
+    writable_dir(out, "calibrate -o")
+    info = machine_info()
+    cpu = info.get("cpu") or "unknown CPU"
+    device = f"{cpu} ({info.get('cpu_count')} cores)"
+    err_console.print(f"calibrate: kernel rates of {method} (suite {calibrate.KERNEL_SUITE}) -> {args.results}")
+    table = calibrate.calibrate_kernels(method, Path(args.results), args.threads, args.profile, args.resume, device)
+    err_console.print(f"calibrate: gloo links at W={','.join(map(str, calibrate.COMM_WORLD_SIZES))}")
+    points = calibrate.measure_links()
+    fit = calibrate.fit_tier(points)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    table_file = f"rates/local-{method}.yaml"
+    profile = calibrate.local_profile(table, method, fit, cpu, cores, memory, args.threads, table_file,
+                                      info.get("commit") or "unknown", len(points))
+    for path in calibrate.write_local(out, profile, table, table_file):
+        err_console.print(f"wrote {path}")
+    err_console.print(f"links: launch {fit['launch_us']:.0f} us, latency {fit['latency_us']:.0f} us/step, bus GB/s "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in fit["busbw_gbps"].items())
+                      + f" (median fit error {fit['median_fit_error']:.1%})")
     return 0
 
 
@@ -305,6 +381,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=integer(1, 4096), help="torch threads per benchmark process (default: the CPUs it reserved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("predict", help="predict a context-parallel suite on a cluster profile (stored as predicted)")
+    p.add_argument("suite", help="suite name (suites/NAME.yaml) or path to a YAML file")
+    p.add_argument("--cluster", required=True, help="cluster profile: a built-in (lcbench list clusters) or a file")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or .db file (default: results/)")
+    p.add_argument("--profile", help="suite profile (default: as lcbench run)")
+    p.add_argument("--resume", action="store_true", help="skip runs already predicted in --results")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("calibrate", help="measure this machine's cluster profile (kernel rates, gloo links)")
+    p.add_argument("--method", default="blocksparse", help="local kernel whose rate table to measure "
+                   "(default: blocksparse, the CP suites' local method)")
+    p.add_argument("-o", "--output", default="results/calibration",
+                   help="folder for local.yaml and its rate table (default: results/calibration)")
+    p.add_argument("--results", default="results/calibration/kernels.db",
+                   help="results file of the kernel runs (default: results/calibration/kernels.db)")
+    p.add_argument("--threads", type=integer(1, 4096), default=1,
+                   help="torch threads per process (default 1: what a CPU rank has at W >= cores)")
+    p.add_argument("--profile", help="profile of the kernel_rates suite (default: its base keys)")
+    p.add_argument("--resume", action="store_true", help="reuse kernel runs already stored in --results")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("show", help="table of stored results")
     p.add_argument("path", nargs="?", default=DEFAULT_RESULTS)

@@ -6,7 +6,9 @@ A run ends with exactly one status and, unless ``ok``, a one-line reason:
 - ``unsupported``: the method / strategy / workload cannot express this mask, dtype, shape or option;
 - ``unavailable``: a library or a device is missing here;
 - ``oom``, ``timeout``, ``error``: it was tried and failed so;
-- ``invalid``: it ran but failed the correctness check — its timing is never shown as a result.
+- ``invalid``: it ran but failed the correctness check — its timing is never shown as a result;
+- ``predicted``: not run — modelled by ``lcbench predict`` on a cluster profile; its figures are a model's,
+  stored, shown and plotted as such (never as a measurement).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ OOM = "oom"
 TIMEOUT = "timeout"
 ERROR = "error"
 INVALID = "invalid"
+PREDICTED = "predicted"
 
-STATUSES = (OK, UNSUPPORTED, UNAVAILABLE, OOM, TIMEOUT, ERROR, INVALID)
+STATUSES = (OK, UNSUPPORTED, UNAVAILABLE, OOM, TIMEOUT, ERROR, INVALID, PREDICTED)
+WITH_FIGURES = (OK, PREDICTED)  # records whose figures are shown: measured and valid, or a model's (labelled)
 NOT_RUN = (UNAVAILABLE, UNSUPPORTED)  # the reason is about the method/library, not the run
 FAILED = (ERROR, OOM, TIMEOUT, INVALID)  # tried, and no valid number came out
 RUN_BREAKING = (ERROR, OOM, TIMEOUT)  # a rank group whose run ended so may be out of step: rebuild it

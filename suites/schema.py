@@ -24,7 +24,8 @@ from harness.errors import UserError, unknown
 from harness.spec import DIRECTIONS, DTYPES, Timing
 
 DEVICES = ("cpu", "cuda")
-MAX_WORLD_SIZE = 1024  # a sanity bound; the cluster's real size is the caller's (``max_world_size``)
+MAX_WORLD_SIZE = 1 << 16  # a sanity bound; the cluster's real size is the caller's (``max_world_size``, or a
+# profile's devices for ``lcbench predict``)
 
 # ----- YAML ----------------------------------------------------------------------------------------------
 

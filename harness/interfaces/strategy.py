@@ -39,6 +39,7 @@ from harness.masks.core import ALL_FEATURES, Mask
 from harness.interfaces.comm import Comm
 from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
+from harness.interfaces.schedule import Placement, Schedule
 from harness.spec import Run
 
 
@@ -222,6 +223,9 @@ class Strategy:
     # Analytic bytes each rank sends for a direction ("fwd", "bwd", "fwd+bwd"): tests and the bench compare
     # it with the measured ``comm_bytes``. None: no model (the comparison is skipped).
     comm_model: Optional[Callable[[CPProblem, str], list[int]]] = None
+    # Its program per rank for ``lcbench predict`` (harness.interfaces.schedule): stages of exact areas and
+    # bytes on the real layout. None: not predictable (``lcbench predict`` says so in one line).
+    schedule: Optional[Callable[[CPProblem, Placement], Schedule]] = None
     probe: Callable[[], Optional[str]] = lambda: None  # None when usable here, else why not
     homepage: str = ""
 

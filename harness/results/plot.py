@@ -1,6 +1,8 @@
 """Plots of a result store: any metric against any parameter, one line per label, one panel per
-(mask, direction) for kernels and per (workload, phase) for workloads. Only validated (``ok``) runs are
-plotted, read through :func:`harness.results.records.public_view`.
+(mask, direction) for kernels and per (workload, phase) for workloads. Only validated (``ok``) runs and
+``lcbench predict``'s predictions are plotted, read through :func:`harness.results.records.public_view`; a
+prediction is drawn as a dashed line with hollow markers and "(predicted)" in its label, beside the measured
+points.
 
 Defaults per kind: kernels (methods, strategies) get TFLOP/s and time vs sequence length (``tflops.png``,
 ``time.png``); workloads get ms/token (the ``ms_per_token`` metric where they report it, else the median
@@ -27,11 +29,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.errors import UserError  # noqa: E402
 from harness.results.records import (  # noqa: E402
-    METRICS_PREFIX, field_names, field_value, kind_of, mask_label, metric_unit, number, params_label,
+    METRICS_PREFIX, field_names, field_value, is_predicted, kind_of, mask_label, metric_unit, number, params_label,
     public_view, shape_label, who,
 )
 from harness.results.report import conventions_caption  # noqa: E402
-from harness.status import OK  # noqa: E402
+from harness.status import WITH_FIGURES  # noqa: E402
 
 TIME = "time_ms_median"
 
@@ -57,14 +59,17 @@ def _without(r: dict, by: Optional[str]) -> dict:
     return {**r, "params": {k: v for k, v in (r.get("params") or {}).items() if k != by[len("params."):]}}
 
 
+PREDICTED_TAG = " (predicted)"  # ends the label of every line drawn from predicted records (dashed, hollow)
+
+
 def _kernel_label(r: dict) -> str:
     ws = f" ws{r['world_size']}" if (r.get("world_size") or 1) > 1 else ""
-    return f"{who(r)} {shape_label(r)} {r.get('dtype')}{ws}"
+    return f"{who(r)} {shape_label(r)} {r.get('dtype')}{ws}" + (PREDICTED_TAG if is_predicted(r) else "")
 
 
 def _workload_label(r: dict) -> str:
     ws = f" ws{r['world_size']}" if (r.get("world_size") or 1) > 1 else ""
-    return f"{who(r)} B{r.get('batch')} {r.get('dtype')}{ws}"
+    return f"{who(r)} B{r.get('batch')} {r.get('dtype')}{ws}" + (PREDICTED_TAG if is_predicted(r) else "")
 
 
 def _workload_ys(records: list[dict]) -> list[tuple[str, str]]:
@@ -120,6 +125,9 @@ def _line(ax, recs: list[dict], x: str, y: str, ticks: Optional[list[str]], labe
     xs = [_xpos(field_value(r, x), ticks) for r in recs]
     ys = [float(field_value(r, y)) for r in recs]
     style = "none" if ticks else "-"
+    if any(is_predicted(r) for r in recs):  # a model's line: dashed, hollow markers, never mistaken for data
+        ax.plot(xs, ys, marker="o", markerfacecolor="none", label=label, linestyle="none" if ticks else "--")
+        return
     if y == TIME and all(r.get("time_ms_p20") is not None and r.get("time_ms_p80") is not None for r in recs):
         err = [[v - r["time_ms_p20"] for v, r in zip(ys, recs)], [r["time_ms_p80"] - v for v, r in zip(ys, recs)]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label, linestyle=style)
@@ -190,7 +198,8 @@ def _draw(records: list[dict], group: Group, x: str, ys: list[str], by: Optional
                 continue
             points[id(r)] = r
             values.append(float(field_value(r, y)))
-            line = group.label(r) if by is None else f"{by}={field_value(r, by)}"
+            line = group.label(r) if by is None else f"{by}={field_value(r, by)}" + (
+                PREDICTED_TAG if is_predicted(r) else "")
             if len(ys) > 1:
                 panels[group.subject(_without(r, by))][f"{line} · {_short(y)} ({r.get('direction')})", y].append(r)
             else:
@@ -249,7 +258,7 @@ def plot_records(
     if y is not None and not y_names:
         raise UserError(f"plot --y {y!r}: no field named (give one, or several separated by commas)")
     _check_names(views, [("--x", x), ("--by", by), *(("--y", name) for name in y_names)])
-    ok = [v for v in views if v["status"] == OK]
+    ok = [v for v in views if v["status"] in WITH_FIGURES]  # measured and valid, or predicted (drawn dashed)
     families: dict[Group, list[dict]] = defaultdict(list)
     for v in ok:
         families[GROUPS.get(kind_of(v), KERNELS)].append(v)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from harness.status import OK
+from harness.status import OK, PREDICTED, WITH_FIGURES
 
 KINDS = ("method", "strategy", "workload")  # the order tables and plots take
 
@@ -65,13 +65,25 @@ def public_view(record: dict, diagnostics: bool = False) -> dict:
     with ``not_valid: true``, so an export can still explain a failure without a number in a result column.
     """
     view = dict(record)
-    if record.get("status") == OK:
+    if record.get("status") in WITH_FIGURES:
         return view
     moved = {name: view.pop(name) for name in list(view) if is_measured(name)}
     moved = {k: v for k, v in moved.items() if v not in (None, {}, [])}
     if diagnostics and moved:
         view[DIAGNOSTICS] = {"not_valid": True, "status": record.get("status"), **moved}
     return view
+
+
+def is_predicted(record: dict) -> bool:
+    """Whether the record is a model's prediction (``lcbench predict``), not a measurement."""
+    return record.get("status") == PREDICTED
+
+
+def source_label(record: dict) -> str:
+    """``measured`` or ``predicted on CLUSTER (model vN)``: what kind of fact the record's figures are."""
+    if not is_predicted(record):
+        return "measured"
+    return f"predicted on {record.get('cluster')} (model v{record.get('model_version')})"
 
 
 def flop_convention(record: dict) -> str:

@@ -17,11 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.results.records import (  # noqa: F401  (labels re-exported for older callers)
-    DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, flop_convention, kind_of, mask_label,
-    metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, who,
+    DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, flop_convention, is_predicted, kind_of, mask_label,
+    metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, source_label, who,
 )
 from harness.results.store import export_columns
-from harness.status import FAILED, NOT_RUN, OK
+from harness.status import FAILED, NOT_RUN, OK, PREDICTED
 
 SKIPPED = NOT_RUN  # not run: the reason is about the method/library, not the run
 
@@ -67,6 +67,8 @@ def _timing(view: dict) -> list[str]:
 def _status(view: dict) -> str:
     if view["status"] == OK:
         return "[green]ok[/]"
+    if view["status"] == PREDICTED:
+        return "[cyan]predicted[/] (not measured)"
     return f"[yellow]{view['status']}[/]: {escape(view.get('reason') or '')}"
 
 
@@ -187,7 +189,10 @@ def results_tables(records: list[dict], title: str = "results") -> list[Table]:
     groups: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
     for r in records:
         kind = kind_of(r)
-        groups.setdefault((kind, KIND_SPLITS.get(kind, lambda _: ())(r)), []).append(r)
+        split = KIND_SPLITS.get(kind, lambda _: ())(r)
+        if is_predicted(r):  # a model's figures never share a table with measurements
+            split = (*split, source_label(r).upper())
+        groups.setdefault((kind, split), []).append(r)
     order = sorted(groups, key=lambda g: (KINDS.index(g[0]) if g[0] in KINDS else len(KINDS), g))
     return [
         KIND_TABLES.get(kind, results_table)(groups[kind, split], " · ".join((title, kind, *split)))
@@ -254,6 +259,8 @@ def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
     A verdict per ratio (better / worse by the metric's direction, tie within 3%); runs ok in one sweep and
     failed in the other are listed as ``broken`` or ``fixed`` without numbers; the tally counts ratios
     and runs."""
+    if any(is_predicted(r) for r in base + new):
+        return prediction_table(base, new)
     base_by = {r["key"]: public_view(r) for r in base}
     table = Table(title="compare (new / base)", header_style="bold",
                   caption=f"ratio new/base; better/worse by each metric's direction; tie: |ratio-1| < {TIE:.0%}")
@@ -282,6 +289,63 @@ def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
         else:
             tally["not ok"] += 1
     return table, tally
+
+
+def prediction_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
+    """A model against measurements: every predicted run (in either file) matched to the measured ``ok`` run of
+    the same run key, with the predicted / measured rank-max time, TFLOP/s and bytes per rank, and the error of
+    every rank's time (wall, or CPU time where the measurement's ranks shared cores: ``sharing`` > 1)."""
+    measured = {r["key"]: r for r in base + new if r.get("status") == OK}
+    predicted = [r for r in base + new if is_predicted(r)]
+    table = Table(title="prediction vs measurement (predicted / measured)", header_style="bold",
+                  caption="error = predicted/measured - 1 of the rank-max time; ranks: median |error| over every "
+                          "rank's time (CPU time where ranks shared cores); bytes: exact when equal")
+    for col in ("strategy", "mask", "S", "dir", "ws", "measured ms", "predicted ms", "error", "ranks |err|",
+                "bytes", "cluster"):
+        table.add_column(col, justify="left" if col in ("strategy", "mask", "dir", "bytes", "cluster") else "right")
+    tally = {"matched": 0, "unmatched": 0}
+    errors: list[float] = []
+    for p in sorted(predicted, key=_sort_key):
+        m = measured.get(p.get("run_key"))
+        if m is None:
+            tally["unmatched"] += 1
+            continue
+        tally["matched"] += 1
+        rank_err = rank_errors(m, p)
+        errors.extend(rank_err)
+        err = p[TIME] / m[TIME] - 1 if m.get(TIME) else float("nan")
+        same = _json_list(m.get("comm_bytes")) == _json_list(p.get("comm_bytes"))
+        table.add_row(escape(who(p)), escape(mask_label(p)), str(p.get("seqlen")), str(p.get("direction")),
+                      str(p.get("world_size")), _fmt(m.get(TIME), ".2f"), _fmt(p.get(TIME), ".2f"), f"{err:+.1%}",
+                      f"{_median([abs(e) for e in rank_err]):.1%}" if rank_err else "",
+                      "exact" if same else "[red]differ[/]", escape(str(p.get("cluster"))))
+    if errors:
+        abs_err = sorted(abs(e) for e in errors)
+        tally["median |rank error| %"] = round(100 * _median(abs_err), 1)
+        tally["p90 |rank error| %"] = round(100 * abs_err[min(len(abs_err) - 1, int(0.9 * len(abs_err)))], 1)
+    return table, tally
+
+
+def rank_errors(measured: dict, predicted: dict) -> list[float]:
+    """predicted/measured - 1 of every rank's time: CPU time when the prediction modelled shared cores."""
+    field = "rank_cpu_ms" if (predicted.get("sharing") or 1) > 1 else "rank_time_ms"
+    m, p = _json_list(measured.get(field)), _json_list(predicted.get(field))
+    return [b / a - 1 for a, b in zip(m, p) if a] if len(m) == len(p) else []
+
+
+def _json_list(value) -> list:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    return list(value) if isinstance(value, list) else []
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2) if n else float("nan")
 
 
 # ----- exports -----------------------------------------------------------------------------------------------
