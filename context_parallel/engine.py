@@ -412,7 +412,7 @@ class EngineProgram:
         self.group_areas = np.rint(onehot @ rank_areas @ onehot.T).astype(np.int64)
         self.heads_in_mask = problem.mask.intervals.num_heads
         self.itemsize = torch.empty((), dtype=problem.dtype).element_size()
-        self.rings = [_ring_arrays(part, w) for part in topology.levels]  # (next, prev, index, size) per level
+        self.rings = [_ring_arrays(part, w) for part in topology.levels]
 
     # -- sizes -------------------------------------------------------------------------------------------
     def kv_block_bytes(self, origin: np.ndarray, size: int) -> np.ndarray:
@@ -457,7 +457,7 @@ class EngineProgram:
         if level == len(self.rings):
             b.compute("attention", self.leaf(origin_of, FWD))
             return
-        nxt, prv, index, n = self.rings[level]
+        _, prv, _, n = self.rings[level]
         for s in range(n):
             shifted = origin_of[_back(self.rings[level], s)]
             handle = None
@@ -472,7 +472,7 @@ class EngineProgram:
         if level == len(self.rings):
             b.compute("attention backward", self.leaf(origin_of, BWD))
             return
-        nxt, prv, index, n = self.rings[level]
+        _, prv, _, n = self.rings[level]
         acc = None
         for s in range(n):
             shifted = origin_of[_back(self.rings[level], s)]
@@ -508,18 +508,17 @@ class EngineProgram:
 
 
 def _ring_arrays(part: Partition, world: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    nxt, prv, index = (np.empty(world, dtype=np.int64) for _ in range(3))
+    """(members of each rank's ring ``[W, n]``, previous member, index in its ring, ring size) of one level."""
+    members = np.empty((world, len(part[0])), dtype=np.int64)
+    prv, index = np.empty(world, dtype=np.int64), np.empty(world, dtype=np.int64)
     for ring in part:
         n = len(ring)
         for i, r in enumerate(ring):
-            nxt[r], prv[r], index[r] = ring[(i + 1) % n], ring[(i - 1) % n], i
-    return nxt, prv, index, len(part[0])
+            members[r], prv[r], index[r] = ring, ring[(i - 1) % n], i
+    return members, prv, index, len(part[0])
 
 
 def _back(ring: tuple[np.ndarray, np.ndarray, np.ndarray, int], steps: int) -> np.ndarray:
     """For every rank, the member ``steps`` places before it on its ring (what :meth:`EngineState.back` gives)."""
-    _, prv, _, _ = ring
-    out = np.arange(len(prv))
-    for _ in range(steps % ring[3]):
-        out = prv[out]
-    return out
+    members, _, index, n = ring
+    return members[np.arange(len(index)), (index - steps) % n]

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from context_parallel.linear_local import LinearPlan, linear_strategy, one_state_bytes
+import numpy as np
+
+from context_parallel.linear_local import LinearPlan, linear_schedule, linear_strategy, one_state_bytes
+from harness.interfaces.schedule import SEND_RECV, Transfer
 from context_parallel.volumes import directions
 from harness.interfaces.strategy import CPContext, CPProblem
 
@@ -66,6 +69,14 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return directions(fwd, bwd, direction)
 
 
+def transfer(pas: str, problem: CPProblem) -> tuple[Transfer, bool]:
+    """The relay: forward from rank r-1 before the attend; backward from rank r+1 after it."""
+    w = problem.world_size
+    ranks = np.arange(w)
+    peer = np.where(ranks > 0, ranks - 1, -1) if pas == "fwd" else np.where(ranks < w - 1, ranks + 1, -1)
+    return Transfer(SEND_RECV, np.array(comm_model(problem, pas)), peer=peer, chain=True), pas == "fwd"
+
+
 STRATEGY = linear_strategy(
     name="lasp",
     summary="LASP-1: linear attention, the d x d state passed rank to rank around a ring, fwd and bwd "
@@ -73,4 +84,5 @@ STRATEGY = linear_strategy(
     attention=attention,
     comm_model=comm_model,
     homepage="https://github.com/OpenNLPLab/LASP",
+    schedule=linear_schedule(transfer),
 )

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from context_parallel.linear_local import LinearPlan, linear_strategy, one_state_bytes
+import numpy as np
+
+from context_parallel.linear_local import LinearPlan, linear_schedule, linear_strategy, one_state_bytes
+from harness.interfaces.schedule import ALL_GATHER, Transfer
 from context_parallel.volumes import directions
 from harness.interfaces.strategy import CPContext, CPProblem
 
@@ -64,6 +67,12 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return directions(per_rank, per_rank, direction)
 
 
+def transfer(pas: str, problem: CPProblem) -> tuple[Transfer, bool]:
+    """One all-gather of every rank's state: before the forward's attend, after the backward's."""
+    everyone = (tuple(range(problem.world_size)),)
+    return Transfer(ALL_GATHER, np.array(comm_model(problem, pas)), groups=everyone), pas == "fwd"
+
+
 STRATEGY = linear_strategy(
     name="lasp2",
     summary="LASP-2: linear attention, one all-gather of d x d chunk states fwd and one bwd (bytes independent "
@@ -71,4 +80,5 @@ STRATEGY = linear_strategy(
     attention=attention,
     comm_model=comm_model,
     homepage="https://arxiv.org/abs/2502.07563",
+    schedule=linear_schedule(transfer),
 )

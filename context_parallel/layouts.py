@@ -12,6 +12,9 @@ Every function returns ``[positions of rank 0, ..., rank W-1]`` (int64, local ro
 
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -33,9 +36,14 @@ def library_layout(name: str):
     """The mask library's layout ``name`` as a ``Layout`` (its user errors become ``Unsupported``)."""
     fn = sharding.LAYOUTS[name]
 
+    @functools.lru_cache(maxsize=8)  # support check, schedule and comm model of one point ask for the same cut
+    def cut(seqlen: int, world_size: int, doc_lengths: Optional[tuple[int, ...]]) -> list[torch.Tensor]:
+        return fn(seqlen, world_size, list(doc_lengths) if doc_lengths is not None else None)
+
     def layout(problem: CPProblem) -> list[torch.Tensor]:
+        docs = problem.mask.doc_lengths
         try:
-            return fn(problem.seqlen, problem.world_size, problem.mask.doc_lengths)
+            return list(cut(problem.seqlen, problem.world_size, tuple(docs) if docs is not None else None))
         except UserError as e:
             raise Unsupported(str(e)) from None
 
@@ -49,9 +57,17 @@ def rank_pair_areas(problem: CPProblem, layout, positions: list[torch.Tensor]) -
     """Exact ``[W, W]`` areas of rank r's query rows against rank o's keys (summed over the mask's head
     patterns): a library layout's closed form where it has one, else counted from ``positions``' runs."""
     name = getattr(layout, "library_name", None)
-    if name is not None:
-        return sharding.layout_pair_areas(problem.mask, name, problem.world_size)
-    return sharding.pair_areas(problem.mask, positions, positions)
+    key = (id(problem.mask), name or id(layout), problem.world_size)
+    if key not in _AREAS or _AREAS[key][0] is not problem.mask:
+        if len(_AREAS) >= 8:
+            _AREAS.pop(next(iter(_AREAS)))
+        areas = (sharding.layout_pair_areas(problem.mask, name, problem.world_size) if name is not None
+                 else sharding.pair_areas(problem.mask, positions, positions))
+        _AREAS[key] = (problem.mask, areas)
+    return _AREAS[key][1]
+
+
+_AREAS: dict[tuple, tuple] = {}  # the last few (mask, layout, W) areas: fwd and bwd of one point share them
 
 
 contiguous = library_layout("contiguous")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from context_parallel.linear_local import LinearPlan, linear_strategy, prepare_plan
+from context_parallel.linear_local import LinearPlan, linear_schedule, linear_strategy, prepare_plan
+from harness.interfaces.schedule import ALL_GATHER, REDUCE_SCATTER, Transfer
 from context_parallel.volumes import directions, kv_bytes
 from harness.interfaces.linear_kernel import state_dtype
 from harness.interfaces.strategy import CPContext, CPProblem
@@ -80,6 +82,13 @@ def comm_model(problem: CPProblem, direction: str) -> list[int]:
     return directions(fwd, bwd, direction)
 
 
+def transfer(pas: str, problem: CPProblem) -> tuple[Transfer, bool]:
+    """All-gather of K/V before the forward; reduce-scatter of dK/dV after the backward."""
+    everyone = (tuple(range(problem.world_size)),)
+    op = ALL_GATHER if pas == "fwd" else REDUCE_SCATTER
+    return Transfer(op, np.array(comm_model(problem, pas)), groups=everyone), pas == "fwd"
+
+
 STRATEGY = linear_strategy(
     name="linear_all_gather",
     summary="naive baseline for linear attention: all-gather K/V, prefix state from the gathered rows, "
@@ -88,4 +97,5 @@ STRATEGY = linear_strategy(
     comm_model=comm_model,
     homepage="https://arxiv.org/abs/2407.21783",
     prepare=prepare,
+    schedule=linear_schedule(transfer, prefix_rows=True),
 )

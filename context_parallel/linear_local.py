@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from context_parallel import layouts
+from harness.interfaces.schedule import BWD, FWD, Compute, Placement, ProgramBuilder, Schedule, Transfer
 from harness.interfaces.comm import Comm
 from harness.interfaces.linear_kernel import LinearKernel, carry, state_bytes, state_dtype
 from harness.interfaces.strategy import WITH_LINEAR_KERNEL, CPContext, CPProblem, Strategy
@@ -88,11 +90,46 @@ def one_state_bytes(problem: CPProblem) -> int:
     return state_bytes(problem.batch, problem.heads_q, problem.head_dim, problem.dtype)
 
 
+# How a linear strategy's step communicates, for its schedule: (direction "fwd"/"bwd", the problem) -> the
+# transfer of that pass and whether it comes BEFORE the pass's compute (the forward's incoming state) or after
+# it (the backward's outgoing gradient).
+PassTransfer = Callable[[str, CPProblem], tuple[Transfer, bool]]
+
+
+def linear_schedule(transfer_of: PassTransfer, prefix_rows: bool = False) -> Callable[[CPProblem, Placement], Schedule]:
+    """A linear strategy's ``schedule``: per pass, its transfer and the local kernel's call (work = rows x heads x
+    batch, as ``CPContext.area``; ``prefix_rows``: the rank also computes the state of every row before its
+    chunk). The chunk-state part of the kernel is counted with the call, after the incoming state arrives."""
+
+    def schedule(problem: CPProblem, placement: Placement) -> Schedule:
+        rows = np.array([len(p) for p in layout(problem)], dtype=np.int64)
+        work_rows = rows + (np.cumsum(rows) - rows if prefix_rows else 0)
+        heads, b = problem.heads_q, problem.batch
+        prog = ProgramBuilder()
+        direction = problem.run.direction
+        for pas in ("fwd", "bwd"):
+            if pas not in direction.split("+"):
+                continue
+            transfer, first = transfer_of(pas, problem)
+            if first:
+                prog.wait(prog.post(f"{pas} states", transfer))
+            prog.compute(f"{pas} chunk", Compute.of(work_rows * heads * b, rows, rows, heads, b,
+                                                     FWD if pas == "fwd" else BWD))
+            if not first:
+                prog.wait(prog.post(f"{pas} states", transfer))
+        item = torch.empty((), dtype=problem.dtype).element_size()
+        peak = b * rows * 4 * heads * problem.head_dim * item + 2 * one_state_bytes(problem) * problem.world_size
+        return prog.build(peak)
+
+    return schedule
+
+
 def linear_strategy(name: str, summary: str, attention: Callable, comm_model: Callable, homepage: str,
-                    prepare: Callable[[CPContext], object] = prepare_plan) -> Strategy:
+                    prepare: Callable[[CPContext], object] = prepare_plan,
+                    schedule: Optional[Callable[[CPProblem, Placement], Schedule]] = None) -> Strategy:
     """A linear-attention strategy: contiguous layout, causal mask only, any method with a linear kernel."""
     return Strategy(
         name=name, summary=summary, layout=layout, prepare=prepare, attention=attention,
         mask_features=frozenset({CAUSAL}), local_methods=WITH_LINEAR_KERNEL, options=LINEAR_OPTIONS,
-        limits=causal_only, comm_model=comm_model, homepage=homepage,
+        limits=causal_only, comm_model=comm_model, homepage=homepage, schedule=schedule,
     )

@@ -47,7 +47,8 @@ def ring_bytes(problem: CPProblem, sizes: list[int], direction: str) -> list[int
     blocks plus one float32 accumulator of every block.
     """
     w = len(sizes)
-    fwd = [sum(kv_bytes(problem, sizes[(r - s) % w]) for s in range(w - 1)) for r in range(w)]
+    blocks = [kv_bytes(problem, n) for n in sizes]
+    fwd = [sum(blocks) - blocks[(r + 1) % w] if w > 1 else 0 for r in range(w)]  # all blocks but r+1's
     acc = sum(kv_bytes(problem, n, size=FP32) for n in sizes) if w > 1 else 0
     return directions(fwd, [f + acc for f in fwd], direction)
 

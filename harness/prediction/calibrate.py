@@ -29,7 +29,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.interfaces.schedule import ALL_GATHER, ALL_TO_ALL, OPS, REDUCE_SCATTER, SEND_RECV
 from harness.prediction.cluster import ClusterProfile, dump_profile
-from harness.prediction.rates import RateTable, table_from_records
+from harness.prediction.rates import RateTable, rows_work, softmax_work, table_from_records
 
 KERNEL_SUITE = "kernel_rates"
 COMM_SIZES = tuple(1 << s for s in range(16, 25, 2))  # 64 KiB .. 16 MiB sent per rank
@@ -58,7 +58,10 @@ def calibrate_kernels(method: str, results: Path, threads: int, profile: Optiona
     records = [r for r in store.records() if r["key"] in keys]
     source = (f"lcbench calibrate --method {method} (suite {KERNEL_SUITE}, {len(records)} runs, {threads} thread(s) "
               f"per process) on {device}, {datetime.date.today().isoformat()}")
-    return table_from_records(records, method, device, source, threads)
+    from harness.catalog import get_method
+
+    work_of = rows_work if get_method(method).linear_kernel is not None else softmax_work
+    return table_from_records(records, method, device, source, threads, work_of)
 
 
 def _with_method(run, method: str):

@@ -23,14 +23,13 @@ The model version is part of every predicted record's key: a changed model never
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from harness.interfaces.schedule import SEND_RECV, Compute, Schedule, Transfer
 from harness.prediction.cluster import ClusterProfile
-from harness.prediction.rates import RateTable, _interpolate
+from harness.prediction.rates import RateTable
 
 MODEL_VERSION = "1"
 
@@ -78,10 +77,7 @@ class Walker:
             times = np.array([self.rates.time_ms(w, self.dtype, direction, kind, self.head_dim) for w in uniq])
             return times[inverse]
         dim, xs, ys = curve
-        logs = np.log(work)
-        uniq, inverse = np.unique(logs, return_inverse=True)
-        times = np.array([math.exp(_interpolate(x, xs, ys)) for x in uniq]) * self.head_dim / dim
-        return times[inverse]
+        return np.exp(interpolate_many(np.log(work), xs, ys)) * self.head_dim / dim
 
     # ----- communication ------------------------------------------------------------------------------------
     def _cost_ms(self, op: str, nbytes: np.ndarray, crosses: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -176,6 +172,18 @@ class Walker:
         times.wall_ms = np.maximum(last, clock)
         times.busy_ms = times.compute_ms + times.comm_ms
         return times
+
+
+def interpolate_many(x: np.ndarray, xs: list[float], ys: list[float]) -> np.ndarray:
+    """:func:`harness.prediction.rates._interpolate` of every element of ``x`` at once."""
+    if len(xs) == 1:
+        return ys[0] + (x - xs[0])
+    out = np.interp(x, xs, ys)
+    above, below = x > xs[-1], x < xs[0]
+    out[above] = ys[-1] + (x[above] - xs[-1])
+    slope = min(1.0, max(0.0, (ys[1] - ys[0]) / (xs[1] - xs[0])))
+    out[below] = ys[0] + slope * (x[below] - xs[0])
+    return out
 
 
 def _sharing(profile: ClusterProfile, world_size: int) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import yaml
 
@@ -187,23 +187,32 @@ def _point(raw, where: str) -> RatePoint:
                      int(raw["head_dim"]), float(raw["time_ms"]))
 
 
+def softmax_work(record: dict) -> float:
+    """A softmax kernel's work: the (q, k, q-head) pairs of the call, over batch (the record's ``area``)."""
+    return float(record.get("area") or 0)
+
+
+def rows_work(record: dict) -> float:
+    """A linear-attention kernel's work: rows x heads x batch (what a linear strategy's rank computes)."""
+    return float(record["seqlen"] * record["heads_q"] * (record.get("batch") or 1))
+
+
 def table_from_records(records: Iterable[dict], method: str, device: str, source: str,
-                       threads: Optional[int] = None) -> RateTable:
+                       threads: Optional[int] = None, work_of: Callable[[dict], float] = softmax_work) -> RateTable:
     """A rate table from ``ok`` single-device runs of ``method`` (what ``lcbench calibrate`` measured): each run
-    is one point, its work the record's ``area`` (pairs over heads and batch), its kind ``full`` for the full mask, else the mask's
-    name (``causal`` for the causal square)."""
+    is one point, its work ``work_of(record)`` (:func:`softmax_work`, or :func:`rows_work` for a linear method),
+    its kind ``full`` for the full mask, else the mask's name (``causal`` for the causal square)."""
     points = []
     for r in records:
         if r.get("status") != "ok" or r.get("method") != method or r.get("strategy") or r.get("workload"):
             continue
         if r.get("direction") not in DIRECTIONS or not r.get("time_ms_median"):
             continue
-        area = r.get("area")
-        if not area:
+        work = work_of(r)
+        if not work:
             continue
         kind = FULL if r.get("mask") == "full" else r["mask"]
-        points.append(RatePoint(r["dtype"], r["direction"], kind, float(area), int(r["head_dim"]),
-                                float(r["time_ms_median"])))
+        points.append(RatePoint(r["dtype"], r["direction"], kind, work, int(r["head_dim"]), float(r["time_ms_median"])))
     if not points:
         raise UserError(f"no ok runs of method {method} to make a rate table from")
     return RateTable(method, device, source, points, threads)
