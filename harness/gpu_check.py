@@ -14,6 +14,9 @@ under ``--budget`` seconds in all (default 8 minutes):
    time passes on), and starts no run once its share is spent, so one slow-to-compile method cannot keep the
    later adapters from being exercised at all.
 
+The suite's ``ok`` runs also become the device's kernel rate tables (``results/rates/DEVICE-METHOD.yaml``,
+:mod:`harness.prediction.rates`), what a cluster profile of this device cites for ``lcbench predict``.
+
 A one-screen summary goes to stdout and to ``results/gpu_check.txt``. Exit status 0 when every selected
 test passed and no run failed (error, oom, timeout, invalid); 1 otherwise. Without a CUDA device it prints
 "no CUDA device: nothing to check" and exits 0, writing nothing.
@@ -219,12 +222,37 @@ def summary_text(tests: TestOutcome, suite: SuiteOutcome, device: str, db: Path)
     return "\n".join(lines)
 
 
+def write_rate_tables(records: list[dict], device: str, out_dir: Path) -> list[Path]:
+    """The device's kernel rate table of every method with ``ok`` suite runs (``lcbench predict``'s input for a
+    profile of this device: ``device.rates: {method: FILE}``)."""
+    from harness.errors import UserError
+    from harness.prediction.rates import table_from_records
+
+    written = []
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", device.split(" (")[0]).strip("-").lower()
+    for method in sorted({r["method"] for r in records}):
+        try:
+            table = table_from_records(records, method, device, f"python -m harness.gpu_check on {device}, "
+                                       f"{time.strftime('%Y-%m-%d')} (the self-check's inline suite)")
+        except UserError:
+            continue  # no ok run of this method
+        if "causal" not in table.kinds():
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{slug}-{method}.yaml"
+        path.write_text("# written by the GPU self-check: measured kernel times of one method\n" + table.dump())
+        written.append(path)
+    return written
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", default="results/gpu_check.db", help="SQLite file of the suite's records")
     p.add_argument("--summary", default="results/gpu_check.txt", help="where the summary is written too")
     p.add_argument("--budget", type=float, default=480.0, help="seconds for tests + suite (default 8 minutes)")
     p.add_argument("--methods", default="", help="comma-separated: only these methods in the suite (default: all)")
+    p.add_argument("--rates", default="results/rates", help="folder for the device's kernel rate tables "
+                   "(lcbench predict; default results/rates)")
     a = p.parse_args(argv)
     only = [m for m in a.methods.split(",") if m]
     if only:
@@ -243,6 +271,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tests = run_gpu_tests(timeout_s=max(a.budget / 2, 30.0))
     suite = run_suite(Path(a.results), deadline, only)
     text = summary_text(tests, suite, _device_line(), Path(a.results))
+    tables = write_rate_tables(suite.records, _device_line().split(";")[0], Path(a.rates))
+    text += "\nrate tables: " + (", ".join(str(p) for p in tables) or "none (no ok causal runs)")
     text += f"\ntotal {time.perf_counter() - started:.0f} s"
     print(text)
     Path(a.summary).parent.mkdir(parents=True, exist_ok=True)

@@ -310,3 +310,17 @@ def test_a_dtype_the_rate_table_lacks_is_one_line(tmp_path, capsys):
     assert main(["predict", str(suite), "--cluster", "local", "--results", str(tmp_path / "r.db")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bfloat16" in err and "float32" in err, err
+
+
+def test_gpu_check_writes_rate_tables_from_its_records(tmp_path):
+    from harness.gpu_check import write_rate_tables
+
+    recs = [{"status": "ok", "method": "sdpa", "strategy": None, "workload": None, "direction": d, "mask": m,
+             "seqlen": s, "heads_q": 16, "batch": 1, "area": build_mask(m, s, 16).area(16), "dtype": "bfloat16",
+             "head_dim": 128, "time_ms_median": s / 1000} for d in ("fwd", "fwd+bwd") for m in ("causal", "full")
+            for s in (4096, 16384)]
+    (path,) = write_rate_tables(recs, "NVIDIA H200 (140 GiB)", tmp_path)
+    table = RateTable.load(path)
+    assert path.name == "nvidia-h200-sdpa.yaml" and table.kinds() == {"causal", "full"}
+    assert table.time_ms(build_mask("causal", 4096, 16).area(16), "bfloat16", "fwd", "causal", 128) == \
+        pytest.approx(4.096)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -28,14 +28,26 @@ import torch
 from harness import status as st
 from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
 from harness.errors import UserError
-from harness.execution.inputs import mask_for, problem_for
-from harness.interfaces import CPProblem, torch_dtype
+from harness.interfaces import CPProblem, Problem, torch_dtype
+from harness.masks import build_mask
+from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.schedule import Placement
 from harness.prediction.cluster import Cluster
 from harness.prediction.model import MODEL_VERSION, Walker
 from harness.spec import DECODE, Run
 
 SOURCE = "predicted"
+
+
+def _not_executable(*_args):
+    raise RuntimeError("a rate-table kernel is for prediction only")
+
+
+RATED_KERNEL = LocalKernel("predicted from its rate table", _not_executable, _not_executable, _not_executable,
+                           _not_executable)
+"""The stand-in local kernel of a method that has a rate table but no CPU local kernel (flash-attn, cuDNN on a
+GPU cluster): the strategies' support checks see a local kernel, as they would where such a kernel runs per
+step (ring-flash-attention, TransformerEngine); nothing ever calls it."""
 
 
 def predicted_key(run: Run, cluster: Cluster) -> str:
@@ -73,6 +85,14 @@ def check_predictable(runs: list[Run], cluster: Cluster) -> None:
 @dataclass
 class Predictor:
     cluster: Cluster
+    _masks: dict = field(default_factory=dict)  # the one mask in use: a sweep is predicted mask by mask
+
+    def mask(self, run: Run):
+        key = (run.mask, run.seqlen, run.heads_q, run.mask_params)
+        if key not in self._masks:
+            self._masks.clear()  # an 8M-token mask is ~200 MB: hold one
+            self._masks[key] = build_mask(run.mask, run.seqlen, run.heads_q, **run.mask_kwargs)
+        return self._masks[key]
 
     def record(self, run: Run) -> dict:
         record = st.base_record(run)
@@ -92,9 +112,16 @@ class Predictor:
             st.outcome(record, st.UNSUPPORTED, "decode (context-parallel strategies run fwd, bwd and fwd+bwd)")
             return
         strategy, method = get_strategy(run.strategy), get_method(run.method)
-        problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
-                            local_kernels=local_kernels(), linear_kernels=linear_kernels())
-        why = strategy.unsupported_reason(problem)
+        kernels = local_kernels()
+        if run.method not in kernels and not method.linear_kernel:  # a GPU kernel known by its rate table
+            kernels = {**kernels, run.method: RATED_KERNEL}
+        mask = self.mask(run)
+        problem = CPProblem(run=run, mask=mask, dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
+                            local_kernels=kernels, linear_kernels=linear_kernels())
+        missing = problem.mask.features - method.mask_features
+        why = strategy.unsupported_reason(problem) or (
+            f"local method {method.name} cannot express mask feature {', '.join(sorted(missing))} of "
+            f"{problem.mask.name}" if missing else None)
         if why:
             st.outcome(record, st.UNSUPPORTED, why)
             return
@@ -103,7 +130,9 @@ class Predictor:
         walker = Walker(profile, self.cluster.rates_for(run.method), run.dtype, run.mask, run.head_dim,
                         run.world_size)
         times = walker.walk(schedule)
-        global_problem = problem_for(run, torch.device("cpu"))
+        global_problem = Problem(mask=mask, batch=run.batch, seqlen=run.seqlen, heads_q=run.heads_q,
+                                 heads_kv=run.heads_kv, head_dim=run.head_dim, dtype=problem.dtype,
+                                 device=problem.device, options=run.option_kwargs, direction=run.direction)
         flops = method.flops(global_problem, run.direction)
         wall = times.wall_ms
         areas = schedule.areas() if run.direction != "fwd+bwd" else schedule.areas() // 2
@@ -141,6 +170,7 @@ def predict_runs(runs: list[Run], cluster: Cluster, done: set[str] = frozenset()
     """Records of every run not yet in ``done`` (predicted keys), in order."""
     predictor = Predictor(cluster)
     todo = [r for r in runs if predicted_key(r, cluster) not in done]
+    todo.sort(key=lambda r: (r.mask, r.mask_params, r.seqlen, r.heads_q))  # each mask built once
     for i, run in enumerate(todo):
         record = predictor.record(run)
         if progress is not None:
