@@ -266,7 +266,7 @@ BAD = [
     ({"timing": {"min_samples": 5, "max_samples": 2}}, ["timing.max_samples=2", "min_samples (5)"]),
     ({"timing": 3}, ["timing=3", "expected a mapping"]),
     ({"world_sizes": [0]}, ["world_sizes[0]=0", ">= 1"]),
-    ({"world_sizes": [4096]}, ["world_sizes[0]=4096", "<= 1024"]),
+    ({"world_sizes": [70000]}, ["world_sizes[0]=70000", "<= 65536"]),  # predict goes to 1024+ devices
     ({"decode_tokens": 0}, ["decode_tokens=0", ">= 1"]),
     ({"options": 3}, ["options=3", "expected a mapping"]),
     ({"strategies": ["ring"], "options": {"block_qq": 64}}, ["options.block_qq", "'block_qq'", "'block_q'"]),

@@ -47,7 +47,7 @@ def calibrate_kernels(method: str, results: Path, threads: int, profile: Optiona
     from suites.loader import load_suite
 
     suite = load_suite(KERNEL_SUITE, profile)
-    runs = [_with_method(r, method) for r in suite.runs]
+    runs = list(dict.fromkeys(_with_method(r, method) for r in suite.runs))  # the suite's runs, for this method
     store = ResultStore(results)
     scheduler = RayScheduler(threads=threads)
     try:
