@@ -324,3 +324,19 @@ def test_gpu_check_writes_rate_tables_from_its_records(tmp_path):
     assert path.name == "nvidia-h200-sdpa.yaml" and table.kinds() == {"causal", "full"}
     assert table.time_ms(build_mask("causal", 4096, 16).area(16), "bfloat16", "fwd", "causal", 128) == \
         pytest.approx(4.096)
+
+
+def test_placement_decides_the_tier_each_transfer_crosses():
+    """Double ring on two 8-device nodes with windows of 8: per rank one outer K/V block crosses the network,
+    the inner ring's 2 x 7 stay inside the node; hierarchical's all-to-all stays inside the node."""
+    profile = _toy_profile(devices_per_node=8)
+    problem = _problem("double_ring", seqlen=2048, world=16, options={"inner_size": 8})
+    times = Walker(profile, _flat_rates(1.0), "float32", "causal", 16, 16).walk(
+        strategies()["double_ring"].schedule(problem, Placement(16, 8)))
+    block = 2 * 128 * 4 * 16 * 4  # K and V of 128 tokens, 4 kv heads, d 16, fp32
+    assert times.bytes_by_tier["network"].tolist() == [block] * 16
+    assert times.bytes_by_tier["node"].tolist() == [14 * block] * 16
+    problem = _problem("hierarchical", seqlen=2048, world=16, options={"a2a_size": 8})
+    schedule = strategies()["hierarchical"].schedule(problem, Placement(16, 8))
+    a2a = [t for st in schedule.stages for t in st.transfers if t.op == "all_to_all"]
+    assert a2a and all({r // 8 for r in g} == {g[0] // 8} for t in a2a for g in t.groups)
