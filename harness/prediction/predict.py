@@ -30,6 +30,7 @@ from harness.catalog import get_method, get_strategy, linear_kernels, local_kern
 from harness.errors import UserError
 from harness.execution.inputs import mask_for, problem_for
 from harness.interfaces import CPProblem, torch_dtype
+from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.schedule import Placement
 from harness.prediction.cluster import Cluster
 from harness.prediction.model import MODEL_VERSION, Walker
@@ -93,8 +94,8 @@ class Predictor:
             return
         strategy, method = get_strategy(run.strategy), get_method(run.method)
         problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
-                            local_kernels=local_kernels(), linear_kernels=linear_kernels())
-        why = strategy.unsupported_reason(problem)
+                            local_kernels=modelled_kernels(run.method), linear_kernels=linear_kernels())
+        why = method_reason(run) or strategy.unsupported_reason(problem)
         if why:
             st.outcome(record, st.UNSUPPORTED, why)
             return
@@ -130,6 +131,32 @@ class Predictor:
             sharing=walker.sharing,
         )
         st.outcome(record, st.PREDICTED, None)
+
+
+def _modelled(*_args, **_kwargs):
+    raise RuntimeError("a modelled local kernel is a rate table: it is predicted, never called")
+
+
+def modelled_kernels(method: str) -> dict[str, LocalKernel]:
+    """The local kernels a prediction may use: every method's own, plus ``method`` itself where it has none.
+
+    A GPU library (flash_attn2, cudnn_sdpa) has no local kernel in lcbench (it runs on CUDA only, and its
+    per-block call with log-sum-exp is not wrapped), yet ring-flash-attention and TransformerEngine run
+    exactly it per ring step; its rate table is the model of that call, so a prediction stands it in. The
+    method's own limits still apply (:func:`method_reason`)."""
+    kernels = dict(local_kernels())
+    if method not in kernels and get_method(method).local_kernel is None:
+        kernels[method] = LocalKernel(f"{method} (modelled by its rate table)", _modelled, _modelled, _modelled,
+                                      _modelled)
+    return kernels
+
+
+def method_reason(run: Run) -> Optional[str]:
+    """Why the local method itself cannot compute the run's attention (its mask features, dtypes, shapes);
+    None when it can. The device is the cluster's, so it is checked on one the method runs on."""
+    method = get_method(run.method)
+    why = method.unsupported_reason(problem_for(run, torch.device(sorted(method.devices)[0])), run.direction)
+    return f"local method {run.method}: {why}" if why else None
 
 
 def _json(values: np.ndarray) -> str:
