@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "hybrid": ("harness.bench.hybrid", "7:1 hybrid vs all-softmax LM: prefill/train vs S, decode, cache bytes, vs HF"),
     "power": ("harness.bench.power", "PowerAttention and its baselines vs causal: prefill, decode, per-area vs SDPA"),
     "linear": ("harness.bench.linear", "lightning attention: scaling, %peak, decode, fla peers, crossover, LASP-2 bytes"),
+    "predict": ("harness.bench.predict", "lcbench predict vs public CP results: ring-flash-attention, TE's CP study"),
     "ttt": ("harness.bench.ttt", "qTTT steps vs equal-FLOP thinking tokens (step, decode); TTT-Linear vs S and fla"),
 }
 

@@ -189,8 +189,8 @@ def local_profile(table: RateTable, method: str, fit: dict, cpu: str, cores: int
         "tiers": {"node": tier},
         "sources": {
             "devices_per_node": "the largest rank group calibrate measured (CP runs here use 2-4 gloo ranks)",
-            "max_nodes": "one machine", "launch_us": measured, "device.memory_gib": "os.sysconf (physical pages)",
-            "device.cores": "os.sched_getaffinity", "device.threads_per_rank":
+            "max_nodes": "one machine: calibrate starts every rank on this host", "launch_us": measured, "device.memory_gib": "os.sysconf (physical pages)",
+            "device.cores": "os.sched_getaffinity of the calibrating process", "device.threads_per_rank":
                 "harness.cluster.local_group.threads_per_rank at W >= cores (one thread per rank)",
             "tiers.node.link_gbps": "no datasheet for loopback: the fastest measured bus bandwidth",
             "tiers.node.latency_us": measured,

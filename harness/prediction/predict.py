@@ -28,6 +28,7 @@ import torch
 from harness import status as st
 from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
 from harness.errors import UserError
+from harness.execution.inputs import problem_for
 from harness.interfaces import CPProblem, Problem, torch_dtype
 from harness.masks import build_mask
 from harness.interfaces.local_kernel import LocalKernel
@@ -39,15 +40,6 @@ from harness.spec import DECODE, Run
 SOURCE = "predicted"
 
 
-def _not_executable(*_args):
-    raise RuntimeError("a rate-table kernel is for prediction only")
-
-
-RATED_KERNEL = LocalKernel("predicted from its rate table", _not_executable, _not_executable, _not_executable,
-                           _not_executable)
-"""The stand-in local kernel of a method that has a rate table but no CPU local kernel (flash-attn, cuDNN on a
-GPU cluster): the strategies' support checks see a local kernel, as they would where such a kernel runs per
-step (ring-flash-attention, TransformerEngine); nothing ever calls it."""
 
 
 def predicted_key(run: Run, cluster: Cluster) -> str:
@@ -112,16 +104,10 @@ class Predictor:
             st.outcome(record, st.UNSUPPORTED, "decode (context-parallel strategies run fwd, bwd and fwd+bwd)")
             return
         strategy, method = get_strategy(run.strategy), get_method(run.method)
-        kernels = local_kernels()
-        if run.method not in kernels and not method.linear_kernel:  # a GPU kernel known by its rate table
-            kernels = {**kernels, run.method: RATED_KERNEL}
         mask = self.mask(run)
         problem = CPProblem(run=run, mask=mask, dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
-                            local_kernels=kernels, linear_kernels=linear_kernels())
-        missing = problem.mask.features - method.mask_features
-        why = strategy.unsupported_reason(problem) or (
-            f"local method {method.name} cannot express mask feature {', '.join(sorted(missing))} of "
-            f"{problem.mask.name}" if missing else None)
+                            local_kernels=modelled_kernels(run.method), linear_kernels=linear_kernels())
+        why = method_reason(run) or strategy.unsupported_reason(problem)
         if why:
             st.outcome(record, st.UNSUPPORTED, why)
             return
@@ -159,6 +145,32 @@ class Predictor:
             sharing=walker.sharing,
         )
         st.outcome(record, st.PREDICTED, None)
+
+
+def _modelled(*_args, **_kwargs):
+    raise RuntimeError("a modelled local kernel is a rate table: it is predicted, never called")
+
+
+def modelled_kernels(method: str) -> dict[str, LocalKernel]:
+    """The local kernels a prediction may use: every method's own, plus ``method`` itself where it has none.
+
+    A GPU library (flash_attn2, cudnn_sdpa) has no local kernel in lcbench (it runs on CUDA only, and its
+    per-block call with log-sum-exp is not wrapped), yet ring-flash-attention and TransformerEngine run
+    exactly it per ring step; its rate table is the model of that call, so a prediction stands it in. The
+    method's own limits still apply (:func:`method_reason`)."""
+    kernels = dict(local_kernels())
+    if method not in kernels and get_method(method).local_kernel is None:
+        kernels[method] = LocalKernel(f"{method} (modelled by its rate table)", _modelled, _modelled, _modelled,
+                                      _modelled)
+    return kernels
+
+
+def method_reason(run: Run) -> Optional[str]:
+    """Why the local method itself cannot compute the run's attention (its mask features, dtypes, shapes);
+    None when it can. The device is the cluster's, so it is checked on one the method runs on."""
+    method = get_method(run.method)
+    why = method.unsupported_reason(problem_for(run, torch.device(sorted(method.devices)[0])), run.direction)
+    return f"local method {run.method}: {why}" if why else None
 
 
 def _json(values: np.ndarray) -> str:

@@ -10,7 +10,10 @@ the smallest (small calls are latency-bound: time falls slower than work). A cal
 
 The kind of a call: ``full`` when its pairs fill the whole q x k rectangle (a dense block), else the mask
 pattern's name when the table has that pattern, else ``causal`` (the partial-tile kind every table has).
-``bwd`` falls back to ``fwd+bwd - fwd`` and ``fwd+bwd`` to ``fwd + bwd`` when only the others were measured.
+Directions are derived inside a kind: ``bwd`` as ``fwd+bwd - fwd``, ``fwd`` as ``fwd+bwd - bwd``, ``fwd+bwd`` as
+``fwd + bwd`` when only the others were measured; a kind measured only as ``fwd+bwd`` (a published fwd+bwd
+figure) gives a schedule's forward and backward calls 1 and 2.5 of its 3.5 FLOP shares (equal rates). A kind
+that cannot give the direction falls back to ``causal`` as a whole.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ FULL = "full"
 PARTIAL = "causal"  # the fallback kind: a table must hold it
 POINT_KEYS = ("dtype", "direction", "kind", "work", "head_dim", "time_ms")
 DIRECTIONS = ("fwd", "bwd", "fwd+bwd")
+# A kind measured only as fwd+bwd: a schedule's forward and backward calls take the shares of the softmax FLOP
+# convention (1 and 2.5 of 3.5), i.e. the same rate in both passes.
+SPLIT = {"fwd": 1 / 3.5, "bwd": 2.5 / 3.5}
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class RateTable:
             return (f"rate table of {self.method} on {self.device} has no {dtype} points "
                     f"(has {', '.join(sorted(self.dtypes))})")
         have = {p.direction for p in self.points if p.dtype == dtype}
-        needed = {"fwd": [{"fwd"}], "bwd": [{"bwd"}, {"fwd", "fwd+bwd"}],
+        needed = {"fwd": [{"fwd"}, {"bwd", "fwd+bwd"}], "bwd": [{"bwd"}, {"fwd", "fwd+bwd"}],
                   "fwd+bwd": [{"fwd+bwd"}, {"fwd", "bwd"}]}[direction]
         if not any(n <= have for n in needed):
             return (f"rate table of {self.method} on {self.device} cannot time {direction} in {dtype} "
@@ -116,18 +122,23 @@ class RateTable:
         if work <= 0:
             return 0.0
         curve = self._curve(dtype, direction, kind, head_dim)
-        if curve is None:
-            if direction == "bwd":
-                return max(0.0, self.time_ms(work, dtype, "fwd+bwd", kind, head_dim)
-                           - self.time_ms(work, dtype, "fwd", kind, head_dim))
-            if direction == "fwd+bwd":
-                return self.time_ms(work, dtype, "fwd", kind, head_dim) + self.time_ms(work, dtype, "bwd", kind,
-                                                                                          head_dim)
-            if kind != PARTIAL:
-                return self.time_ms(work, dtype, direction, PARTIAL, head_dim)
-            raise UserError(f"rate table of {self.method} on {self.device}: no {dtype} {direction} points")
-        dim, xs, ys = curve
-        return math.exp(_interpolate(math.log(work), xs, ys)) * head_dim / dim
+        if curve is not None:
+            dim, xs, ys = curve
+            return math.exp(_interpolate(math.log(work), xs, ys)) * head_dim / dim
+        have = {p.direction for p in self.points if (p.dtype, p.kind) == (dtype, kind)}
+        if direction == "bwd" and {"fwd", "fwd+bwd"} <= have:
+            return max(0.0, self.time_ms(work, dtype, "fwd+bwd", kind, head_dim)
+                       - self.time_ms(work, dtype, "fwd", kind, head_dim))
+        if direction == "fwd" and {"bwd", "fwd+bwd"} <= have:
+            return max(0.0, self.time_ms(work, dtype, "fwd+bwd", kind, head_dim)
+                       - self.time_ms(work, dtype, "bwd", kind, head_dim))
+        if direction == "fwd+bwd" and {"fwd", "bwd"} <= have:
+            return self.time_ms(work, dtype, "fwd", kind, head_dim) + self.time_ms(work, dtype, "bwd", kind, head_dim)
+        if direction in SPLIT and have == {"fwd+bwd"}:
+            return SPLIT[direction] * self.time_ms(work, dtype, "fwd+bwd", kind, head_dim)
+        if kind != PARTIAL:
+            return self.time_ms(work, dtype, direction, PARTIAL, head_dim)
+        raise UserError(f"rate table of {self.method} on {self.device}: no {dtype} {direction} points")
 
     def _curve(self, dtype: str, direction: str, kind: str, head_dim: int):
         key = (dtype, direction, kind, head_dim)
