@@ -28,7 +28,6 @@ import torch
 from harness import status as st
 from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
 from harness.errors import UserError
-from harness.execution.inputs import problem_for
 from harness.interfaces import CPProblem, Problem, torch_dtype
 from harness.masks import build_mask
 from harness.interfaces.local_kernel import LocalKernel
@@ -107,7 +106,7 @@ class Predictor:
         mask = self.mask(run)
         problem = CPProblem(run=run, mask=mask, dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
                             local_kernels=modelled_kernels(run.method), linear_kernels=linear_kernels())
-        why = method_reason(run) or strategy.unsupported_reason(problem)
+        why = method_reason(run, mask) or strategy.unsupported_reason(problem)
         if why:
             st.outcome(record, st.UNSUPPORTED, why)
             return
@@ -116,9 +115,7 @@ class Predictor:
         walker = Walker(profile, self.cluster.rates_for(run.method), run.dtype, run.mask, run.head_dim,
                         run.world_size)
         times = walker.walk(schedule)
-        global_problem = Problem(mask=mask, batch=run.batch, seqlen=run.seqlen, heads_q=run.heads_q,
-                                 heads_kv=run.heads_kv, head_dim=run.head_dim, dtype=problem.dtype,
-                                 device=problem.device, options=run.option_kwargs, direction=run.direction)
+        global_problem = whole_problem(run, mask, problem.device)
         flops = method.flops(global_problem, run.direction)
         wall = times.wall_ms
         areas = schedule.areas() if run.direction != "fwd+bwd" else schedule.areas() // 2
@@ -165,11 +162,18 @@ def modelled_kernels(method: str) -> dict[str, LocalKernel]:
     return kernels
 
 
-def method_reason(run: Run) -> Optional[str]:
+def whole_problem(run: Run, mask, device: torch.device) -> Problem:
+    """The run's single-device problem on ``mask`` (the predictor's one held mask, not a second copy)."""
+    return Problem(mask=mask, batch=run.batch, seqlen=run.seqlen, heads_q=run.heads_q, heads_kv=run.heads_kv,
+                   head_dim=run.head_dim, dtype=torch_dtype(run.dtype), device=device, options=run.option_kwargs,
+                   direction=run.direction)
+
+
+def method_reason(run: Run, mask) -> Optional[str]:
     """Why the local method itself cannot compute the run's attention (its mask features, dtypes, shapes);
     None when it can. The device is the cluster's, so it is checked on one the method runs on."""
     method = get_method(run.method)
-    why = method.unsupported_reason(problem_for(run, torch.device(sorted(method.devices)[0])), run.direction)
+    why = method.unsupported_reason(whole_problem(run, mask, torch.device(sorted(method.devices)[0])), run.direction)
     return f"local method {run.method}: {why}" if why else None
 
 
