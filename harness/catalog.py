@@ -131,3 +131,14 @@ def get_workload(name: str) -> Workload:
     if name not in registry:
         raise unknown("workload", name, registry)
     return registry[name]
+
+
+REGISTRIES = {"method": get_method, "strategy": get_strategy, "workload": get_workload}
+
+
+def lookup(registry: str, name: str):
+    """The entry ``name`` of ``registry`` ("method", "strategy", "workload"): the resolver of declared
+    parameters that name one (:class:`harness.interfaces.params.Param`'s ``registry``)."""
+    if registry not in REGISTRIES:
+        raise unknown("registry", registry, REGISTRIES)
+    return REGISTRIES[registry](name)

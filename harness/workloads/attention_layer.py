@@ -25,6 +25,7 @@ import torch
 from harness.interfaces import (
     CheckResult, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
+from harness.interfaces.params import divides, integer, number, registered, seed
 from harness.interfaces.reference import sample_rows
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
@@ -41,6 +42,17 @@ FLAVORS = {
     "llama3-8b": {"heads_q": 32, "heads_kv": 8, "head_dim": 128},  # Llama-3-8B / Qwen3-8B attention widths
     "llama3-70b": {"heads_q": 64, "heads_kv": 8, "head_dim": 128},
 }
+
+
+SPECS = {
+    "heads_q": integer(ge=1), "heads_kv": integer(ge=1), "head_dim": integer(ge=1),
+    "method": registered("method"), "lr": number(gt=0), "seed": seed(),
+}
+
+
+def constraints(params: dict):
+    """Grouped-query attention: the query heads are a multiple of the kv heads."""
+    yield from divides(params, "heads_kv", "heads_q")
 
 
 def _shape(params: dict) -> AttentionShape:
@@ -194,6 +206,8 @@ WORKLOAD = Workload(
     params={"flavor": "tiny", "heads_q": 4, "heads_kv": 2, "head_dim": 32, "method": "sdpa", "lr": 1e-3, "seed": 0},
     flavors=FLAVORS,
     build=build,
+    specs=SPECS,
+    constraints=constraints,
     metrics=STEP_METRICS,
     flop_convention="projections 2*T*hidden*((Hq+2Hkv)d + Hq d) fwd (train_step: x2 for QKV, whose input needs no "
                     "gradient, x3 for the output projection) + the method's own attention FLOPs (softmax: 4*area*Hq*d "
