@@ -336,7 +336,7 @@ class _Expansion:
                     raise UserError(f"{self.where}: {at}.{e.detail()} (workload {workload.name!r})") from None
                 except UserError as e:
                     raise UserError(f"{self.where}: {at}: {e}") from None
-                points.append(_Point(i, at, workload, params, resolved))
+                points.append(_Point(i, at, workload, params, resolved, self._run_fields(params, workload, at)))
         return points
 
     def _workload_runs(self, points: list["_Point"]) -> list[Run]:
@@ -349,7 +349,6 @@ class _Expansion:
             workload, params = point.workload, point.params
             own_phases = [p for p in (phases or workload.phases) if p in workload.phases]
             sizes = self.world_sizes if workload.distributed else [1]
-            subject = self._run_fields(params, workload, point.at)
             heads = next((point.resolved[p] for p in HEADS_PARAMS if isinstance(point.resolved.get(p), int)), 1)
             for ws, opts, (j, mask), seqlen, dtype, phase in itertools.product(
                 sizes, self.options, enumerate(masks), self.seqlens, self.dtypes, own_phases
@@ -360,7 +359,7 @@ class _Expansion:
                     workload=workload.name, params=params, world_size=ws, mask=mask.name,
                     mask_params=mask.params, seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=phase,
                     device=self.device, timing=self.timing, options=opts,
-                    decode_tokens=self._decode_tokens(phase), **subject,
+                    decode_tokens=self._decode_tokens(phase), **point.subject,
                 ))
         return runs
 
@@ -464,6 +463,7 @@ class _Point:
     workload: Any
     params: dict[str, Any]
     resolved: dict[str, Any]
+    subject: dict[str, str]  # the run fields its parameters name (method, strategy), checked
 
 
 def _workload_options(points: list[_Point]) -> list[tuple[str, dict[str, Any]]]:
