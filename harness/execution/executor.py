@@ -13,7 +13,7 @@ rank-max time, per-rank facts gathered to rank 0). Nothing here knows a kind or 
 Every outcome is a record with a status (:mod:`harness.status`) and a one-line reason, never an exception:
 a sweep goes on whatever one run does. An unexpected exception names whose code raised it
 (:func:`classify_exception`): ``plugin NAME raised TypeError: ...`` for a registered method, strategy or
-workload, ``lcbench raised ...`` (with the place) for lcbench's own code.
+workload, ``lcbench (at FILE:LINE) raised ...`` for lcbench's own code.
 """
 
 from __future__ import annotations
@@ -216,9 +216,11 @@ def raised_by(e: BaseException, run: Optional[Run] = None) -> str:
     run uses, else named with its owners. ``lcbench (at FILE:LINE)`` when no plugin code is on the stack."""
     from harness.catalog import code_owners
 
-    owners = code_owners()
-    used = _subjects(run)
-    for frame in reversed(_frames(e)):
+    try:
+        owners, used = code_owners(), _subjects(run)
+    except Exception:  # noqa: BLE001 — a catalog that cannot load (a broken plugin) must not hide the failure
+        owners, used = None, []
+    for frame in reversed(_frames(e) if owners is not None else []):
         names = owners.by_code.get(frame.f_code) or owners.by_module.get(frame.f_globals.get("__name__"))
         if names:
             return _owner(names, used, frame)

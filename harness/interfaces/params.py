@@ -109,7 +109,7 @@ class Param:
 
 
 def _num(b: float) -> str:
-    return f"{b:g}"
+    return str(b) if isinstance(b, int) else f"{b:g}"
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -166,7 +166,7 @@ def registered(registry: str, needs: str = "", doc: str = "") -> Param:
 
 
 def seed() -> Param:
-    return integer(ge=0, doc="random seed")
+    return integer(ge=0, le=2**63 - 1, doc="random seed")  # what torch.manual_seed takes
 
 
 def divides(params: dict[str, Any], key: str, multiple_key: str) -> Iterable[tuple[str, str]]:

@@ -71,9 +71,6 @@ def attention_problem(problem: WorkloadProblem) -> Problem:
 
 
 def limits(problem: WorkloadProblem) -> Optional[str]:
-    shape = _shape(problem.params)
-    if shape.heads_q % shape.heads_kv:
-        return f"heads_q={shape.heads_q} is not a multiple of heads_kv={shape.heads_kv}"
     method = problem.method(problem.params["method"])
     why = method.unavailable_reason()
     if why:
