@@ -8,11 +8,13 @@ The only harness module that imports the plugin packages. Each registry is the b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
 from importlib.metadata import entry_points
-from types import ModuleType
+from types import CodeType, ModuleType
+from typing import Any, Callable
 
 from harness.errors import UserError, unknown
 from harness.interfaces import LocalKernel, Method, Strategy, Workload
@@ -131,3 +133,66 @@ def get_workload(name: str) -> Workload:
     if name not in registry:
         raise unknown("workload", name, registry)
     return registry[name]
+
+
+REGISTRIES = {"method": get_method, "strategy": get_strategy, "workload": get_workload}
+
+
+def lookup(registry: str, name: str):
+    """The entry ``name`` of ``registry`` ("method", "strategy", "workload"): the resolver of declared
+    parameters that name one (:class:`harness.interfaces.params.Param`'s ``registry``)."""
+    if registry not in REGISTRIES:
+        raise unknown("registry", registry, REGISTRIES)
+    return REGISTRIES[registry](name)
+
+
+# ----- whose code is this? ---------------------------------------------------------------------------------
+
+def _code_of(value: Any, default: Any, depth: int = 0) -> list[Callable]:
+    """The functions an entry's field holds (a function, a partial, or a dataclass of functions such as a
+    LocalKernel), unless it is the interface's own default."""
+    if value is default or value is None:
+        return []
+    if isinstance(value, functools.partial):
+        value = value.func
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and depth == 0:
+        return [fn for f in dataclasses.fields(value) for fn in _code_of(getattr(value, f.name), None, 1)]
+    return [value] if callable(value) and hasattr(value, "__module__") else []
+
+
+def _nested(code: CodeType) -> list[CodeType]:
+    """A code object and those of the functions defined inside it (closures, lambdas), recursively."""
+    return [code, *(c for const in code.co_consts if isinstance(const, CodeType) for c in _nested(const))]
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeOwners:
+    """Which registered methods, strategies and workloads a piece of code belongs to: by function (an entry's
+    callables — build, flops, limits, attention, a local kernel's functions — and the functions defined inside
+    them) and by module (the modules those callables live in; helpers of the module count as its owners')."""
+
+    by_code: dict[CodeType, tuple[str, ...]]
+    by_module: dict[str, tuple[str, ...]]
+
+
+@_cached_per_plugins
+def code_owners() -> CodeOwners:
+    interfaces = Method.__module__.rpartition(".")[0]  # the interfaces are lcbench's code, not a plugin's
+    by_code: dict[CodeType, list[str]] = {}
+    by_module: dict[str, list[str]] = {}
+    for registry in (methods(), strategies(), workloads()):
+        for name, entry in registry.items():
+            for fn in (fn for f in dataclasses.fields(entry) for fn in _code_of(getattr(entry, f.name), f.default)):
+                module = fn.__module__ or ""
+                if module == interfaces or module.startswith(interfaces + "."):
+                    continue
+                _add(by_module, module, name)
+                for code in _nested(fn.__code__) if hasattr(fn, "__code__") else ():
+                    _add(by_code, code, name)
+    return CodeOwners({c: tuple(n) for c, n in by_code.items()}, {m: tuple(n) for m, n in by_module.items()})
+
+
+def _add(owners: dict, key: Any, name: str) -> None:
+    names = owners.setdefault(key, [])
+    if name not in names:
+        names.append(name)

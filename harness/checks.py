@@ -1,4 +1,6 @@
-"""Checks of user-given values before anything runs: numbers in range, paths that can be written.
+"""Checks of user-given values before anything runs: numbers in range, paths that can be written — and the
+one way an output file is written (:func:`write_output`), so that a write that fails later (a full device) is
+one line too.
 
 Each check raises ``argparse.ArgumentTypeError`` (argparse then names the argument) or :class:`UserError`, so a
 mistake is one line naming the argument, the value and what is allowed — never a traceback.
@@ -59,9 +61,15 @@ def _probe_create(directory: Path, what: str, path: str | Path) -> None:
         raise UserError(f"{what} {str(path)!r}: cannot write in {str(directory)!r} ({e.strerror or e})") from None
 
 
+def _not_empty(path: str | Path, what: str, expected: str) -> None:
+    if not str(path).strip():
+        raise UserError(f"{what} {str(path)!r} is an empty path; expected {expected}")
+
+
 def writable_file(path: str | Path, what: str, create_parents: bool = False) -> Path:
-    """``path`` can be created or overwritten as a file: not a directory, in an existing writable directory
-    (``create_parents``: in a directory that can be created)."""
+    """``path`` can be created or overwritten as a file: not empty, not a directory, in an existing writable
+    directory (``create_parents``: in a directory that can be created)."""
+    _not_empty(path, what, "a file path")
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{what} {str(path)!r} is a directory; expected a file path")
@@ -84,7 +92,8 @@ def writable_file(path: str | Path, what: str, create_parents: bool = False) -> 
 
 
 def writable_dir(path: str | Path, what: str) -> Path:
-    """``path`` is, or can be created as, a writable directory."""
+    """``path`` is, or can be created as, a writable directory (not empty, not a file or a device)."""
+    _not_empty(path, what, "a directory path")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UserError(f"{what} {str(path)!r} is a file; expected a directory")
@@ -92,4 +101,17 @@ def writable_dir(path: str | Path, what: str) -> Path:
     if not base.is_dir():
         raise UserError(f"{what} {str(path)!r}: {str(base)!r} is a file, not a directory")
     _probe_create(base, what, path)
+    return p
+
+
+def write_output(path: str | Path, data: str | bytes, what: str) -> Path:
+    """Write ``data`` to the file ``path`` (checked by :func:`writable_file` first); a failure while writing or
+    closing it — a full device, a vanished directory — is one line naming the path and the system's reason."""
+    p = writable_file(path, what)
+    try:
+        with open(p, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+    except OSError as e:
+        raise UserError(f"{what} {str(path)!r}: could not write {len(data)} bytes ({e.strerror or e})") from None
     return p

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from harness.checks import OneLineParser, integer, positive, writable_dir, writable_file
+from harness.checks import OneLineParser, integer, positive, writable_dir, writable_file, write_output
 from harness.errors import UserError
 from harness.execution import allocator
 from harness.results.report import wide_console
@@ -273,11 +272,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from harness.results.report import export
 
     store = _store(args.path)
-    if args.output:
+    if args.output is not None:
         writable_file(args.output, "export -o")
     text = export(store.export_rows(), args.format)
-    if args.output:
-        Path(args.output).write_text(text)
+    if args.output is not None:
+        write_output(args.output, text, "export -o")
         err_console.print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -327,19 +326,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def parse_params(pairs: list[str]) -> dict:
+    """``key=value`` pairs, each value read as YAML (bounded like a suite file: one line when it is not YAML)."""
+    from suites.schema import load_yaml
+
     params = {}
     for pair in pairs:
         if "=" not in pair:
             raise UserError(f"--param {pair!r}: expected key=value")
         key, value = pair.split("=", 1)
-        params[key] = yaml.safe_load(value)
+        params[key] = load_yaml(value, f"--param {pair!r}")
     return params
 
 
 def cmd_mask(args: argparse.Namespace) -> int:
     from harness.masks.view import mask_command
 
-    if args.png:
+    if args.png is not None:
         writable_file(args.png, "mask --png")
     mask_command(args.name, args.seqlen, parse_params(args.param), args.png, args.heads, args.block, args.layers)
     return 0

@@ -23,21 +23,28 @@ default profile is ``gpu`` when CUDA is available else ``cpu``, when the suite d
 suite has a ``smoke`` profile: a representative subset that runs in under two minutes on two cores.
 
 **Checks before anything runs**, each one line naming the key, the bad value and what is allowed: the schema
-(types, ranges, empty lists, unknown keys and names with suggestions), duplicate YAML keys, each mask's
-parameters (the mask is built at every sequence length and head count the suite uses), phases, options
-against what the strategies (and methods that declare options) accept, and world sizes against the
-caller's ``max_world_size``.
+(types, ranges, empty lists, unknown keys and names with suggestions), duplicate YAML keys and bounded alias
+expansion, each mask's parameters (the mask is built at every sequence length and head count the suite uses),
+every workload run's parameters against what its workload declares (:class:`~harness.interfaces.Param` specs
+and cross-constraints, names resolved in the catalog), phases, keys that the suite's subjects would ignore
+(``directions`` without methods or strategies), options against what the strategies, the methods that declare
+options and the methods and strategies the workloads run accept, ``decode_tokens`` against the lengths, the
+size of the sweep (at most :data:`MAX_RUNS` runs, counted before any is made) and of its lengths (a mask of
+every length must fit in this machine's memory), and world sizes against the caller's ``max_world_size``.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from harness.errors import UserError, unknown
+from harness.interfaces.params import ParamError
 from harness.spec import DECODE, Run, Timing
 from suites.schema import Keys, MaskEntry, SuiteFile, WorkloadEntry, read_suite_file, validate_file
 
@@ -50,6 +57,8 @@ LENGTH_KEYS = ("seqlens", "seqlens_per_device")  # a profile giving one form of 
 RUN_FIELDS_FROM_PARAMS = ("method", "strategy")
 # Parameters that give a workload's head count, in order of preference (for building its masks at load time).
 HEADS_PARAMS = ("heads_q", "heads")
+MAX_RUNS = 100_000  # a bigger sweep is a mistake (or a profile's job): refused before a single run is made
+MASK_BYTES_PER_ROW = 64  # the least a mask costs per row at build time (lo, hi, step int64 + temporaries)
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,21 @@ def grid(values: dict[str, Any], defaults: dict[str, Any], where: str) -> list[d
     return [dict(point) for point in itertools.product(*axes)]
 
 
+def grid_size(values: dict[str, Any], defaults: dict[str, Any]) -> int:
+    """How many points :func:`grid` would make, without making them."""
+    return math.prod(len(v) for k, v in values.items() if is_sweep(v, defaults.get(k)))
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _lookup(registry: str, name: str) -> Any:
+    from harness.catalog import lookup
+
+    return lookup(registry, name)
+
+
 @functools.lru_cache(maxsize=256)
 def _check_mask(name: str, seqlen: int, heads: int, params: tuple) -> None:
     """Build the mask once per (length, heads, parameters): its own checks are the parameter checks."""
@@ -210,12 +234,25 @@ class _Expansion:
         if k.has("phases") and not k.has("workloads"):
             raise UserError(f"{where}: {k.path('phases')}={k.get('phases')!r} is given but the suite has no "
                             f"'workloads'; expected 'directions' for methods and strategies")
+        if k.has("directions") and not attention:
+            raise UserError(f"{where}: {k.path('directions')}={k.get('directions')!r} is given but the suite has "
+                            f"no 'methods' or 'strategies'; expected 'phases' for workloads")
         if k.has("local_method") and not k.has("strategies"):
             raise UserError(f"{where}: {k.path('local_method')}={k.get('local_method')!r} is given but the suite "
                             f"has no 'strategies'")
 
     def runs(self) -> list[Run]:
-        runs = self._attention_runs() + self._workload_runs()
+        from harness.catalog import get_method, get_strategy
+
+        k = self.k
+        methods = [get_method(m) for m in k.get("methods", [])]
+        strategies = [get_strategy(s) for s in k.get("strategies", [])]
+        points = self._workload_points()
+        self.options = self._options(methods, strategies, points)
+        self._check_size(methods, strategies, points)
+        self._check_lengths()
+        runs = self._attention_runs(methods, strategies) + self._workload_runs(points)
+        self._check_decode_tokens(runs)
         self._check_world_sizes(runs)
         self._check_masks()
         runs.sort(key=lambda r: r.world_size)  # a group of ranks is built once per size
@@ -229,18 +266,16 @@ class _Expansion:
 
     # ----- methods and strategies -----------------------------------------------------------------------
 
-    def _attention_runs(self) -> list[Run]:
-        from harness.catalog import get_method, get_strategy
+    def _attention_runs(self, methods: list, strategies: list) -> list[Run]:
+        from harness.catalog import get_method
 
         k = self.k
-        methods = [get_method(m) for m in k.get("methods", [])]
-        strategies = [get_strategy(s) for s in k.get("strategies", [])]
         if not methods and not strategies:
             return []
         local = k.get("local_method", DEFAULT_LOCAL_METHOD)
         if strategies:
             get_method(local)
-        options = self._options(methods, strategies)
+        options = self.options
         who = [(m.name, None, 1) for m in methods] + [(local, s.name, ws) for s in strategies
                                                       for ws in self.world_sizes]
         shapes = k.get("shapes")
@@ -257,16 +292,19 @@ class _Expansion:
             ))
         return runs
 
-    def _options(self, methods: list, strategies: list) -> list[dict[str, Any]]:
+    def _options(self, methods: list, strategies: list, points: list["_Point"]) -> list[dict[str, Any]]:
         """The option sets (sweep axes expanded), after checking the keys against the declared options.
 
-        Strategies declare theirs (plus the common ones); methods only when their ``options`` is non-empty.
-        An option must be known to at least one declaring subject; the check is skipped when none declares."""
+        Strategies declare theirs (plus the common ones); methods only when their ``options`` is non-empty;
+        a workload the options of the methods and strategies its parameters name (plus the common ones when it
+        runs on rank groups). An option must be known to at least one declaring subject; the check is skipped
+        when none declares (a suite of methods that declare no options)."""
         from harness.interfaces.strategy import COMMON_OPTIONS
 
         given: dict[str, Any] = self.k.get("options", {})
         declaring = [(f"strategy {s.name!r}", {**dict.fromkeys(COMMON_OPTIONS), **s.options}) for s in strategies]
         declaring += [(f"method {m.name!r}", m.options) for m in methods if m.options]
+        declaring += _workload_options(points)
         defaults: dict[str, Any] = {}
         for _, opts in declaring:
             for name, default in opts.items():
@@ -276,45 +314,53 @@ class _Expansion:
                 if key not in defaults:
                     owners = ", ".join(who for who, _ in declaring[:3]) + (", ..." if len(declaring) > 3 else "")
                     raise UserError(f"{self.where}: {self.k.path('options')}.{key}: "
-                                    f"{unknown(f'option of {owners}', key, defaults)}")
+                                    f"{unknown(f'option of {owners}', key, defaults or ['(none)'])}")
+        self._check_size_of("options", grid_size(given, defaults))
         return grid(given, defaults, f"{self.where}: {self.k.path('options')}")
 
     # ----- workloads ------------------------------------------------------------------------------------
 
-    def _workload_runs(self) -> list[Run]:
+    def _workload_points(self) -> list["_Point"]:
+        """Every workload entry's parameter points (its sweep axes expanded), each resolved and checked against
+        what the workload declares: a bad value is one line naming ``workloads[i].KEY``."""
         from harness.catalog import get_workload
 
-        k = self.k
-        entries: list[WorkloadEntry] = k.get("workloads", [])
-        if not entries:
-            return []
-        workloads = [get_workload(e.name) for e in entries]
-        phases = self._phases(workloads)
-        masks = self.masks or DEFAULT_WORKLOAD_MASKS
-        options = grid(k.get("options", {}), {}, f"{self.where}: {k.path('options')}")
-        runs = []
-        for i, (entry, workload) in enumerate(zip(entries, workloads)):
-            at = k.path("workloads", i)
-            own_phases = [p for p in (phases or workload.phases) if p in workload.phases]
-            sizes = self.world_sizes if workload.distributed else [1]
+        points = []
+        for i, entry in enumerate(self.k.get("workloads", [])):
+            workload, at = get_workload(entry.name), self.k.path("workloads", i)
+            self._check_size_of(at, grid_size(entry.params, workload.params))
             for params in grid(entry.params, workload.params, f"{self.where}: {at}"):
                 try:
-                    resolved = workload.resolve_params(params)
+                    resolved = workload.resolve_params(params, _lookup)
+                except ParamError as e:
+                    raise UserError(f"{self.where}: {at}.{e.detail()} (workload {workload.name!r})") from None
                 except UserError as e:
                     raise UserError(f"{self.where}: {at}: {e}") from None
-                subject = self._run_fields(params, workload, at)
-                heads = next((resolved[p] for p in HEADS_PARAMS if isinstance(resolved.get(p), int)), 1)
-                for ws, opts, (j, mask), seqlen, dtype, phase in itertools.product(
-                    sizes, options, enumerate(masks), self.seqlens, self.dtypes, own_phases
-                ):
-                    if self.masks:
-                        self.mask_checks.add((j, self._seqlen(seqlen, ws), heads))
-                    runs.append(Run.make(
-                        workload=workload.name, params=params, world_size=ws, mask=mask.name,
-                        mask_params=mask.params, seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=phase,
-                        device=self.device, timing=self.timing, options=opts,
-                        decode_tokens=self._decode_tokens(phase), **subject,
-                    ))
+                points.append(_Point(i, at, workload, params, resolved, self._run_fields(params, workload, at)))
+        return points
+
+    def _workload_runs(self, points: list["_Point"]) -> list[Run]:
+        if not points:
+            return []
+        phases = self._phases([p.workload for p in points])
+        masks = self.masks or DEFAULT_WORKLOAD_MASKS
+        runs = []
+        for point in points:
+            workload, params = point.workload, point.params
+            own_phases = [p for p in (phases or workload.phases) if p in workload.phases]
+            sizes = self.world_sizes if workload.distributed else [1]
+            heads = next((point.resolved[p] for p in HEADS_PARAMS if isinstance(point.resolved.get(p), int)), 1)
+            for ws, opts, (j, mask), seqlen, dtype, phase in itertools.product(
+                sizes, self.options, enumerate(masks), self.seqlens, self.dtypes, own_phases
+            ):
+                if self.masks:
+                    self.mask_checks.add((j, self._seqlen(seqlen, ws), heads))
+                runs.append(Run.make(
+                    workload=workload.name, params=params, world_size=ws, mask=mask.name,
+                    mask_params=mask.params, seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=phase,
+                    device=self.device, timing=self.timing, options=opts,
+                    decode_tokens=self._decode_tokens(phase), **point.subject,
+                ))
         return runs
 
     def _phases(self, workloads: list) -> Optional[list[str]]:
@@ -345,6 +391,47 @@ class _Expansion:
 
     # ----- checks over the whole sweep ------------------------------------------------------------------
 
+    def _check_size_of(self, what: str, count: int) -> None:
+        if count > MAX_RUNS:
+            raise UserError(f"{self.where}: {what} sweeps {count} points; expected at most {MAX_RUNS} runs in a "
+                            f"suite (split it, or give a profile a subset)")
+
+    def _check_size(self, methods: list, strategies: list, points: list["_Point"]) -> None:
+        """The number of runs, counted from the lists before any run is made (at most :data:`MAX_RUNS`)."""
+        k = self.k
+        common = len(self.options) * len(self.seqlens) * len(self.dtypes)
+        subjects = len(methods) + len(strategies) * len(self.world_sizes)
+        count = subjects * common * len(self.masks) * len(k.get("shapes") or [None]) * len(self.directions)
+        for point in points:
+            sizes = len(self.world_sizes) if point.workload.distributed else 1
+            count += sizes * common * len(self.masks or DEFAULT_WORKLOAD_MASKS) * len(point.workload.phases)
+        if count > MAX_RUNS:
+            axes = {key: len(k.get(key)) for key in ("methods", "strategies", "workloads", "masks", "seqlens",
+                                                     "seqlens_per_device", "shapes", "dtypes", "directions",
+                                                     "world_sizes") if isinstance(k.get(key), list)}
+            largest = ", ".join(f"{k.path(key)} ({n})" for key, n in sorted(axes.items(), key=lambda a: -a[1])[:3])
+            raise UserError(f"{self.where}: the sweep expands to {count} runs; expected at most {MAX_RUNS} "
+                            f"(the longest lists: {largest}; option and parameter axes multiply them)")
+
+    def _check_lengths(self) -> None:
+        """Every run's length must leave room for its mask in this machine's memory (masks are built here)."""
+        have = _memory_bytes()
+        key = "seqlens_per_device" if self.per_device else "seqlens"
+        for j, seqlen in enumerate(self.seqlens):
+            longest = self._seqlen(seqlen, max(self.world_sizes))
+            need = longest * MASK_BYTES_PER_ROW
+            if need > have:
+                raise UserError(f"{self.where}: {self.k.path(key, j)}={seqlen} is not allowed; a mask of {longest} "
+                                f"rows needs at least {need / 2**30:.0f} GiB, more than this machine's "
+                                f"{have / 2**30:.0f} GiB (expected at most {have // MASK_BYTES_PER_ROW} tokens)")
+
+    def _check_decode_tokens(self, runs: Iterable[Run]) -> None:
+        """A decode step's rows are the last ``decode_tokens`` of the sequence: never more than the sequence."""
+        shortest = min((r.seqlen for r in runs if r.direction == DECODE), default=None)
+        if shortest is not None and self.decode_tokens > shortest:
+            raise UserError(f"{self.where}: {self.k.path('decode_tokens')}={self.decode_tokens} is not allowed; "
+                            f"expected at most the shortest decode run's length ({shortest} tokens)")
+
     def _check_world_sizes(self, runs: Iterable[Run]) -> None:
         if self.max_world_size is None:
             return
@@ -365,3 +452,35 @@ class _Expansion:
             except Exception as e:  # noqa: BLE001 — any failure to build is a parameter the pattern rejects
                 raise UserError(f"{self.where}: {self.k.path('masks', i)} ({mask.name} at seqlen {seqlen}, "
                                 f"{heads} heads): parameters {mask.params!r} fail: {type(e).__name__}: {e}") from None
+
+
+@dataclass(frozen=True)
+class _Point:
+    """One parameter point of a workload entry: where it is (``workloads[i]``), as given and resolved."""
+
+    index: int
+    at: str
+    workload: Any
+    params: dict[str, Any]
+    resolved: dict[str, Any]
+    subject: dict[str, str]  # the run fields its parameters name (method, strategy), checked
+
+
+def _workload_options(points: list[_Point]) -> list[tuple[str, dict[str, Any]]]:
+    """(who, the options it accepts) of each workload point: the options of the methods and strategies its
+    parameters name (declared :class:`~harness.interfaces.Param` registries, or a plain ``method`` /
+    ``strategy`` parameter), and the common strategy options when the workload runs on rank groups."""
+    from harness.interfaces.strategy import COMMON_OPTIONS
+
+    out = []
+    for point in points:
+        workload, accepted = point.workload, {}
+        if workload.distributed:
+            accepted.update(dict.fromkeys(COMMON_OPTIONS))
+        for key, value in point.resolved.items():
+            spec = workload.specs.get(key)
+            registry = spec.registry if spec is not None else (key if key in RUN_FIELDS_FROM_PARAMS else "")
+            if registry in RUN_FIELDS_FROM_PARAMS and isinstance(value, str):
+                accepted.update(_lookup(registry, value).options)
+        out.append((f"workload {workload.name!r}", accepted))
+    return out

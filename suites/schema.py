@@ -7,7 +7,9 @@ options, world-size limits) is checked by :mod:`suites.loader`.
 
 Every pydantic error becomes one :class:`~harness.errors.UserError` line naming the dotted key
 (``profiles.cpu.shapes[0].heads_q``), the bad value and what is allowed (:func:`user_error`).
-A suite file is also read with a YAML loader that rejects a repeated key (:func:`load_yaml`).
+A suite file is also read with a YAML loader that rejects a repeated key, a recursive alias and aliases that
+expand to more than :data:`MAX_YAML_VALUES` values — a "billion laughs" bomb is one line at once, wherever it
+hides in the file (:func:`load_yaml`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from harness.spec import DIRECTIONS, DTYPES, Timing
 DEVICES = ("cpu", "cuda")
 MAX_WORLD_SIZE = 1 << 16  # a sanity bound; the cluster's real size is the caller's (``max_world_size``, or a
 # profile's devices for ``lcbench predict``)
+MAX_YAML_VALUES = 100_000  # values of a YAML document with its aliases expanded (shipped suites: < 1000)
 
 # ----- YAML ----------------------------------------------------------------------------------------------
 
@@ -44,16 +47,52 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def expanded_size(node: yaml.Node, limit: int, sizes: Optional[dict[int, int]] = None,
+                  open_: Optional[set[int]] = None) -> int:
+    """How many values ``node`` holds with every alias expanded (each node counted once per use), without
+    expanding anything: a node reached twice is counted from memory. More than ``limit``, or an alias inside
+    itself, is a UserError naming the line."""
+    sizes = {} if sizes is None else sizes
+    open_ = set() if open_ is None else open_
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise UserError(f"a recursive alias at line {node.start_mark.line + 1} (a value that contains itself)")
+    open_.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    size = 1
+    for child in children:
+        size += expanded_size(child, limit, sizes, open_)
+        if size > limit:
+            raise UserError(f"the YAML aliases at line {node.start_mark.line + 1} expand to more than {limit} "
+                            f"values (an alias bomb?); expected a suite of at most {limit} values")
+    open_.discard(key)
+    sizes[key] = size
+    return size
+
+
 def load_yaml(text: str, where: str) -> Any:
-    """Parse a suite's YAML text; a syntax error or a repeated key is one line naming the line number."""
+    """Parse a suite's YAML text; a syntax error, a repeated key or an alias bomb (:func:`expanded_size`) is one
+    line naming the line number. The document is composed and measured before anything is constructed."""
+    loader = _UniqueKeyLoader(text)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded_size(node, MAX_YAML_VALUES)
+        return loader.construct_document(node)
     except UserError as e:
         raise UserError(f"{where}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    except RecursionError:
+        raise UserError(f"{where}: the YAML is nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 # ----- validators that raise errors the converter understands --------------------------------------------

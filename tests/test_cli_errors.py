@@ -5,10 +5,22 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
+from harness.errors import UserError
+from suites.schema import load_yaml
+
 FIXTURE = "tests/fixtures/results_v0_1_0.db"
+GOOD = "name: s\nmethods: [sdpa]\nmasks: [causal]\nshapes: [{heads_q: 2}]\ndtypes: [float32]\n"
+
+
+def alias_bomb(levels: int = 9, indent: str = "") -> str:
+    """A "billion laughs": each level a list of ten aliases of the one before (10^levels values expanded)."""
+    lines = [f"{indent}l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{indent}l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +33,16 @@ def paths(tmp_path_factory):
     other.close()
     (d / "dir.db").mkdir()
     (d / "afile").write_text("x")
+    (d / "bomb.yaml").write_text(GOOD + "seqlens: [64]\n" + alias_bomb())
+    # the bomb inside an unused profile's description: never validated, still refused at once
+    (d / "profile_bomb.yaml").write_text(GOOD + "seqlens: [64]\nprofiles:\n  unused:\n    description:\n"
+                                         + alias_bomb(indent="      "))
+    (d / "huge.yaml").write_text(GOOD + f"seqlens: [{1 << 60}]\n")
+    shapes = "shapes: [" + ", ".join(f"{{heads_q: {h}}}" for h in range(1, 6)) + "]"
+    (d / "sweep.yaml").write_text(GOOD.replace("shapes: [{heads_q: 2}]", shapes).replace(
+        "dtypes: [float32]", "dtypes: [float32, float64, bfloat16]") + f"seqlens: {list(range(64, 64 + 2000))}\n"
+        "directions: [fwd, bwd, fwd+bwd, decode]\n")
+    (d / "layers0.yaml").write_text("name: s\nworkloads: [{name: hybrid_lm, layers: 0}]\nseqlens: [64]\n")
     return d
 
 
@@ -73,6 +95,22 @@ CASES = [
     ("mask sliding_window_causal --seqlen 64 --param window=-5", ["window", "-5"]),
     ("mask sliding_window_causal --seqlen 64 --param left=abc", ["left"]),
     ("mask causal --seqlen 64 --param novalue", ["--param", "novalue", "key=value"]),
+    ("mask causal --seqlen 64 --param block=[1,", ["--param", "'block=[1,'", "not valid YAML"]),
+    ("mask causal --seqlen 64 --param block=*a", ["--param", "'block=*a'", "not valid YAML", "alias"]),
+    # output paths: a full device, an empty path, a directory where a file is expected (and the reverse)
+    ("mask causal --seqlen 64 --png /dev/full", ["mask --png", "'/dev/full'", "No space left on device"]),
+    ("mask causal --seqlen 64 --png=", ["mask --png", "''", "empty path"]),
+    ("mask power --seqlen 1024 --layers 2 --png /dev/full", ["mask --png", "'/dev/full'", "No space left"]),
+    ("export " + FIXTURE + " -o /dev/full", ["export -o", "'/dev/full'", "No space left on device"]),
+    ("export " + FIXTURE + " -o=", ["export -o", "''", "empty path"]),
+    ("plot " + FIXTURE + " -o=", ["plot -o", "''", "empty path"]),
+    ("plot " + FIXTURE + " -o /dev/full", ["plot -o", "'/dev/full'", "expected a directory"]),
+    # input bombs and oversized sweeps: refused before anything is built
+    ("run {d}/bomb.yaml", ["bomb.yaml", "alias bomb", "100000"]),
+    ("run {d}/profile_bomb.yaml", ["profile_bomb.yaml", "alias bomb"]),
+    ("run {d}/huge.yaml", ["huge.yaml", f"seqlens[0]={1 << 60}", "GiB"]),
+    ("run {d}/sweep.yaml", ["sweep.yaml", "expands to 120000 runs", "at most 100000", "seqlens (2000)"]),
+    ("run {d}/layers0.yaml", ["layers0.yaml", "workloads[0].layers=0", ">= 1"]),
     ("validate --method nosuch", ["method", "nosuch"]),
     ("validate --mask nosuch", ["mask", "nosuch"]),
     ("list nothing", ["list", "nothing", "methods"]),
@@ -104,3 +142,14 @@ def test_plugin_import_failures_name_the_module(tmp_path):
         lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1, lines[-5:]
         assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_an_alias_bomb_is_refused_at_once():
+    """10^12 values when expanded: measured on the composed nodes, never expanded."""
+    started = time.perf_counter()
+    with pytest.raises(UserError, match="alias bomb"):
+        load_yaml("name: s\n" + alias_bomb(levels=12), "bomb.yaml")
+    assert time.perf_counter() - started < 2.0
+    assert load_yaml("a: &a [1, 2]\nb: *a\n", "ok.yaml") == {"a": [1, 2], "b": [1, 2]}  # plain aliases still work
+    with pytest.raises(UserError, match="recursive alias at line 1"):
+        load_yaml("a: &a [1, *a]\n", "loop.yaml")

@@ -11,6 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.catalog import get_method, get_strategy, get_workload
+from harness.errors import UserError
 from harness.interfaces import Problem, WorkloadProblem
 from harness.masks import build_mask
 from harness.spec import Run
@@ -125,7 +126,9 @@ def test_equal_flop_thinking_tokens_and_attention_shares() -> None:
 def test_flex_rejected_for_steps_and_bad_params() -> None:
     w = get_workload("qttt")
     assert w.unsupported_reason(problem("qttt", "ttt_step", 512, method="flex"))  # no CPU backward (or no compiler)
-    assert "span_at" in w.unsupported_reason(problem("qttt", "ttt_step", 512, span_at="middle"))
+    # a span_at outside its choices is the user's mistake, refused when the parameters resolve (issue 25)
+    with pytest.raises(UserError, match="span_at='middle' is not allowed; expected one of 'random', 'end'"):
+        w.unsupported_reason(problem("qttt", "ttt_step", 512, span_at="middle"))
     assert "shorter" in w.unsupported_reason(problem("qttt", "ttt_step", 100, span=128))
 
 

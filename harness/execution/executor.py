@@ -11,7 +11,9 @@ check, its metrics); the EXECUTOR supplies where it runs (:class:`harness.execut
 rank-max time, per-rank facts gathered to rank 0). Nothing here knows a kind or a plugin by name.
 
 Every outcome is a record with a status (:mod:`harness.status`) and a one-line reason, never an exception:
-a sweep goes on whatever one run does.
+a sweep goes on whatever one run does. An unexpected exception names whose code raised it
+(:func:`classify_exception`): ``plugin NAME raised TypeError: ...`` for a registered method, strategy or
+workload, ``lcbench (at FILE:LINE) raised ...`` for lcbench's own code.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def execute_run(run: Run, executor: Executor, case_for: Callable[[Run], Case]) -
     except AgreedFailure as e:
         st.outcome(record, e.status, e.reason)
     except Exception as e:  # noqa: BLE001 — every failure is a result
-        status, reason = classify_exception(e)
+        status, reason = classify_exception(e, run)
         st.outcome(record, status, executor.describe(reason))
         record["traceback"] = traceback.format_exc(limit=8)
     record["wall_s"] = time.perf_counter() - started
@@ -184,9 +186,12 @@ def fill_measurement(record: dict, run: Run, built: Built, stats: TimingStats, c
         record["metric_better"] = {k: built.better.get(k, "lower") for k in metrics}
 
 
-def classify_exception(e: BaseException) -> tuple[str, str]:
-    """(status, one-line reason) for an exception raised by a run."""
-    text = f"{type(e).__name__}: {e}".splitlines()[0][:400]
+def classify_exception(e: BaseException, run: Optional[Run] = None) -> tuple[str, str]:
+    """(status, one-line reason) for an exception raised by a run.
+
+    The user's mistakes (:class:`UserError`), unsupported features, out-of-memory and timeouts keep their own
+    text; any other exception is a bug of the code that raised it, named by :func:`raised_by`."""
+    text = _one_line(e)
     if isinstance(e, Unsupported):
         return st.UNSUPPORTED, str(e)
     if isinstance(e, UserError):
@@ -196,4 +201,61 @@ def classify_exception(e: BaseException) -> tuple[str, str]:
     lowered = text.lower()
     if "timed out" in lowered or "timeout" in lowered:  # a collective that hit the group's timeout
         return st.TIMEOUT, text
-    return st.ERROR, text
+    return st.ERROR, f"{raised_by(e, run)} raised {text}"
+
+
+def _one_line(e: BaseException) -> str:
+    lines = f"{type(e).__name__}: {e}".strip().splitlines() or [type(e).__name__]
+    return lines[0][:400]
+
+
+def raised_by(e: BaseException, run: Optional[Run] = None) -> str:
+    """Whose code raised ``e``: ``plugin NAME`` for the innermost traceback frame in a registered method's,
+    strategy's or workload's code (:func:`harness.catalog.code_owners`: one of its functions or a closure inside
+    them, else a function of a module they live in). Code several entries share is put down to the one this
+    run uses, else named with its owners. ``lcbench (at FILE:LINE)`` when no plugin code is on the stack."""
+    from harness.catalog import code_owners
+
+    try:
+        owners, used = code_owners(), _subjects(run)
+    except Exception:  # noqa: BLE001 — a catalog that cannot load (a broken plugin) must not hide the failure
+        owners, used = None, []
+    for frame in reversed(_frames(e) if owners is not None else []):
+        names = owners.by_code.get(frame.f_code) or owners.by_module.get(frame.f_globals.get("__name__"))
+        if names:
+            return _owner(names, used, frame)
+    last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+    return "lcbench" + "".join(f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in last)
+
+
+def _owner(names: tuple[str, ...], used: list[str], frame) -> str:
+    if len(names) == 1:
+        return f"plugin {names[0]}"
+    mine = [n for n in used if n in names]
+    if mine:
+        return f"plugin {mine[0]}"
+    shared = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"plugin code in {frame.f_globals.get('__name__')}.{frame.f_code.co_name} (shared by {shared})"
+
+
+def _frames(e: BaseException) -> list:
+    """The frames of ``e``'s traceback, outermost first."""
+    out, tb = [], e.__traceback__
+    while tb is not None:
+        out.append(tb.tb_frame)
+        tb = tb.tb_next
+    return out
+
+
+def _subjects(run: Optional[Run]) -> list[str]:
+    """The names a run uses: its strategy, method and workload, and the names among its parameters."""
+    if run is None:
+        return []
+    names = [run.strategy or "", run.method or "", run.workload or ""]
+    names += [v for v in run.param_kwargs.values() if isinstance(v, str)]
+    if run.workload:
+        from harness.catalog import workloads
+
+        workload = workloads().get(run.workload)
+        names += [v for v in (workload.params.values() if workload else ()) if isinstance(v, str)]
+    return [n for n in names if n]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 from harness.errors import UserError, unknown
+from harness.interfaces.params import Constraints, Lookup, Param, check_params, no_constraints
 from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, rounding_floor
 from harness.spec import Run
 
@@ -112,6 +113,9 @@ class Workload:
     phases: tuple[str, ...]
     params: dict[str, Any]  # parameter -> default (``flavor`` among them when the workload has flavors)
     build: Callable[[WorkloadProblem], WorkloadStep]
+    # parameter -> the values it takes (harness.interfaces.params); undeclared ones must match their default's type
+    specs: dict[str, Param] = field(default_factory=dict)
+    constraints: Constraints = no_constraints  # cross-constraints of resolved parameters: [(key, allowed), ...]
     metrics: tuple[Metric, ...] = ()
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> parameter overrides
     flop_convention: str = ""  # how ``flops`` is counted (stated in tables)
@@ -125,10 +129,12 @@ class Workload:
     def __hash__(self) -> int:
         return hash(self.name)
 
-    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+    def resolve_params(self, given: dict[str, Any], lookup: Optional[Lookup] = None) -> dict[str, Any]:
         """Defaults, then the named flavor's values, then the run's own: the parameters a build sees.
 
-        Unknown parameters, unknown flavors and wrongly typed values are the user's mistake (one line)."""
+        Unknown parameters, unknown flavors, wrongly typed values and values the declared :attr:`specs` or
+        :attr:`constraints` do not allow are the user's mistake (one line; a :class:`ParamError` for the
+        latter). ``lookup`` (the catalog's) resolves parameters that name a method or a strategy."""
         for key in given:
             if key not in self.params:
                 raise unknown(f"parameter of workload {self.name!r}", key, self.params)
@@ -146,6 +152,7 @@ class Workload:
                     f"workload {self.name!r}: parameter {key}={value!r} has type {type(value).__name__}; "
                     f"expected {type(default).__name__} like the default {default!r}"
                 )
+        check_params(f"workload {self.name!r}", resolved, self.specs, self.constraints, lookup)
         return resolved
 
     def unavailable_reason(self) -> Optional[str]:

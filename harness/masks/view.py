@@ -80,10 +80,7 @@ def save_mask_png(mask: Mask, path: str, max_pixels: int = 1024) -> None:
             ax.set_ylabel("query")
     more = f" (first {heads} of {image.shape[0]} heads)" if image.shape[0] > heads else ""
     fig.suptitle(f"{mask.name}  S={mask.seqlen}{scale}{more}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, "mask --png")
 
 
 def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -147,10 +144,24 @@ def save_reach_png(field: ReceptiveField, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"{field.mask}  S={field.seqlen}, block {field.block}", fontsize=10)
+    _save(fig, path, "mask --png")
+
+
+def _save(fig, path: str, what: str) -> None:
+    """The figure as a PNG at ``path`` (its directory created): rendered in memory, then written by
+    :func:`harness.checks.write_output`, so a failed write (a full device) is an error, not a silent success."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from harness.checks import write_output
+
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_output(path, buffer.getvalue(), what)
 
 
 def mask_command(name: str, seqlen: int, params: dict, png: Optional[str], num_heads: int, block: int,
@@ -188,7 +199,7 @@ def mask_command(name: str, seqlen: int, params: dict, png: Optional[str], num_h
         f"{b['empty']} empty, {b['partial']} partial, {b['full']} full ({b['nonempty_fraction']:.1%} non-empty)",
     )
     field = receptive_field(mask, pattern_block(mask, block), layers) if layers is not None else None
-    if png:
+    if png is not None:
         if field is not None:
             save_reach_png(field, png)
         else:

@@ -25,6 +25,7 @@ import torch
 from harness.interfaces import (
     CheckResult, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
+from harness.interfaces.params import divides, integer, number, registered, seed
 from harness.interfaces.reference import sample_rows
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
@@ -43,6 +44,17 @@ FLAVORS = {
 }
 
 
+SPECS = {
+    "heads_q": integer(ge=1), "heads_kv": integer(ge=1), "head_dim": integer(ge=1),
+    "method": registered("method"), "lr": number(gt=0), "seed": seed(),
+}
+
+
+def constraints(params: dict):
+    """Grouped-query attention: the query heads are a multiple of the kv heads."""
+    yield from divides(params, "heads_kv", "heads_q")
+
+
 def _shape(params: dict) -> AttentionShape:
     return AttentionShape(params["heads_q"], params["heads_kv"], params["head_dim"])
 
@@ -59,9 +71,6 @@ def attention_problem(problem: WorkloadProblem) -> Problem:
 
 
 def limits(problem: WorkloadProblem) -> Optional[str]:
-    shape = _shape(problem.params)
-    if shape.heads_q % shape.heads_kv:
-        return f"heads_q={shape.heads_q} is not a multiple of heads_kv={shape.heads_kv}"
     method = problem.method(problem.params["method"])
     why = method.unavailable_reason()
     if why:
@@ -194,6 +203,8 @@ WORKLOAD = Workload(
     params={"flavor": "tiny", "heads_q": 4, "heads_kv": 2, "head_dim": 32, "method": "sdpa", "lr": 1e-3, "seed": 0},
     flavors=FLAVORS,
     build=build,
+    specs=SPECS,
+    constraints=constraints,
     metrics=STEP_METRICS,
     flop_convention="projections 2*T*hidden*((Hq+2Hkv)d + Hq d) fwd (train_step: x2 for QKV, whose input needs no "
                     "gradient, x3 for the output projection) + the method's own attention FLOPs (softmax: 4*area*Hq*d "

@@ -52,6 +52,7 @@ from harness.interfaces import (
     CheckResult, Metric, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
 from harness.interfaces.linear_kernel import LinearKernel, attend_and_state, state_dtype
+from harness.interfaces.params import divides, flag, integer, letters, number, one_of, registered, seed
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
 from harness.spec import DECODE
@@ -77,21 +78,31 @@ PARAMS = {
     "recompute": False, "check_tokens": 128, "lr": 1e-4, "seed": 0,
 }
 LINEAR_OPTIONS = ("layer", "layers")  # what a lightning layer tells its method (MiniMax's decay depends on them)
+SPECS = {
+    "pattern": letters(hm.LIGHTNING + hm.SOFTMAX, doc="L: lightning layer, S: softmax layer; repeated to `layers`"),
+    "vocab": integer(ge=2), "hidden": integer(ge=1), "heads": integer(ge=1), "heads_kv": integer(ge=1),
+    "head_dim": integer(ge=2), "intermediate": integer(ge=1), "layers": integer(ge=1),
+    "rope_dim": integer(ge=2, doc="even, at most head_dim"), "rope_base": number(gt=0),
+    "residual_alpha": number(gt=0), "eps": number(gt=0), "residual": one_of(*RESIDUALS),
+    "softmax_method": registered("method"), "linear_method": registered("method", needs="linear_kernel"),
+    "softmax_strategy": registered("strategy"), "linear_strategy": registered("strategy"),
+    "recompute": flag(), "check_tokens": integer(ge=2, doc="tokens of the float64 check"), "lr": number(gt=0),
+    "seed": seed(),
+}
+
+
+def constraints(params: dict):
+    """GQA in the softmax layers (heads a multiple of heads_kv); partial RoPE on an even part of the head."""
+    yield from divides(params, "heads_kv", "heads")
+    if params["rope_dim"] % 2 or params["rope_dim"] > params["head_dim"]:
+        yield "rope_dim", f"an even integer in [2, head_dim={params['head_dim']}]"
 
 
 # ----- parameters -> shape, problems, attends ----------------------------------------------------------
 
 def model_shape(params: dict) -> hm.HybridShape:
-    """The model of the resolved parameters; bad values are the user's one-line mistakes."""
+    """The model of the resolved parameters (checked against :data:`SPECS` and :func:`constraints`)."""
     pattern, layers = params["pattern"], params["layers"]
-    if not pattern or set(pattern) - {hm.LIGHTNING, hm.SOFTMAX}:
-        raise UserError(f"workload 'hybrid_lm': parameter pattern={pattern!r}; expected a non-empty string of "
-                        f"'L' (lightning) and 'S' (softmax) letters, e.g. 'LLLLLLLS'")
-    if layers < 1:
-        raise UserError(f"workload 'hybrid_lm': parameter layers={layers}; expected an integer >= 1")
-    if params["residual"] not in RESIDUALS:
-        raise UserError(f"workload 'hybrid_lm': parameter residual={params['residual']!r}; expected one of "
-                        f"{', '.join(RESIDUALS)}")
     full = (pattern * math.ceil(layers / len(pattern)))[:layers]
     return hm.HybridShape(
         vocab=params["vocab"], hidden=params["hidden"], heads=params["heads"], heads_kv=params["heads_kv"],
@@ -185,10 +196,6 @@ def limits(problem: WorkloadProblem) -> Optional[str]:
     shape = model_shape(problem.params)
     if problem.run.mask != "causal":
         return f"mask {problem.run.mask} (a language model is causal)"
-    if shape.heads % shape.heads_kv:
-        return f"heads={shape.heads} is not a multiple of heads_kv={shape.heads_kv}"
-    if shape.rope_dim % 2 or not 0 < shape.rope_dim <= shape.head_dim:
-        return f"rope_dim={shape.rope_dim} must be even and in (0, head_dim={shape.head_dim}]"
     elem = torch.empty((), dtype=problem.dtype).element_size()
     copies = 4 if problem.phase == "train_step" else 1  # weights, gradients, AdamW's two moments
     need = shape.parameters()["parameters"] * elem * copies
@@ -499,6 +506,8 @@ WORKLOAD = Workload(
     params=PARAMS,
     flavors=FLAVORS,
     build=build,
+    specs=SPECS,
+    constraints=constraints,
     metrics=METRICS,
     flop_convention=FLOP_CONVENTION,
     dtypes=frozenset({"float32", "bfloat16", "float64"}),

@@ -167,6 +167,8 @@ WORKLOAD = Workload(
     params=PARAMS,
     flavors=FLAVORS,
     build=build,
+    specs=hybrid_lm.SPECS,
+    constraints=hybrid_lm.constraints,
     metrics=hybrid_lm.METRICS + (hybrid_lm.Metric("cache_copy_ms", "ms", "lower",
                                                   "part of a decode step spent copying HF's prefilled cache"),),
     flop_convention=hybrid_lm.FLOP_CONVENTION,

@@ -30,7 +30,6 @@ from typing import Optional
 
 import torch
 
-from harness.errors import UserError
 from harness.interfaces import (
     CheckResult, Metric, Problem, Unsupported, Workload, WorkloadProblem, WorkloadStep,
 )
@@ -38,6 +37,7 @@ from harness.masks import Mask, build_mask, get_mask_pattern
 from harness.masks.reach import (
     ReceptiveField, block_graph, default_layers, pattern_block, reached_tokens, receptive_field,
 )
+from harness.interfaces.params import integer, registered, seed
 from harness.workloads.blocks import Attend, AttentionShape, AttentionWeights, attention_block, seeded_tokens
 
 EXACT, EMPIRICAL = "exact_reach", "reach"
@@ -217,12 +217,16 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
     return PHASE_BUILDERS[problem.phase](problem)
 
 
+SPECS = {
+    "method": registered("method"), "heads": integer(ge=1), "head_dim": integer(ge=1),
+    "layers": integer(ge=0, le=4096, doc="0: ceil(log2(blocks)) + 2"),
+    "tokens_per_block": integer(ge=0, doc="0: the run's own length"),
+    "block": integer(ge=1, doc="the block of patterns without a block parameter"), "seed": seed(),
+}
+
+
 def limits(problem: WorkloadProblem) -> Optional[str]:
     params = problem.params
-    for key, least in (("layers", 0), ("tokens_per_block", 0), ("block", 1), ("heads", 1), ("head_dim", 1)):
-        if params[key] < least:
-            raise UserError(f"workload power_reach: parameter {key}={params[key]!r} is not allowed; "
-                            f"expected an integer >= {least}")
     if problem.phase == EMPIRICAL:
         method = problem.method(params["method"])
         why = method.unavailable_reason()
@@ -239,6 +243,7 @@ WORKLOAD = Workload(
     params={"method": "blocksparse", "heads": 2, "head_dim": 8, "layers": 0, "tokens_per_block": 4,
             "block": 256, "seed": 0},
     build=build,
+    specs=SPECS,
     metrics=(
         *(Metric(f"coverage_L{i}", "fraction", "higher", f"share of the blocks the last one reaches in {i} layers")
           for i in range(1, MAX_TABULATED + 1)),

@@ -37,6 +37,7 @@ import torch
 from harness.interfaces import (
     CheckResult, Metric, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
+from harness.interfaces.params import divides, flag, integer, number, one_of, registered, seed
 from harness.masks import build_mask
 from harness.spec import DECODE
 from harness.workloads import qwen3
@@ -53,6 +54,20 @@ _names = itertools.count()
 PARAMS = {"flavor": "tiny", **qwen3.FLAVORS["tiny"], "method": "sdpa", "steps": 32, "span": 128, "lr": 1e-5,
           "weight_decay": 0.01, "clip": 1.0, "answer_tokens": 16, "span_at": "random", "seed": 0}
 SPAN_AT = ("random", "end")
+SPECS = {
+    "layers": integer(ge=1), "hidden": integer(ge=1), "intermediate": integer(ge=1), "heads_q": integer(ge=1),
+    "heads_kv": integer(ge=1), "head_dim": integer(ge=2), "vocab": integer(ge=2), "tie_embeddings": flag(),
+    "method": registered("method"), "steps": integer(ge=1), "span": integer(ge=1, doc="at most the context - 2"),
+    "lr": number(gt=0), "weight_decay": number(ge=0), "clip": number(gt=0, doc="the grad-norm clip"),
+    "answer_tokens": integer(ge=1), "span_at": one_of(*SPAN_AT), "seed": seed(),
+}
+
+
+def constraints(params: dict):
+    """Grouped-query attention (query heads a multiple of kv heads); RoPE rotates pairs (an even head dim)."""
+    yield from divides(params, "heads_kv", "heads_q")
+    if params["head_dim"] % 2:
+        yield "head_dim", "an even integer (RoPE rotates pairs of dimensions)"
 
 
 # ----- attention as the model sees it ----------------------------------------------------------------------
@@ -100,10 +115,6 @@ def _batch_one(problem: WorkloadProblem):
 
 def limits(problem: WorkloadProblem) -> Optional[str]:
     p, run = problem.params, problem.run
-    if p["heads_q"] % p["heads_kv"]:
-        return f"heads_q={p['heads_q']} is not a multiple of heads_kv={p['heads_kv']}"
-    if p["span_at"] not in SPAN_AT:
-        return f"span_at={p['span_at']!r} (one of {', '.join(SPAN_AT)})"
     if problem.phase in (STEP, TOTAL) and run.seqlen < p["span"] + 2:
         return f"context {run.seqlen} shorter than span {p['span']} + 2"
     method = problem.method(p["method"])
@@ -445,6 +456,8 @@ WORKLOAD = Workload(
     params=dict(PARAMS),
     flavors={name: dict(shape) for name, shape in qwen3.FLAVORS.items()},
     build=build,
+    specs=SPECS,
+    constraints=constraints,
     metrics=(
         Metric("ms", "ms", "lower", "time of the phase"),
         Metric("tokens_per_s", "tokens/s", "higher", "prefill / decode throughput"),

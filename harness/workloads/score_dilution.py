@@ -29,6 +29,7 @@ import torch
 
 from harness.interfaces import CheckResult, Metric, Problem, Unsupported, Workload, WorkloadProblem, WorkloadStep, \
     check_against_eager
+from harness.interfaces.params import integer, number, registered, seed
 from harness.masks import build_mask
 from harness.spec import DECODE
 from harness.workloads.blocks import eager_attend, reference_attend
@@ -45,6 +46,14 @@ class Retrieval:
     v: torch.Tensor
     target: int
     attn: Problem
+
+
+SPECS = {
+    "head_dim": integer(ge=1),
+    "margin": number(doc="the target's logit"), "noise": number(ge=0, doc="std of the distractors' logits"),
+    "method": registered("method"), "target_mass": number(gt=0, lt=1), "lr": number(gt=0),
+    "max_steps": integer(ge=0), "seed": seed(),
+}
 
 
 def attention_problem(problem: WorkloadProblem) -> Problem:
@@ -82,8 +91,6 @@ def margin_needed(T: int, mass: float) -> float:
 
 def limits(problem: WorkloadProblem) -> Optional[str]:
     p = problem.params
-    if not 0.0 < p["target_mass"] < 1.0:
-        return f"target_mass={p['target_mass']} (must lie in (0, 1))"
     method = problem.method(p["method"])
     why = method.unavailable_reason() or method.unsupported_reason(attention_problem(problem))
     if not why and problem.phase == RESTORE and not method.backward:
@@ -179,6 +186,7 @@ WORKLOAD = Workload(
     params={"head_dim": 64, "margin": 4.0, "noise": 0.0, "method": "sdpa", "target_mass": 0.5, "lr": 0.05,
             "max_steps": 500, "seed": 0},
     build=build,
+    specs=SPECS,
     metrics=(
         Metric("mass", "fraction", "higher", "attention mass on the target (measured through the method)"),
         Metric("mass_analytic", "fraction", "higher", "1 / (1 + (T-1) e^(-Delta + noise^2/2))"),

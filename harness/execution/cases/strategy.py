@@ -104,7 +104,7 @@ def _try_prepare(strategy, ctx: CPContext) -> Optional[tuple[str, str]]:
     except Unsupported as e:
         return (st.UNSUPPORTED, str(e))
     except Exception as e:  # noqa: BLE001
-        status, reason = classify_exception(e)
+        status, reason = classify_exception(e, ctx.problem.run)
         return (status, f"rank {ctx.rank}: prepare: {reason}")
     return None
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from harness.catalog import get_method, get_strategy, get_workload
+from harness.catalog import get_method, get_strategy, get_workload, lookup
 from harness.execution.executor import Built, Executor
 from harness.interfaces import Comm, WorkloadProblem, torch_dtype
 from harness.spec import Run
@@ -18,7 +18,7 @@ class WorkloadCase:
     def __init__(self, run: Run):
         self.run = run
         self.workload = get_workload(run.workload or "")
-        self.params = self.workload.resolve_params(run.param_kwargs)
+        self.params = self.workload.resolve_params(run.param_kwargs, lookup)
 
     def unavailable(self) -> Optional[str]:
         return self.workload.unavailable_reason()
