@@ -153,9 +153,14 @@ class ResultStore:
 
     def _open_for_reading(self) -> sqlite3.Connection:
         """Read-write where the file and its directory are writable (SQLite then removes its ``-wal``/``-shm``
-        on close), else ``mode=ro``, else ``immutable`` (no ``-shm`` possible): each tried in turn."""
+        on close, and nothing is written). Elsewhere ``immutable`` when no ``-wal`` file holds records not yet
+        in the file (exact, and it creates nothing), else ``mode=ro`` (it reads them, but needs a ``-shm``),
+        falling back to ``immutable``: each tried in turn."""
         writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
-        modes = (["mode=rw"] if writable else []) + ["mode=ro", "mode=ro&immutable=1"]
+        wal = Path(f"{self.path}-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        modes = ["mode=rw"] if writable else []
+        modes += ["mode=ro", "mode=ro&immutable=1"] if pending else ["mode=ro&immutable=1"]
         uri = "file:" + quote(str(self.path.resolve()))
         for i, mode in enumerate(modes):
             try:
@@ -167,7 +172,7 @@ class ResultStore:
                 continue
             except sqlite3.Error as e:
                 raise self._unreadable(e) from None
-            if "immutable" in mode and Path(f"{self.path}-wal").exists():
+            if "immutable" in mode and pending:
                 self.notes.append(f"{self.path}: read without its -wal file (read-only here): the records a "
                                   f"running or killed sweep has not checkpointed are not shown")
             return conn

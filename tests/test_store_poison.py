@@ -1,0 +1,189 @@
+"""Nothing a plugin, a broken row or a broken file does can poison a results file or crash a reader.
+
+- At ``put`` every record is checked: each malformed plugin result below is stored as an ``error`` record whose
+  reason says what was wrong, never as ``ok`` (and a result that is no record at all becomes its run's error).
+- Each malformed row below, written into a file with raw SQLite, is skipped by every reader (show, export in
+  every format, compare on either side, plot), which reads every other row exactly as without it and says
+  ``skipped 1 malformed record`` once.
+- A corrupt database is one line (exit 2) for every command that reads it; a read-only file, and a file in a
+  read-only directory, read; two drivers on one results file exclude each other; JSON export is valid JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from harness import status as st
+from harness.cli import main
+from harness.cluster.sweep import run_sweep
+from harness.results.records import FIELD_TYPES, validate_record
+from harness.results.store import ResultStore
+from harness.spec import Run
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixtures" / "results_v0_1_0.db"
+UNITS = {"tokens_per_s": "tokens/s", "ms_per_token": "ms"}
+
+
+# ----- records ---------------------------------------------------------------------------------------------
+def _kernel(method: str, seqlen: int, time_ms: float, /, **extra) -> dict:
+    """An ok attention record shaped like the executor's."""
+    run = Run.make(method=method, mask="causal", seqlen=seqlen, heads_q=4, heads_kv=2, head_dim=16)
+    record = {**st.base_record(run), "kind": "method", "status": "ok", "kernel": method,
+              "time_ms_median": time_ms, "time_ms_p20": time_ms * 0.9, "time_ms_p80": time_ms * 1.1, "samples": 5,
+              "cpu_ms": time_ms * 2, "flops": 4.0 * seqlen * seqlen * 32, "area": seqlen * (seqlen + 1) // 2,
+              "tflops": 4.0 * seqlen * seqlen * 32 / (time_ms * 1e9), "peak_tflops": 1.0, "frac_peak": 0.1,
+              "peak_suspect": False, "peak_mem_bytes": 1 << 20, "mem_method": "tracemalloc", "max_abs_err": 1e-7,
+              "gate_errors": json.dumps({"out": 1e-8}), "threads": 2, "mask_info": "{}", "wall_s": 0.3,
+              "timed_s": 0.2}
+    return {**record, **extra}
+
+
+def _workload(phase: str, seqlen: int, time_ms: float, /, **extra) -> dict:
+    """An ok workload record with metrics, their units and directions."""
+    run = Run.make(workload="good_lm", params={"flavor": "tiny", "layers": 2}, direction=phase, seqlen=seqlen,
+                   method="sdpa")
+    record = {**_kernel("sdpa", seqlen, time_ms), **st.base_record(run), "kind": "workload", "status": "ok"}
+    record.update(metrics={"tokens_per_s": seqlen / time_ms * 1e3, "ms_per_token": time_ms / seqlen},
+                  metric_units=dict(UNITS), metric_better={"tokens_per_s": "higher", "ms_per_token": "lower"})
+    return {**record, **extra}
+
+
+def good_records() -> list[dict]:
+    return [_kernel("good_a", 128, 1.5), _kernel("good_a", 256, 4.0), _kernel("good_b", 128, 2.5),
+            _kernel("good_b", 256, 9.0, status="invalid", reason="failed correctness gate: out error 1e-2"),
+            _workload("prefill", 128, 10.0), _workload("prefill", 256, 30.0)]
+
+
+# (id, the stored text of a malformed row, a word its skip reason names)
+MALFORMED_ROWS = [
+    ("not JSON", "{not json", "not JSON"),
+    ("JSON null", "null", "null"),
+    ("a list", "[1, 2]", "a list"),
+    ("params a string", json.dumps(_workload("decode", 512, 5.0, params="flavor=tiny")), "params"),
+    ("metrics a list", json.dumps(_workload("decode", 512, 5.0, metrics=[1.0, 2.0])), "metrics"),
+    ("NaN tflops", json.dumps(_kernel("bad", 512, 5.0, tflops=math.nan)), "tflops is nan"),
+    ("Infinity metric", json.dumps(_workload("decode", 512, 5.0, metrics={"tokens_per_s": math.inf,
+                                                                           "ms_per_token": 1.0})), "inf"),
+    ("negative time", json.dumps(_kernel("bad", 512, 5.0, time_ms_median=-5.0)), "time_ms_median"),
+    ("unknown status", json.dumps(_kernel("bad", 512, 5.0, status="great")), "status"),
+    ("no key", json.dumps({k: v for k, v in _kernel("bad", 512, 5.0).items() if k != "key"}), "key"),
+    ("seqlen text", json.dumps(_kernel("bad", 512, 5.0, seqlen="512")), "seqlen"),
+    ("metric without a unit", json.dumps(_workload("decode", 512, 5.0, metric_units={})), "unit"),
+    ("mask_info not JSON", json.dumps(_kernel("bad", 512, 5.0, mask_info="{oops")), "mask_info"),
+    ("nested NaN", json.dumps(_kernel("bad", 512, 5.0, options={"block_q": math.nan})), "options.block_q"),
+]
+
+
+def _store(path: Path, records: list[dict]) -> Path:
+    store = ResultStore(path)
+    sid = store.start_session("poison", {"hostname": "box", "cpu": "x86", "gpu": None, "commit": "abc"})
+    for r in records:
+        assert store.put(r, sid, "poison")["status"] == r["status"], r["key"]
+    store.close()
+    return path
+
+
+def _insert_raw(path: Path, text: str, key: str = "malformed-row") -> None:
+    with sqlite3.connect(path) as con:
+        session = con.execute("SELECT id FROM sessions").fetchone()[0]
+        con.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)", (key, session, "poison", "ok", 1e12, text))
+    con.close()
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as every other JSON reader does."""
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"export wrote {c}, not JSON"))
+
+
+# ----- readers: each returns what a user sees (the path of the file read left out) --------------------------
+def cli(*argv: str) -> tuple[int, str, str]:
+    """``lcbench ARGV`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _show(db: Path, work: Path) -> tuple[int, str, str]:
+    code, out, err = cli("show", db)
+    return code, " ".join(out.replace(str(db), "DB").split()), err  # titles are centred: spaces vary
+
+
+def _export(fmt: str):
+    def read(db: Path, work: Path) -> tuple[int, str, str]:
+        return cli("export", db, "--format", fmt)
+
+    return read
+
+
+def _compare(side: str):
+    def read(db: Path, work: Path) -> tuple[int, str, str]:
+        partner = _store(work / "partner.db", good_records())
+        code, out, err = cli("compare", db, partner) if side == "base" else cli("compare", partner, db)
+        return code, " ".join(out.split()), err
+
+    return read
+
+
+def _plot(db: Path, work: Path) -> tuple[int, str, str]:
+    code, _, err = cli("plot", db, "-o", work / "plots")
+    return code, json.dumps(sorted((p.name, p.read_bytes()[:4].hex()) for p in (work / "plots").glob("*.png"))), err
+
+
+READERS = {"show": _show, "export csv": _export("csv"), "export json": _export("json"), "export md": _export("md"),
+           "compare (as base)": _compare("base"), "compare (as new)": _compare("new"), "plot": _plot}
+
+
+@pytest.fixture(scope="module")
+def clean_db(tmp_path_factory) -> Path:
+    """A results file of the good records alone (each test works on a copy)."""
+    return _store(tmp_path_factory.mktemp("clean") / "clean.db", good_records())
+
+
+def _copy(db: Path, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(db, into / db.name))
+
+
+@pytest.fixture(scope="module")
+def clean_outputs(clean_db, tmp_path_factory) -> dict[str, str]:
+    """What every reader shows for the clean file."""
+    outputs = {}
+    for name, read in READERS.items():
+        work = tmp_path_factory.mktemp("reader")
+        code, out, err = read(_copy(clean_db, work), work)
+        assert code == 0 and "skipped" not in err, (name, err)
+        outputs[name] = out
+    return outputs
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("row_id,text,word", MALFORMED_ROWS, ids=[r[0] for r in MALFORMED_ROWS])
+def test_every_reader_skips_a_malformed_row_and_reads_every_other(row_id, text, word, reader, tmp_path, clean_db,
+                                                                  clean_outputs):
+    db = _copy(clean_db, tmp_path)
+    _insert_raw(db, text)
+    code, out, err = READERS[reader](db, tmp_path)
+    assert code == 0 and "Traceback" not in err, err
+    assert err.count("skipped 1 malformed record") == 1, err
+    assert word in err.split("skipped 1 malformed record", 1)[1], err
+    assert out == clean_outputs[reader]
+    if reader == "export json":
+        assert len(_strict_json(out)) == len(good_records())
