@@ -187,3 +187,128 @@ def test_every_reader_skips_a_malformed_row_and_reads_every_other(row_id, text, 
     assert out == clean_outputs[reader]
     if reader == "export json":
         assert len(_strict_json(out)) == len(good_records())
+
+
+# ----- put: a plugin's malformed result is stored as an error saying what was wrong -------------------------
+def _planted(**changes) -> dict:
+    """An ok workload result with ``changes`` planted (None as a value removes that field)."""
+    record = _workload("decode", 1024, 7.0)
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+# (id, what the plugin returned, words the stored error's reason must contain)
+MALFORMED_RESULTS = [
+    ("metrics a list", _planted(metrics=[1.0, 2.0]), ["metrics is a list"]),
+    ("NaN metric", _planted(metrics={"tokens_per_s": math.nan, "ms_per_token": 1.0}), ["'tokens_per_s'", "nan"]),
+    ("Inf metric", _planted(metrics={"tokens_per_s": 1.0, "ms_per_token": -math.inf}), ["'ms_per_token'", "-inf"]),
+    ("NaN flops", _planted(flops=math.nan), ["flops is nan"]),
+    ("Inf flops", _planted(flops=math.inf), ["flops is inf"]),
+    ("params not a mapping", _planted(params=["tiny", 2]), ["params is a list", "mapping"]),
+    ("negative time", _planted(time_ms_median=-3.0), ["time_ms_median is -3.0", ">= 0"]),
+    ("negative time metric", _planted(metrics={"tokens_per_s": 1.0, "ms_per_token": -2.0}), ["negative time"]),
+    ("seqlen a float", _planted(seqlen=1024.5), ["seqlen is 1024.5", "integer"]),
+    ("unknown status", _planted(status="great"), ["status is 'great'", "ok, unsupported"]),
+    ("metric without a unit", _planted(metric_units={"tokens_per_s": "tokens/s"}), ["'ms_per_token'", "unit"]),
+    ("text metric", _planted(metrics={"tokens_per_s": "fast", "ms_per_token": 1.0}), ["'fast'"]),
+    ("tensor of many values", _planted(metrics={"tokens_per_s": torch.ones(3), "ms_per_token": 1.0}),
+     ["'tokens_per_s'", "(text)"]),
+    ("NaN nested in options", _planted(options={"block": math.nan}), ["options.block is nan"]),
+]
+
+
+class Replay:
+    """A scheduler that returns the given results for the runs it is handed, in order."""
+
+    def __init__(self, results: list):
+        self.results = results
+
+    def run(self, runs):
+        yield from self.results
+
+    def close(self):
+        pass
+
+
+def _sweep(db: Path, results: list, runs: list[Run]) -> list[dict]:
+    store = ResultStore(db)
+    summary = run_sweep("poison", runs, store, Replay(results), show_progress=False)
+    return summary.records
+
+
+def _run_of(record: dict) -> Run:
+    return Run.from_dict({k: v for k, v in record.items() if isinstance(v, (str, int, dict, type(None)))
+                          and k in ("workload", "params", "method", "seqlen", "direction")})
+
+
+@pytest.mark.parametrize("result_id,result,words", MALFORMED_RESULTS, ids=[r[0] for r in MALFORMED_RESULTS])
+def test_a_malformed_plugin_result_is_stored_as_an_error_saying_what_was_wrong(result_id, result, words, tmp_path):
+    good = _workload("prefill", 64, 1.0)
+    stored = _sweep(tmp_path / "r.db", [good, result], [])
+    assert [r["status"] for r in stored] == ["ok", "error"]
+    reason = stored[1]["reason"]
+    assert reason.startswith("malformed result from workload 'good_lm': ") and "(it reported status" in reason
+    for word in words:
+        assert word in reason, (word, reason)
+    # what is read back is what was stored, and every reader takes the file whole
+    store = ResultStore(tmp_path / "r.db", create=False)
+    assert {r["key"]: r["status"] for r in store.records()} == {good["key"]: "ok", result["key"]: "error"}
+    assert not store.malformed and not validate_record(store.records()[1])
+    for argv in (["show"], ["export", "--format", "json"], ["export", "--format", "csv"]):
+        code, out, err = cli(argv[0], tmp_path / "r.db", *argv[1:])
+        assert code == 0 and not err, err
+    _strict_json(cli("export", tmp_path / "r.db", "--format", "json")[1])
+
+
+def test_a_result_that_is_no_record_becomes_the_error_of_the_run_it_left_without_one(tmp_path):
+    runs = [_run_of(_workload("prefill", 64, 1.0)), _run_of(_workload("prefill", 128, 1.0))]
+    good = {**_workload("prefill", 64, 1.0), "key": runs[0].key}
+    stored = _sweep(tmp_path / "r.db", [good, None], runs)
+    assert [(r["key"], r["status"]) for r in stored] == [(runs[0].key, "ok"), (runs[1].key, "error")]
+    assert "no record came back for this run" in stored[1]["reason"] and "1 result(s)" in stored[1]["reason"]
+    assert ResultStore(tmp_path / "r.db").done_keys() == {runs[0].key, runs[1].key}
+
+
+@pytest.mark.parametrize("not_a_record", [None, [1, 2], "ok", {"status": "ok"}, {"key": "", "status": "ok"}],
+                         ids=["null", "a list", "text", "no key", "empty key"])
+def test_put_stores_nothing_for_a_result_that_names_no_run(not_a_record, tmp_path):
+    store = ResultStore(tmp_path / "r.db")
+    assert store.put(not_a_record, store.start_session("s", {}), "s") is None
+    assert store.records() == [] and not store.malformed
+
+
+def test_a_failed_runs_nonfinite_figures_are_nulled_and_it_keeps_its_status(tmp_path):
+    """The gate reports an infinite error for a NaN output: the run stays invalid, JSON gets null."""
+    invalid = _kernel("nan_out", 128, 1.0, status="invalid", reason="failed correctness gate: out is not finite",
+                      max_abs_err=math.inf, tflops=math.nan)
+    stored = _sweep(tmp_path / "r.db", [invalid], [])[0]
+    assert stored["status"] == "invalid" and stored["reason"] == invalid["reason"]
+    assert stored["max_abs_err"] is None and stored["tflops"] is None
+    assert sorted(stored["nonfinite"]) == ["max_abs_err is inf", "tflops is nan"]
+    rows = _strict_json(cli("export", tmp_path / "r.db", "--format", "json")[1])
+    assert rows[0]["status"] == "invalid" and rows[0]["max_abs_err"] is None
+
+
+def test_scalars_of_numpy_and_torch_are_stored_as_numbers(tmp_path):
+    record = _planted(metrics={"tokens_per_s": np.float32(2.5), "ms_per_token": torch.tensor(0.5)},
+                      samples=np.int64(5), seqlen=torch.tensor(1024))
+    stored = _sweep(tmp_path / "r.db", [record], [])[0]
+    assert stored["status"] == "ok", stored["reason"]
+    assert stored["metrics"] == {"tokens_per_s": 2.5, "ms_per_token": 0.5} and stored["samples"] == 5
+    assert stored["seqlen"] == 1024 and isinstance(stored["seqlen"], int)
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_TYPES))
+def test_every_declared_field_refuses_a_value_of_the_wrong_type(field):
+    """Parametrised over the declared fields: a mapping where none is allowed, text where a mapping is."""
+    wrong = "text" if FIELD_TYPES[field].test({}) else {"a": 1}
+    problems = validate_record({"key": "k", "status": "ok", **{field: wrong}})
+    assert problems and problems[0].startswith(f"{field} is "), problems
+
+
+def test_records_of_lcbench_0_1_0_are_valid_and_read_whole():
+    store = ResultStore(FIXTURE, create=False)
+    records = store.records()
+    assert len(records) == 24 and not store.malformed and store.skipped_note() is None
+    assert all(not validate_record(r) for r in records)
+    assert len(store.done_keys()) == 24

@@ -358,6 +358,8 @@ def malformed_record(record: dict, problems: list[tuple[str, str]]) -> dict:
     """The ``error`` record that replaces a malformed one: the fields at fault removed (each described under
     ``malformed_fields``), the reason naming who reported it, what was wrong and the status it claimed."""
     bad = dict.fromkeys(field for field, _ in problems)
+    if any(field in METRIC_FIELDS for field in bad):  # metrics, units and directions only make sense together
+        bad.update(dict.fromkeys(f for f in METRIC_FIELDS if f in record))
     subject = next((f"{kind} {record[kind]!r}" for kind in ("workload", "strategy", "method")
                     if isinstance(record.get(kind), str) and record[kind]), "the run")
     texts = list(dict.fromkeys(text for _, text in problems))
@@ -379,4 +381,9 @@ def storable(record: Any) -> Optional[dict]:
     if record.get("status") in STATUSES and record["status"] != OK:
         record = without_nonfinite(record)
     problems = field_problems(record)
-    return malformed_record(record, problems) if problems else record
+    if not problems:
+        return record
+    error = malformed_record(record, problems)
+    if field_problems(error):  # cannot happen (every field at fault is removed); never store a bad record
+        error = {k: error[k] for k in ("key", "status", "reason", "session", "suite", "finished_at") if k in error}
+    return error
