@@ -32,6 +32,7 @@ import yaml
 from harness import status as st
 from harness.cli import main
 from harness.cluster.sweep import run_sweep
+from harness.errors import UserError
 from harness.results.records import FIELD_TYPES, validate_record
 from harness.results.store import ResultStore
 from harness.spec import Run
@@ -312,3 +313,171 @@ def test_records_of_lcbench_0_1_0_are_valid_and_read_whole():
     assert len(records) == 24 and not store.malformed and store.skipped_note() is None
     assert all(not validate_record(r) for r in records)
     assert len(store.done_keys()) == 24
+
+
+# ----- a corrupt file, a read-only file: one line, or read ----------------------------------------------------
+def _lcbench(*argv, **kw) -> subprocess.CompletedProcess:
+    """``lcbench ARGV`` as a user types it, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, argv)], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, **kw)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    return lines[0]
+
+
+TINY_SUITE = {"name": "tiny_poison", "methods": ["sdpa"], "masks": ["causal"], "seqlens": [64],
+              "shapes": [{"heads_q": 2, "heads_kv": 1, "head_dim": 8}], "directions": ["fwd"],
+              "timing": {"warmup": 0, "min_samples": 1, "min_run_time": 0.001, "max_samples": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("suite") / "tiny_poison.yaml"
+    path.write_text(yaml.safe_dump(TINY_SUITE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corrupt_db(tmp_path_factory) -> Path:
+    """A results file of 300 records with 4 KiB of garbage written into its middle."""
+    db = tmp_path_factory.mktemp("corrupt") / "corrupt.db"
+    _store(db, [_kernel(f"m{i}", 128, 1.0 + i, novel="x" * 200) for i in range(300)])
+    size = db.stat().st_size
+    with db.open("r+b") as f:
+        f.seek(size // 2)
+        f.write(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return db
+
+
+READING_COMMANDS = {
+    "show": lambda db, d, suite: ["show", db],
+    "export": lambda db, d, suite: ["export", db, "--format", "json"],
+    "compare (base)": lambda db, d, suite: ["compare", db, FIXTURE],
+    "compare (new)": lambda db, d, suite: ["compare", FIXTURE, db],
+    "plot": lambda db, d, suite: ["plot", db, "-o", d / "plots"],
+    "run --resume": lambda db, d, suite: ["run", suite, "--results", db, "--resume", "--scheduler", "inline"],
+}
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS)
+def test_a_corrupt_database_is_one_line_for_every_command_that_reads_it(command, corrupt_db, tiny_suite, tmp_path):
+    line = _one_error_line(_lcbench(*READING_COMMANDS[command](corrupt_db, tmp_path, tiny_suite)))
+    assert str(corrupt_db) in line and "not a readable lcbench results database" in line and "corrupt" in line
+
+
+def _read_only(path: Path) -> list[str]:
+    """A command prefix under which ``path`` (a file or directory) cannot be written: its write permission
+    taken away for an ordinary user; for root (whom permissions do not stop), a read-only bind mount of it in a
+    mount namespace of its own."""
+    if os.geteuid() != 0:
+        path.chmod(path.stat().st_mode & 0o555)
+        return []
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"root, and no mount namespace to make {path} read-only in: {probe.stderr.decode().strip()}")
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, "sh", str(path)]
+
+
+READERS_ARGV = {
+    "show": lambda db, out: ["show", db],
+    "export": lambda db, out: ["export", db, "--format", "csv"],
+    "compare": lambda db, out: ["compare", db, db],
+    "plot": lambda db, out: ["plot", db, "-o", out],
+}
+
+
+@pytest.mark.parametrize("reader", READERS_ARGV)
+@pytest.mark.parametrize("what", ["directory", "file"])
+def test_a_read_only_results_file_or_directory_reads(what, reader, tmp_path):
+    """The 0.1.0 file (WAL mode): read, and nothing written beside it (no -wal, -shm, lock or probe file)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    db = Path(shutil.copy(FIXTURE, d / "r.db"))
+    prefix = _read_only(d if what == "directory" else db)
+    argv = [sys.executable, "-m", "harness.cli", *map(str, READERS_ARGV[reader](db, tmp_path / "plots"))]
+    proc = subprocess.run(prefix + argv, capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in d.iterdir()) == ["r.db"]
+    if reader == "export":
+        assert len(proc.stdout.strip().splitlines()) == 1 + 24
+    if reader == "compare":
+        assert "24 tie" in proc.stdout  # the file against itself: every run's time ratio is 1
+    if reader == "plot":
+        assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["tflops.png", "time.png"]
+
+
+# ----- two drivers on one results file ------------------------------------------------------------------------
+HOLD = """
+import os, sys, time
+from harness.results.store import ResultStore
+lock = ResultStore(sys.argv[1]).exclusive().__enter__()  # what `lcbench run` holds for its sweep
+if sys.argv[2] == "orphan":  # a forked child keeps the locked descriptor; the driver itself dies
+    if os.fork() == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(os.getpid(), flush=True)
+    os._exit(0)
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(db: Path, mode: str) -> tuple[subprocess.Popen, int]:
+    """A process holding the lock of ``db`` (``orphan``: held by its forked child after it exited); its pid."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(db), mode], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    pid = int(proc.stdout.readline())
+    if mode == "orphan":
+        proc.wait(timeout=60)
+    return proc, pid
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """End the holder and, for an orphan, its child (both in the holder's own session)."""
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def test_a_second_driver_on_a_results_file_is_one_line_naming_the_first(tmp_path, tiny_suite):
+    db = tmp_path / "r.db"
+    holder, pid = _holder(db, "hold")
+    try:
+        line = _one_error_line(_lcbench("run", tiny_suite, "--results", db, "--scheduler", "inline", "--quiet"))
+    finally:
+        _end(holder)
+    assert "in use by another lcbench run" in line and str(db) in line
+    assert f"pid {pid} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d', time.gmtime())}" in line
+    assert ResultStore(db).records() == []  # the second driver ran nothing
+
+
+def test_a_lock_whose_owner_is_gone_is_taken_over_and_released_after_the_sweep(tmp_path, tiny_suite):
+    db = tmp_path / "r.db"
+    holder, pid = _holder(db, "orphan")  # the flock is still held (by the child), its owner's pid is gone
+    try:
+        proc = _lcbench("run", tiny_suite, "--results", db, "--scheduler", "inline", "--quiet")
+    finally:
+        _end(holder)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"took over the lock of pid {pid} on host {socket.gethostname()}" in proc.stderr
+    assert [r["status"] for r in ResultStore(db).records()] == ["ok"]
+    assert not db.with_name("r.db.lock").exists()
+
+
+def test_the_lock_says_who_holds_it_and_excludes_a_second_holder_in_process(tmp_path):
+    store = ResultStore(tmp_path / "r.db")
+    with store.exclusive() as lock:
+        owner = json.loads(lock.path.read_text())
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        assert abs(owner["since"] - time.time()) < 60
+        with pytest.raises(UserError, match=f"in use by another lcbench run: pid {os.getpid()}"):
+            ResultStore(tmp_path / "r.db").exclusive().acquire()
+    assert not lock.path.exists()
