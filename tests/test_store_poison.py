@@ -192,10 +192,8 @@ def test_every_reader_skips_a_malformed_row_and_reads_every_other(row_id, text, 
 
 # ----- put: a plugin's malformed result is stored as an error saying what was wrong -------------------------
 def _planted(**changes) -> dict:
-    """An ok workload result with ``changes`` planted (None as a value removes that field)."""
-    record = _workload("decode", 1024, 7.0)
-    record.update(changes)
-    return {k: v for k, v in record.items() if v is not None}
+    """An ok workload result with ``changes`` planted."""
+    return {**_workload("decode", 1024, 7.0), **changes}
 
 
 # (id, what the plugin returned, words the stored error's reason must contain)
@@ -237,11 +235,6 @@ def _sweep(db: Path, results: list, runs: list[Run]) -> list[dict]:
     return summary.records
 
 
-def _run_of(record: dict) -> Run:
-    return Run.from_dict({k: v for k, v in record.items() if isinstance(v, (str, int, dict, type(None)))
-                          and k in ("workload", "params", "method", "seqlen", "direction")})
-
-
 @pytest.mark.parametrize("result_id,result,words", MALFORMED_RESULTS, ids=[r[0] for r in MALFORMED_RESULTS])
 def test_a_malformed_plugin_result_is_stored_as_an_error_saying_what_was_wrong(result_id, result, words, tmp_path):
     good = _workload("prefill", 64, 1.0)
@@ -262,8 +255,9 @@ def test_a_malformed_plugin_result_is_stored_as_an_error_saying_what_was_wrong(r
 
 
 def test_a_result_that_is_no_record_becomes_the_error_of_the_run_it_left_without_one(tmp_path):
-    runs = [_run_of(_workload("prefill", 64, 1.0)), _run_of(_workload("prefill", 128, 1.0))]
-    good = {**_workload("prefill", 64, 1.0), "key": runs[0].key}
+    runs = [Run.from_dict(_workload("prefill", 64, 1.0)), Run.from_dict(_workload("prefill", 128, 1.0))]
+    good = _workload("prefill", 64, 1.0)
+    assert good["key"] == runs[0].key
     stored = _sweep(tmp_path / "r.db", [good, None], runs)
     assert [(r["key"], r["status"]) for r in stored] == [(runs[0].key, "ok"), (runs[1].key, "error")]
     assert "no record came back for this run" in stored[1]["reason"] and "1 result(s)" in stored[1]["reason"]

@@ -143,13 +143,21 @@ class ResultStore:
             raise UserError(f"results path {str(self.path)!r} is an SQLite database but not lcbench's (missing "
                             f"{', '.join(sorted(f'{t}.{c}' for t, c in missing))})")
 
+    def _connect(self, target: str, uri: bool, schema: bool) -> sqlite3.Connection:
+        """A checked connection (:meth:`_check`); closed again when the check fails."""
+        conn = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None)
+        try:
+            self._check(conn, schema)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _open_for_writing(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            self._check(conn, schema=True)
+            return self._connect(str(self.path), uri=False, schema=True)
         except sqlite3.Error as e:
             raise self._unreadable(e) from None
-        return conn
 
     def _open_for_reading(self) -> sqlite3.Connection:
         """Read-write where the file and its directory are writable (SQLite then removes its ``-wal``/``-shm``
@@ -162,21 +170,22 @@ class ResultStore:
         modes = ["mode=rw"] if writable else []
         modes += ["mode=ro", "mode=ro&immutable=1"] if pending else ["mode=ro&immutable=1"]
         uri = "file:" + quote(str(self.path.resolve()))
-        for i, mode in enumerate(modes):
+        *first, last = modes
+        for mode in first:
             try:
-                conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, isolation_level=None)
-                self._check(conn, schema=False)
-            except sqlite3.OperationalError as e:  # cannot open this way (no -shm here): try the next
-                if i == len(modes) - 1:
-                    raise self._unreadable(e) from None
+                return self._connect(f"{uri}?{mode}", uri=True, schema=False)
+            except sqlite3.OperationalError:  # cannot open this way (no -shm possible here): try the next
                 continue
             except sqlite3.Error as e:
                 raise self._unreadable(e) from None
-            if "immutable" in mode and pending:
-                self.notes.append(f"{self.path}: read without its -wal file (read-only here): the records a "
-                                  f"running or killed sweep has not checkpointed are not shown")
-            return conn
-        raise AssertionError("unreachable: the last mode raises")
+        try:
+            conn = self._connect(f"{uri}?{last}", uri=True, schema=False)
+        except sqlite3.Error as e:
+            raise self._unreadable(e) from None
+        if "immutable" in last and pending:
+            self.notes.append(f"{self.path}: read without its -wal file (read-only here): the records a "
+                              f"running or killed sweep has not checkpointed are not shown")
+        return conn
 
     def _rows(self, query: str, args: Iterable = ()) -> list[tuple]:
         """All rows of a query; a damaged file is one line, whatever SQLite says."""
