@@ -157,7 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.profile)
     store = ResultStore(args.results)  # checked (writable, an lcbench database) before anything runs
-    with calibrated_peaks(suite, args.address):
+    with store.exclusive() as lock, calibrated_peaks(suite, args.address):  # one driver per results file
+        if lock.took_over:
+            err_console.print(f"took over the lock of {lock.took_over}: that process is gone", highlight=False)
         scheduler = make_scheduler(args)
         try:
             summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,
@@ -168,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         err_console.print(f"resume: {summary.skipped_done} of {summary.total} runs already stored, not repeated")
     keys = {r.key for r in suite.runs}
     print_results([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path}")
+    report_skipped(store)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     err_console.print(f"session {summary.session}: {counts or 'nothing to do'}")
     return 0
@@ -237,9 +240,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _store(path: str):
+    """The results at ``path``, opened for reading only (a read-only file or directory reads too)."""
     from harness.results.store import ResultStore
 
     return ResultStore(path, create=False)
+
+
+def report_skipped(*stores) -> None:
+    """One line per results file on stderr: how it was read, if notable, and how many malformed rows were
+    skipped (once per file, however many times it was read)."""
+    for store in {str(store.path): store for store in reversed(stores)}.values():
+        for note in [*store.notes, store.skipped_note()]:
+            if note:
+                err_console.print(f"warning: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def print_results(records: list[dict], title: str) -> None:
@@ -256,15 +269,18 @@ def print_results(records: list[dict], title: str) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     store = _store(args.path)
     print_results(store.records(suite=args.suite), title=str(store.path))
+    report_skipped(store)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.results.report import compare_table
 
-    table, tally = compare_table(_store(args.base).records(), _store(args.new).records())
+    base, new = _store(args.base), _store(args.new)
+    table, tally = compare_table(base.records(), new.records())
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in tally.items() if n or k in ("better", "worse", "tie")))
+    report_skipped(base, new)
     return 0
 
 
@@ -280,6 +296,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         err_console.print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
+    report_skipped(store)
     return 0
 
 
@@ -290,6 +307,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     writable_dir(args.output, "plot -o")
     written = plot_records(store.records(), args.output, x=args.x, y=args.y, by=args.by,
                            mark_crossings=args.crossings)
+    report_skipped(store)
     if not written:
         raise UserError(f"no ok results in {args.path} to plot")
     for p in written:

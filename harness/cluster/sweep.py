@@ -103,15 +103,30 @@ def run_sweep(
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=console, disable=not show_progress, transient=False,
     )
+    unkeyed = 0  # results that name no run (not a record): their runs are stored as errors at the end
     with progress:
         task = progress.add_task(suite_name, total=len(todo), ok=0, failed=0, skipped=0)
-        for record in scheduler.run(todo):
-            store.put(record, session, suite_name)
-            summary.counts[record["status"]] += 1
-            summary.records.append(record)
+
+        def store_one(record: object) -> bool:
+            stored = store.put(record, session, suite_name)  # checked: a malformed record is stored as an error
+            if stored is None:
+                return False
+            summary.counts[stored["status"]] += 1
+            summary.records.append(stored)
             c = summary.counts
             progress.update(
                 task, advance=1, ok=c["ok"], failed=sum(c[s] for s in st.FAILED),
                 skipped=sum(c[s] for s in st.NOT_RUN),
             )
+            return True
+
+        for record in scheduler.run(todo):
+            unkeyed += not store_one(record)
+        if unkeyed:
+            stored = {r["key"] for r in summary.records}
+            for run in todo:
+                if run.key not in stored:
+                    store_one(st.outcome(st.base_record(run), st.ERROR,
+                                         f"no record came back for this run: the scheduler returned {unkeyed} "
+                                         f"result(s) that name no run (not a record with a key)"))
     return summary

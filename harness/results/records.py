@@ -12,9 +12,11 @@ under the softmax FLOP convention they were measured with.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from harness.status import OK, PREDICTED, WITH_FIGURES
+from harness.status import ERROR, PREDICTED, STATUSES, WITH_FIGURES
 
 KINDS = ("method", "strategy", "workload")  # the order tables and plots take
 
@@ -186,3 +188,215 @@ def number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+# ----- what a stored record may hold -------------------------------------------------------------------------
+# Every record is checked at ``put`` (a plugin's malformed result is stored as an ``error`` record saying what
+# was wrong) and again when it is read (a row that fails is skipped and counted), so no reader meets a value
+# of the wrong type and no export meets a number JSON cannot hold.
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """What one declared field may hold: ``allowed`` says it in words for the problem text."""
+
+    allowed: str
+    test: Callable[[Any], bool]
+    nullable: bool = True
+
+    def problem(self, name: str, value: Any) -> Optional[str]:
+        """None when ``value`` is allowed, else ``'<name> is <value> (allowed: ...)'``."""
+        if (value is None and self.nullable) or (value is not None and self.test(value)):
+            return None
+        return f"{name} is {shown(value)} (allowed: {self.allowed}{' or null' if self.nullable else ''})"
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or a finite float (bools are not numbers here)."""
+    return number(value) is not None and math.isfinite(value)
+
+
+def _json_of(kind: type) -> Callable[[Any], bool]:
+    """A value of ``kind``, or JSON text of one (how the executor stores some facts)."""
+
+    def test(value: Any) -> bool:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except (ValueError, RecursionError):
+                return False
+        return isinstance(value, kind) and not nonfinite_paths(value, "")
+
+    return test
+
+
+def _one_of(choices: tuple[str, ...]) -> FieldType:
+    return FieldType(f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices)
+
+
+TEXT = FieldType("text", lambda v: isinstance(v, str))
+COUNT = FieldType("an integer >= 0", lambda v: number(v) is not None and isinstance(v, int) and v >= 0)
+QUANTITY = FieldType("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)
+FLAG = FieldType("true or false", lambda v: isinstance(v, bool))
+MAPPING = FieldType("a mapping", lambda v: isinstance(v, dict))
+JSON_MAPPING = FieldType("a mapping (or its JSON text) of finite values", _json_of(dict))
+JSON_LIST = FieldType("a list (or its JSON text) of finite values", _json_of(list))
+
+# The declared fields of a record and what each may hold; any other field may hold any JSON value except a
+# number that is not finite (a measured figure among them, see :func:`is_measured`: a finite number >= 0).
+FIELD_TYPES: dict[str, FieldType] = {
+    "key": FieldType("non-empty text", lambda v: isinstance(v, str) and bool(v), nullable=False),
+    "status": FieldType(f"one of {', '.join(STATUSES)}", lambda v: v in STATUSES, nullable=False),
+    "kind": _one_of(KINDS),
+    **dict.fromkeys(("reason", "method", "strategy", "workload", "mask", "dtype", "direction", "device", "kernel",
+                     "flop_convention", "mem_method", "session", "suite", "traceback",
+                     "source", "run_key", "cluster", "cluster_version", "model_version", "device_model"), TEXT),
+    **dict.fromkeys(("seqlen", "batch", "world_size", "decode_tokens", "heads_q", "heads_kv", "head_dim",
+                     "samples", "threads"), COUNT),
+    **dict.fromkeys(("params", "mask_params", "options", "timing"), MAPPING),
+    **dict.fromkeys(("time_ms_median", "time_ms_p20", "time_ms_p80", "cpu_ms", "wall_s", "timed_s", "flops",
+                     "area", "tflops", "peak_tflops", "frac_peak", "peak_mem_bytes", "max_abs_err",
+                     "time_imbalance", "area_imbalance", "finished_at", "compute_ms", "exposed_comm_ms"), QUANTITY),
+    "peak_suspect": FLAG,
+    **dict.fromkeys(("gate_errors", "mask_info", "cp_info", "bytes_by_tier"), JSON_MAPPING),
+    **dict.fromkeys(("rank_time_ms", "rank_cpu_ms", "rank_area", "comm_bytes", "comm_bytes_model",
+                     "rank_peak_mem_bytes", "rank_compute_ms", "rank_comm_ms", "rank_exposed_comm_ms"), JSON_LIST),
+}
+METRIC_FIELDS = ("metrics", "metric_units", "metric_better")  # checked together (:func:`metric_problems`)
+TIME_UNITS = ("ns", "us", "ms", "s")  # a metric in one of these is a time: >= 0
+
+
+def shown(value: Any) -> str:
+    """A value as a problem text names it: ``nan``, ``'abc' (text)``, ``a list``, ``null``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return f"{value[:40]!r} (text)"
+    return f"a {'mapping' if isinstance(value, dict) else type(value).__name__}"
+
+
+def nonfinite_paths(value: Any, path: str) -> list[str]:
+    """``path`` (dotted, ``[i]`` for list items) of every float in ``value`` that is NaN or infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path} is {value}"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nonfinite_paths(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in nonfinite_paths(v, f"{path}[{i}]")]
+    return []
+
+
+def metric_problems(record: dict) -> list[tuple[str, str]]:
+    """(field, problem) for ``metrics`` (a mapping of metric names to finite numbers, times >= 0), its units
+    (``metric_units``: a unit for every metric) and directions (``metric_better``: lower or higher)."""
+    metrics, units, better = (record.get(name) for name in METRIC_FIELDS)
+    if metrics is None:
+        return []
+    if not isinstance(metrics, dict):
+        return [("metrics", f"metrics is {shown(metrics)} (allowed: a mapping of metric names to finite numbers)")]
+    problems = [("metrics", f"metric {name!r} is {shown(v)} (allowed: a finite number)")
+                for name, v in metrics.items() if not is_finite_number(v)]
+    if not isinstance(units, dict):
+        return problems + [("metric_units", f"metric_units is {shown(units)} (allowed: a mapping of each metric "
+                                            "to its unit)")]
+    for name, v in metrics.items():
+        unit = units.get(name)
+        if not isinstance(unit, str) or not unit:
+            problems.append(("metric_units", f"metric {name!r} has unit {shown(unit)} (allowed: non-empty text)"))
+        elif unit in TIME_UNITS and is_finite_number(v) and v < 0:
+            problems.append(("metrics", f"metric {name!r} is a negative time: {v!r} {unit} (allowed: >= 0)"))
+    if better is not None and not (isinstance(better, dict) and all(b in ("lower", "higher") for b in better.values())):
+        problems.append(("metric_better", "metric_better is not a mapping of metric names to lower or higher"))
+    return problems
+
+
+def field_problems(record: dict) -> list[tuple[str, str]]:
+    """(top-level field, what is wrong with it) for every problem of a record (see :func:`validate_record`)."""
+    problems = [("key", f"key is missing (allowed: {FIELD_TYPES['key'].allowed})")] * ("key" not in record)
+    problems += [("status", f"status is missing (allowed: {FIELD_TYPES['status'].allowed})")] * (
+        "status" not in record)
+    problems += metric_problems(record)
+    for name, value in record.items():
+        if name in METRIC_FIELDS:
+            continue
+        kind = FIELD_TYPES.get(name) or (QUANTITY if is_measured(name) and number(value) is not None else None)
+        problem = kind.problem(name, value) if kind is not None else None
+        if problem:
+            problems.append((name, problem))
+            continue
+        problems += [(name, f"{p} (allowed: finite numbers or null)") for p in nonfinite_paths(value, name)]
+    return problems
+
+
+def validate_record(record: Any) -> list[str]:
+    """What is wrong with a record, one line each (empty when nothing is): a record is a mapping with a
+    ``key`` and a ``status`` (one of :data:`harness.status.STATUSES`), its declared fields typed as
+    :data:`FIELD_TYPES` says, every number in it finite, every time >= 0, and ``metrics`` a mapping of named
+    finite numbers each with a unit."""
+    if not isinstance(record, dict):
+        return [f"the record is {shown(record)} (allowed: a mapping of field names to values)"]
+    return [problem for _, problem in field_problems(record)]
+
+
+def without_nonfinite(record: dict) -> dict:
+    """A copy of ``record`` with every NaN/infinite float replaced by null; the fields so changed are listed
+    under ``nonfinite`` (``max_abs_err is inf``). For the figures of a run that already failed (a gate that
+    met a NaN output reports an infinite error): they are diagnostics, and JSON has no such number."""
+    paths = nonfinite_paths(record, "")
+    if not paths:
+        return record
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return {**finite(record), "nonfinite": paths}
+
+
+MAX_PROBLEMS_SHOWN = 4
+
+
+def malformed_record(record: dict, problems: list[tuple[str, str]]) -> dict:
+    """The ``error`` record that replaces a malformed one: the fields at fault removed (each described under
+    ``malformed_fields``), the reason naming who reported it, what was wrong and the status it claimed."""
+    bad = dict.fromkeys(field for field, _ in problems)
+    if any(field in METRIC_FIELDS for field in bad):  # metrics, units and directions only make sense together
+        bad.update(dict.fromkeys(f for f in METRIC_FIELDS if f in record))
+    subject = next((f"{kind} {record[kind]!r}" for kind in ("workload", "strategy", "method")
+                    if isinstance(record.get(kind), str) and record[kind]), "the run")
+    texts = list(dict.fromkeys(text for _, text in problems))
+    more = f" (+{len(texts) - MAX_PROBLEMS_SHOWN} more)" if len(texts) > MAX_PROBLEMS_SHOWN else ""
+    claimed = record.get("status") if isinstance(record.get("status"), str) else None
+    reason = (f"malformed result from {subject}: {'; '.join(texts[:MAX_PROBLEMS_SHOWN])}{more}"
+              + (f" (it reported status {claimed})" if claimed else ""))
+    kept = {k: v for k, v in record.items() if k not in bad}
+    kept["malformed_fields"] = {field: shown(record.get(field)) for field in bad}
+    return {**kept, "status": ERROR, "reason": reason[:1000]}
+
+
+def storable(record: Any) -> Optional[dict]:
+    """The record as the store keeps it: unchanged when :func:`validate_record` finds nothing; a failed run's
+    NaN/infinite figures nulled (:func:`without_nonfinite`); any other problem makes it the ``error`` record of
+    :func:`malformed_record`. None when it names no run (not a mapping, or no usable ``key``)."""
+    if not isinstance(record, dict) or FIELD_TYPES["key"].problem("key", record.get("key")):
+        return None
+    if record.get("status") in STATUSES and record["status"] not in WITH_FIGURES:
+        record = without_nonfinite(record)
+    problems = field_problems(record)
+    if not problems:
+        return record
+    error = malformed_record(record, problems)
+    if field_problems(error):  # cannot happen (every field at fault is removed); never store a bad record
+        error = {k: error[k] for k in ("key", "status", "reason", "session", "suite", "finished_at") if k in error}
+    return error

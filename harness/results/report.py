@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from typing import Callable, Iterable, Optional
 
 from rich.console import Console
@@ -48,12 +49,14 @@ def _documents(record: dict) -> str:
     """The realised document count of a packed mask (empty for other masks)."""
     info = record.get("mask_info") or "{}"
     docs = (json.loads(info) if isinstance(info, str) else info).get("documents")
-    return f" [{docs['count']} docs]" if docs else ""
+    return f" [{docs['count']} docs]" if isinstance(docs, dict) and "count" in docs else ""
 
 
 def _comm_mb(record: dict) -> str:
+    """The most bytes any rank sent, in MiB (empty when the record lists no numbers)."""
     sent = record.get("comm_bytes") or "[]"
-    sent = json.loads(sent) if isinstance(sent, str) else sent
+    sent = [number(b) for b in (json.loads(sent) if isinstance(sent, str) else sent)]
+    sent = [b for b in sent if b is not None]
     return f"{max(sent) / 2**20:.1f}" if sent else ""
 
 
@@ -349,6 +352,17 @@ def _median(values: list[float]) -> float:
 
 
 # ----- exports -----------------------------------------------------------------------------------------------
+def _finite(value: object) -> object:
+    """``value`` with every NaN or infinite float in it as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _text(value: object) -> object:
     """A csv cell: dicts and lists as JSON, everything else as is."""
     return json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
@@ -368,8 +382,9 @@ def export(rows: Iterable[dict], fmt: str) -> str:
     that column out."""
     rows = list(rows)
     columns = export_columns(rows)
-    if fmt == "json":
-        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str)
+    if fmt == "json":  # valid JSON: a number it cannot hold (NaN, infinity) is null
+        return json.dumps([{c: _finite(r.get(c)) for c in columns} for r in rows], indent=1, default=str,
+                          allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
