@@ -191,7 +191,7 @@ def classify_exception(e: BaseException) -> tuple[str, str]:
         return st.UNSUPPORTED, str(e)
     if isinstance(e, UserError):
         return st.ERROR, str(e)
-    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+    if isinstance(e, MemoryError) or st.memory_exhausted(str(e)):
         return st.OOM, text
     lowered = text.lower()
     if "timed out" in lowered or "timeout" in lowered:  # a collective that hit the group's timeout
