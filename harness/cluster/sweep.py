@@ -80,6 +80,11 @@ class InlineScheduler:
         self.groups = LocalGroups(self.run_timeout_s, memory_budget_bytes, rank_executor, nice=self.nice,
                                   scheduler=INLINE)
 
+    @property
+    def groups_built(self) -> int:
+        """Rank groups built so far (one is reused until a run breaks it)."""
+        return self.groups.built
+
     def run(self, runs: list[Run]) -> Iterator[dict]:
         for run in runs:
             if is_single(run):

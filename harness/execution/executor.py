@@ -28,7 +28,7 @@ from harness import status as st
 from harness.errors import UserError
 from harness.execution.machine import peak_fields, peak_tflops
 from harness.execution.measure import TimingStats
-from harness.interfaces import Unsupported
+from harness.interfaces import Unavailable, Unsupported
 from harness.spec import Run, Timing
 
 
@@ -189,6 +189,8 @@ def classify_exception(e: BaseException) -> tuple[str, str]:
     text = f"{type(e).__name__}: {e}".splitlines()[0][:400]
     if isinstance(e, Unsupported):
         return st.UNSUPPORTED, str(e)
+    if isinstance(e, Unavailable):
+        return st.UNAVAILABLE, str(e)
     if isinstance(e, UserError):
         return st.ERROR, str(e)
     if isinstance(e, MemoryError) or st.memory_exhausted(str(e)):
