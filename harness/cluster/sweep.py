@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import status as st
 from harness.cluster.isolation import KeptChild, default_budget
 from harness.cluster.launch import DEFAULT_EXECUTOR as DEFAULT_RANK_EXECUTOR, LocalGroups
-from harness.cluster.local_group import CHILD, rank_env
+from harness.cluster.local_group import CHILD, rank_env, threads_per_rank
 from harness.cluster.outcomes import single_record
 from harness.cluster.priority import niceness
 from harness.execution.machine import machine_info
@@ -98,7 +98,7 @@ class InlineScheduler:
 
     def run_single(self, run: Run) -> dict:
         """The record of a single-device run from its supervised process."""
-        threads = self.threads or _cores()
+        threads = self.threads or threads_per_rank(1)  # this process's cores
         budget = self.memory_budget_bytes or default_budget(1)
         outcome = self.single.call(self._execute, (run,), (threads, self.nice), self.run_timeout_s, budget,
                                    self.start_timeout_s)
@@ -107,13 +107,6 @@ class InlineScheduler:
     def close(self) -> None:
         self.single.close()
         self.groups.close()
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 @dataclass
