@@ -239,8 +239,8 @@ def test_deepspeed_op_build_held_by_a_live_build_is_unavailable(tmp_path, held):
 
 @pytest.mark.slow
 def test_deepspeed_op_builds_after_a_killed_build(tmp_path):
-    """What ``make test`` meets on a machine where a build was killed: torch's bare lock left behind (minutes: ~3 on 2 shared cores;
-    the op is compiled from scratch into a fresh directory)."""
+    """What ``make test`` meets on a machine where a build was killed: torch's bare lock left behind (minutes,
+    ~3 on 2 shared cores: the op is compiled from scratch into a fresh directory)."""
     _needs_deepspeed()
     plant(tmp_path / "ext" / "deepspeed_shm_comm" / "lock", None)
     assert _prebuild(tmp_path / "ext", wait_s=600, timeout_s=600) == "None"
