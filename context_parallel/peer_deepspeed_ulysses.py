@@ -18,7 +18,9 @@ top of the existing process group, and on a CPU accelerator creating its ``Torch
 this machine, once). It is compiled with torch's cpp_extension into ``TORCH_EXTENSIONS_DIR``, which this
 module points at a persistent build cache (``$LCBENCH_BUILD_DIR`` or ``~/.cache/lcbench/torch_extensions``)
 unless the user set it; :func:`prebuild` compiles it in the launching process so that ranks only load it.
-Both happen in ``prepare`` / before launch, never inside a timed call.
+Both happen in ``prepare`` / before launch, never inside a timed call, under lcbench's build lock
+(:func:`harness.build_lock.with_torch_build_locks`): a lock left by a killed build is taken over, and one a
+live build holds past the bounded wait makes the peer ``unavailable`` with that reason instead of a hang.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import torch
 import torch.distributed as dist
 
 from context_parallel import layouts
-from harness.interfaces.strategy import CPContext, CPProblem, Strategy
+from harness.build_lock import BuildLockBusy, with_torch_build_locks
+from harness.interfaces.strategy import CPContext, CPProblem, Strategy, Unavailable
 from context_parallel.peer_support import counted, missing_package, ulysses_limits, ulysses_local_kernel
 from context_parallel.volumes import a2a_ring_bytes
 
@@ -53,7 +56,8 @@ def use_build_cache() -> None:
 def prebuild() -> Optional[str]:
     """Compile (or load from the cache) the op DeepSpeed's comm backend builds at init; call before launching.
 
-    Returns None, or why nothing was built (e.g. the op does not apply to this accelerator).
+    Returns None, or why nothing was built (the op does not apply to this accelerator; its build lock is held
+    by a live build past the bounded wait).
     """
     use_build_cache()
     from deepspeed.accelerator import get_accelerator
@@ -61,18 +65,25 @@ def prebuild() -> Optional[str]:
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
     if builder is None:
         return "no ShareMemCommBuilder for this accelerator"
-    builder.load()
+    try:
+        with_torch_build_locks(builder.load)
+    except BuildLockBusy as e:
+        return f"deepspeed_shm_comm op not built: {e}"
     return None
 
 
 def ensure_deepspeed_comm() -> None:
-    """Initialise ``deepspeed.comm`` on top of the running torch.distributed group (once per process)."""
+    """Initialise ``deepspeed.comm`` on top of the running torch.distributed group (once per process);
+    :class:`~harness.interfaces.strategy.Unavailable` if its op's build lock stays held past the wait."""
     use_build_cache()
     import deepspeed
     import deepspeed.comm as ds_comm
 
     if not ds_comm.is_initialized():
-        deepspeed.init_distributed(dist_backend=dist.get_backend(), verbose=False)
+        try:
+            with_torch_build_locks(lambda: deepspeed.init_distributed(dist_backend=dist.get_backend(), verbose=False))
+        except BuildLockBusy as e:
+            raise Unavailable(f"deepspeed_shm_comm op not built: {e}") from None
 
 
 def probe() -> Optional[str]:

@@ -121,13 +121,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # ----- run / show / compare / export / plot --------------------------------------------------------------
 def make_scheduler(args: argparse.Namespace):
+    """The scheduler ``--scheduler`` names; ``--run-timeout``, ``--memory-budget`` and ``--threads`` apply to both."""
+    budget = None if args.memory_budget is None else int(args.memory_budget * 2**30)
     if args.scheduler == "inline":
         from harness.cluster.sweep import InlineScheduler
 
-        return InlineScheduler()
+        return InlineScheduler(run_timeout_s=args.run_timeout, memory_budget_bytes=budget, threads=args.threads)
     from harness.cluster.scheduler import RayScheduler
 
-    budget = None if args.memory_budget is None else int(args.memory_budget * 2**30)
     return RayScheduler(address=args.address, max_concurrent=args.max_concurrent, run_timeout_s=args.run_timeout,
                         memory_budget_bytes=budget, threads=args.threads)
 
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster: auto or HOST:PORT (default: an embedded local Ray)")
     p.add_argument("--scheduler", choices=("ray", "inline"), default="ray",
-                   help="ray (default) or inline (this process, one run at a time)")
+                   help="ray (default) or inline (no Ray: one run at a time, each in a supervised process)")
     p.add_argument("--max-concurrent", type=integer(1, 1024), default=1,
                    help="timed runs at once per node (default 1: concurrent CPU runs spoil timings)")
     p.add_argument("--run-timeout", type=positive, default=600.0, help="seconds before a run is stopped (timeout)")

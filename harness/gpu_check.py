@@ -5,7 +5,7 @@ under ``--budget`` seconds in all (default 8 minutes):
 
 1. every test marked ``gpu`` (pytest ``-m gpu`` on the test files that use the marker, in a child process):
    correctness of the CUDA kernels against the float64 reference, fwd+bwd and decode;
-2. a short GPU suite run INLINE (this process, :class:`harness.cluster.sweep.InlineScheduler`, no Ray):
+2. a short GPU suite run INLINE (:class:`harness.cluster.sweep.InlineScheduler`: supervised processes, no Ray):
    every method that runs on CUDA and whose availability probe passes here (``sdpa``, ``cudnn_sdpa``,
    ``flex_cuda`` and any installed GPU library), bf16, causal / sliding window / documents at two lengths,
    fwd and fwd+bwd, plus decode for the methods that have it. Records go to ``results/gpu_check.db``

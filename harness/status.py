@@ -30,6 +30,17 @@ NOT_RUN = (UNAVAILABLE, UNSUPPORTED)  # the reason is about the method/library, 
 FAILED = (ERROR, OOM, TIMEOUT, INVALID)  # tried, and no valid number came out
 RUN_BREAKING = (ERROR, OOM, TIMEOUT)  # a rank group whose run ended so may be out of step: rebuild it
 
+# How allocators say they ran out (torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried
+# to allocate N bytes. Error code 12 (Cannot allocate memory)"; CUDA's: "CUDA out of memory"; C++: bad_alloc).
+MEMORY_MARKS = ("out of memory", "memoryerror", "can't allocate memory", "cannot allocate memory",
+                "not enough memory", "bad_alloc", "failed to allocate")
+
+
+def memory_exhausted(text: str) -> bool:
+    """Whether a failure's text is an allocator's out-of-memory failure (the run is then ``oom``)."""
+    lowered = text.lower()
+    return any(m in lowered for m in MEMORY_MARKS)
+
 
 def base_record(run) -> dict:
     """The record every run starts from: its key, its plain-data fields, no status yet."""

@@ -1,14 +1,18 @@
 """Test-only methods and strategies that fail on purpose (registered with ``LCBENCH_PLUGINS=tests.fault_injection``).
 
-Single-device methods (run through the real ``harness.execution.executor``): ``fault_crash`` (``os._exit`` or SIGKILL),
+Single-device methods (run through the real ``harness.execution.executor``): ``fault_crash`` (option ``how``:
+``exit`` — ``os._exit(code)``, the default —, ``sigkill``, ``segfault`` (SIGSEGV), ``system_exit`` (raises
+``SystemExit(code)``) or ``keyboard_interrupt`` (raises ``KeyboardInterrupt``, as a plugin might)),
 ``fault_sleep`` (sleeps, then is the naive kernel: slow-ish healthy runs, or an overrun), ``fault_hog``
-(allocates until it is stopped), ``fault_wrong`` (ignores the mask: fails the correctness gate). The fault happens when the method builds its kernel, with the amount and
-kind taken from the run's options.
+(allocates until it is stopped), ``fault_alloc`` (one allocation of ``gib`` GiB, touched), ``fault_wrong``
+(ignores the mask: fails the correctness gate). The fault happens when the method builds its kernel, with the
+amount and kind taken from the run's options.
 
 Strategies: a strategy's behaviour lives in :func:`execute_distributed`, the rank executor the tests hand the
 scheduler (``rank_executor="tests.fault_injection:execute_distributed"``): ``fault_allreduce`` (healthy: one
-all_reduce, a record from rank 0) and ``fault_raise`` / ``fault_exit`` / ``fault_sigkill`` / ``fault_hang``
-/ ``fault_hog`` / ``fault_sleep``, which do that on the rank given by the ``rank`` option (default 1).
+all_reduce, a record from rank 0) and ``fault_raise`` / ``fault_exit`` / ``fault_sigkill`` / ``fault_segfault``
+/ ``fault_system_exit`` / ``fault_keyboard_interrupt`` / ``fault_hang`` / ``fault_hog`` / ``fault_alloc`` /
+``fault_sleep``, which do that on the rank given by the ``rank`` option (default 1).
 Any other strategy is passed to the real ``harness.execution.distributed.execute_distributed`` — among them
 ``fault_attention_raise``, a real strategy whose attention raises on one rank while its peers wait.
 :func:`stuck_supervisor` replaces the single-run task to test the driver's own time limit.
@@ -45,10 +49,31 @@ def _trivial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return q.clone()
 
 
-def _build_crash(problem: Problem):
-    if problem.options.get("how") == "sigkill":
+def crash(how: str, code: int) -> None:
+    """End (or break out of) this process as a misbehaving plugin might: ``how`` names the way."""
+    if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
-    os._exit(int(problem.options.get("code", 3)))
+    if how == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if how == "system_exit":
+        raise SystemExit(code)
+    if how == "keyboard_interrupt":
+        raise KeyboardInterrupt("injected by a plugin")
+    os._exit(code)
+
+
+def allocate(gib: float) -> torch.Tensor:
+    """One allocation of ``gib`` GiB, every page touched (the allocator refuses it, or the budget stops it)."""
+    return torch.ones(int(gib * 2**30), dtype=torch.uint8)
+
+
+def _build_crash(problem: Problem):
+    crash(problem.options.get("how", "exit"), int(problem.options.get("code", 3)))
+
+
+def _build_alloc(problem: Problem):
+    allocate(float(problem.options.get("gib", 30)))
+    return _trivial
 
 
 def _build_sleep(problem: Problem):
@@ -79,10 +104,11 @@ def _build_ignores_mask(problem: Problem):
 
 
 METHODS = [_method("fault_crash", _build_crash), _method("fault_sleep", _build_sleep), _method("fault_hog", _build_hog),
-           _method("fault_wrong", _build_ignores_mask)]
+           _method("fault_alloc", _build_alloc), _method("fault_wrong", _build_ignores_mask)]
 
-STRATEGY_FAULTS = ("fault_allreduce", "fault_raise", "fault_exit", "fault_sigkill", "fault_hang", "fault_hog",
-                   "fault_sleep")
+CRASHES = {"fault_exit": "exit", "fault_sigkill": "sigkill", "fault_segfault": "segfault",
+           "fault_system_exit": "system_exit", "fault_keyboard_interrupt": "keyboard_interrupt"}
+STRATEGY_FAULTS = ("fault_allreduce", "fault_raise", *CRASHES, "fault_hang", "fault_hog", "fault_alloc", "fault_sleep")
 
 
 def _not_here(*_args):
@@ -134,12 +160,12 @@ def execute_distributed(run) -> Optional[dict]:
     if rank == target:
         if run.strategy == "fault_raise":
             raise RuntimeError(f"injected fault on rank {rank}")
-        if run.strategy == "fault_exit":
-            os._exit(int(opts.get("code", 3)))
-        if run.strategy == "fault_sigkill":
-            os.kill(os.getpid(), signal.SIGKILL)
+        if run.strategy in CRASHES:
+            crash(CRASHES[run.strategy], int(opts.get("code", 3)))
         if run.strategy == "fault_hog":
             _hog()
+        if run.strategy == "fault_alloc":
+            allocate(float(opts.get("gib", 30)))
     t = torch.ones(4)
     dist.all_reduce(t)
     if rank == target and run.strategy == "fault_hang":

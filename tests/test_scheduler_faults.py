@@ -1,9 +1,11 @@
-"""RayScheduler under fault: every failure of a run is a record with a status and a reason, and the sweep goes on.
+"""Both schedulers under fault: every failure of a run is a record with a status and a reason, and the sweep goes on.
 
-One embedded Ray is shared by the module (``scheduler`` fixture); ``LCBENCH_PLUGINS=tests.fault_injection``
-is set before it starts so that its workers register the fault-injection methods and strategies. Each test
-sweeps a faulty run between healthy ones through ``run_sweep`` into a fresh store and checks: the fault's
-status and reason, the group rebuilt after it, the healthy runs (before and after) stored untouched.
+One embedded Ray (``scheduler`` fixture) and one inline scheduler (``inline_scheduler``) are shared by the module;
+``LCBENCH_PLUGINS=tests.fault_injection`` is set before either starts so that their workers register the
+fault-injection methods and strategies. The fault tables (``SINGLE_FAULTS``, ``RANK_FAULTS``) are run under
+every scheduler: each case sweeps a faulty run between healthy ones through ``run_sweep`` into a fresh store and
+checks the fault's status and reason, the group rebuilt after it, the healthy runs (before and after) stored
+untouched and run at the driver's niceness. Cases that take longer than 5 s (the timeouts) are ``slow``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from harness.cluster.priority import niceness
 from harness.spec import Run, Timing
 from harness.results.store import ResultStore
 from harness.cluster.sweep import run_sweep
@@ -45,9 +49,20 @@ def ranked(strategy: str = "fault_allreduce", world_size: int = 2, **options) ->
 
 
 @pytest.fixture(scope="module")
-def scheduler():
+def plugins():
     saved = os.environ.get("LCBENCH_PLUGINS")
-    os.environ["LCBENCH_PLUGINS"] = PLUGINS  # before Ray starts: its workers inherit it
+    os.environ["LCBENCH_PLUGINS"] = PLUGINS  # before Ray starts (its workers inherit it) and before any child
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LCBENCH_PLUGINS", None)
+        else:
+            os.environ["LCBENCH_PLUGINS"] = saved
+
+
+@pytest.fixture(scope="module")
+def scheduler(plugins):
     from harness.cluster.scheduler import RayScheduler
 
     s = RayScheduler(run_timeout_s=RUN_TIMEOUT_S, memory_budget_bytes=BUDGET, rank_executor=EXECUTOR,
@@ -56,10 +71,26 @@ def scheduler():
         yield s
     finally:
         s.close()
-        if saved is None:
-            os.environ.pop("LCBENCH_PLUGINS", None)
-        else:
-            os.environ["LCBENCH_PLUGINS"] = saved
+
+
+@pytest.fixture(scope="module")
+def inline_scheduler(plugins):
+    from harness.cluster.sweep import InlineScheduler
+
+    s = InlineScheduler(run_timeout_s=RUN_TIMEOUT_S, memory_budget_bytes=BUDGET, rank_executor=EXECUTOR)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+SCHEDULERS = {"ray": "scheduler", "inline": "inline_scheduler"}  # id -> fixture
+
+
+@pytest.fixture(params=sorted(SCHEDULERS))
+def each_scheduler(request):
+    """Every scheduler, one after the other: a fault must cost its run only under each of them."""
+    return request.getfixturevalue(SCHEDULERS[request.param])
 
 
 def sweep(scheduler, runs: list[Run], tmp_path: Path) -> list[dict]:
@@ -74,29 +105,72 @@ def sweep(scheduler, runs: list[Run], tmp_path: Path) -> list[dict]:
 
 
 def assert_ok(record: dict, threads: int | None = None) -> None:
+    """A healthy run: ok, its threads, and run at the driver's niceness with the machine's load stated."""
     assert record["status"] == "ok", (record["status"], record["reason"])
     assert record["threads"] >= 1
     if threads is not None:
         assert record["threads"] == threads
+    assert record["nice"] == niceness(), "the benchmark process did not take the driver's niceness"
+    assert "nice_error" not in record, record.get("nice_error")
+    assert isinstance(record["load_avg"], float) and record["load_avg"] >= 0
+
+
+def single_threads(scheduler) -> int:
+    """The torch threads a scheduler gives a timed single-device run: all of a node's cores (one at a time)."""
+    from harness.cluster.scheduler import RayScheduler
+
+    return int(scheduler.single_cpus()) if isinstance(scheduler, RayScheduler) else len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A faulty run and the record it must become: ``status``, and ``reason`` exactly (or, with
+    ``contains=True``, each of ``reason``'s ``|``-separated parts somewhere in it)."""
+
+    run: Run
+    status: str
+    reason: str
+    contains: bool = False
+
+    def check(self, record: dict) -> None:
+        assert record["status"] == self.status, (record["status"], record["reason"])
+        if self.contains:
+            assert all(part in record["reason"] for part in self.reason.split("|")), record["reason"]
+        else:
+            assert record["reason"] == self.reason
+
+
+def case(fault: Fault, slow: bool = False):
+    return pytest.param(fault, marks=pytest.mark.slow) if slow else fault
+
+
+# Whatever the plugin does, the record says so and the runs before and after it are untouched.
+SINGLE_FAULTS = {
+    "sigkill": case(Fault(single("fault_crash", how="sigkill"), "error", "worker died: SIGKILL")),
+    "exit": case(Fault(single("fault_crash", code=3), "error", "worker died: exit code 3")),
+    "segfault": case(Fault(single("fault_crash", how="segfault"), "error", "worker died: SIGSEGV")),
+    "system_exit": case(Fault(single("fault_crash", how="system_exit", code=4), "error", "run raised SystemExit: 4")),
+    "keyboard_interrupt": case(Fault(single("fault_crash", how="keyboard_interrupt"), "error",
+                                     "run raised KeyboardInterrupt: injected by a plugin")),
+    "allocation_30gib": case(Fault(single("fault_alloc", gib=30), "oom", "memory", contains=True)),
+    "memory_hog": case(Fault(single("fault_hog"), "oom", "exceeded the memory budget of 1.00 GiB", contains=True)),
+    "hang": case(Fault(single("fault_sleep", seconds=600), "timeout", f"exceeded the time limit of {RUN_TIMEOUT_S:g} s"),
+                 slow=True),
+}
 
 
 # ----- single-device runs ------------------------------------------------------------------------------
-def test_single_run_crash_is_contained(scheduler, tmp_path):
-    runs = [single(), single("fault_crash", how="sigkill"), single("fault_crash", code=3), single(seqlen_tag=1)]
-    before, killed, exited, after = sweep(scheduler, runs, tmp_path)
-    cpus = int(scheduler.single_cpus())
-    assert_ok(before, threads=cpus)  # one timed run per node: it gets the node's cores as threads
-    assert (killed["status"], killed["reason"]) == ("error", "worker died: SIGKILL")
-    assert (exited["status"], exited["reason"]) == ("error", "worker died: exit code 3")
-    assert_ok(after, threads=cpus)
-
-
-def test_single_run_time_limit(scheduler, tmp_path):
-    slow, after = sweep(scheduler, [single("fault_sleep", seconds=600), single(tag="after-timeout")], tmp_path)
-    assert slow["status"] == "timeout"
-    assert slow["reason"] == f"exceeded the time limit of {RUN_TIMEOUT_S:g} s"
-    assert RUN_TIMEOUT_S <= slow["wall_s"] < RUN_TIMEOUT_S + 5
-    assert_ok(after)
+@pytest.mark.parametrize("fault", list(SINGLE_FAULTS.values()), ids=list(SINGLE_FAULTS))
+def test_single_run_fault_is_that_runs_record(each_scheduler, tmp_path, fault):
+    before, failed, after = sweep(each_scheduler, [single(tag="before"), fault.run, single(tag="after")], tmp_path)
+    threads = single_threads(each_scheduler)
+    assert_ok(before, threads=threads)  # one timed run per node: it gets the node's cores as threads
+    fault.check(failed)
+    assert_ok(after, threads=threads)
+    if fault.status == "timeout":
+        assert RUN_TIMEOUT_S <= failed["wall_s"] < RUN_TIMEOUT_S + 5
+    if "memory budget" in fault.reason:
+        assert failed["peak_rss_bytes"] > BUDGET
 
 
 def test_single_run_driver_backstop_cancels_a_silent_worker(scheduler, tmp_path, monkeypatch):
@@ -120,14 +194,6 @@ def test_single_run_driver_backstop_cancels_a_silent_worker(scheduler, tmp_path,
     assert_ok(after)
 
 
-def test_single_run_memory_budget(scheduler, tmp_path):
-    hog, after = sweep(scheduler, [single("fault_hog"), single(tag="after-oom")], tmp_path)
-    assert hog["status"] == "oom"
-    assert "exceeded the memory budget of 1.00 GiB" in hog["reason"]
-    assert hog["peak_rss_bytes"] > BUDGET
-    assert_ok(after)
-
-
 # ----- multi-rank runs ---------------------------------------------------------------------------------
 def _group_fault(scheduler, tmp_path, fault: Run) -> dict:
     """[healthy, fault, healthy] at world size 2: the fault tears the group down, a new one runs the last."""
@@ -142,46 +208,49 @@ def _group_fault(scheduler, tmp_path, fault: Run) -> dict:
     return failed
 
 
-def test_rank_raises(scheduler, tmp_path):
-    failed = _group_fault(scheduler, tmp_path, ranked("fault_raise"))
-    assert failed["status"] == "error"
-    assert failed["reason"] == "rank 1 raised RuntimeError: injected fault on rank 1"
-    assert "injected fault" in failed["traceback"]
+RANK_FAULTS = {
+    "raises": case(Fault(ranked("fault_raise"), "error", "rank 1 raised RuntimeError: injected fault on rank 1")),
+    # through the real runner: the failing rank's own reason is recorded at once, not a peer's timeout
+    "raises_inside_a_real_strategy": case(Fault(ranked("fault_attention_raise"), "error",
+                                                "rank 1|injected fault in attention on rank 1", contains=True)),
+    "exit": case(Fault(ranked("fault_exit", code=7), "error", "rank 1 died: exit code 7")),
+    "sigkill": case(Fault(ranked("fault_sigkill"), "error", "rank 1 died: SIGKILL")),
+    "segfault": case(Fault(ranked("fault_segfault"), "error", "rank 1 died: SIGSEGV")),
+    "system_exit": case(Fault(ranked("fault_system_exit", code=5), "error", "rank 1 raised SystemExit: 5")),
+    "keyboard_interrupt": case(Fault(ranked("fault_keyboard_interrupt"), "error",
+                                     "rank 1 raised KeyboardInterrupt: injected by a plugin")),
+    "allocation_30gib": case(Fault(ranked("fault_alloc", gib=30), "oom", "rank 1|memory", contains=True)),
+    "memory_hog": case(Fault(ranked("fault_hog"), "oom", "rank 1: RSS |exceeded the memory budget of 1.00 GiB",
+                             contains=True)),
+    "hangs_in_collective": case(Fault(ranked("fault_hang"), "timeout",
+                                      f"rank 1 exceeded the time limit of {RUN_TIMEOUT_S:g} s"), slow=True),
+    "exceeds_time_limit": case(Fault(ranked("fault_sleep", seconds=600), "timeout",
+                                     f"ranks 0,1 exceeded the time limit of {RUN_TIMEOUT_S:g} s"), slow=True),
+}
 
 
-def test_rank_raises_inside_a_real_strategy(scheduler, tmp_path):
-    """Through the real runner: the failing rank's own reason is recorded at once, not a peer's timeout."""
-    failed = _group_fault(scheduler, tmp_path, ranked("fault_attention_raise"))
-    assert failed["status"] == "error"
-    assert "rank 1" in failed["reason"] and "injected fault in attention on rank 1" in failed["reason"]
-    assert failed["wall_s"] < RUN_TIMEOUT_S
+@pytest.mark.parametrize("fault", list(RANK_FAULTS.values()), ids=list(RANK_FAULTS))
+def test_rank_fault_is_that_runs_record(each_scheduler, tmp_path, fault):
+    failed = _group_fault(each_scheduler, tmp_path, fault.run)
+    fault.check(failed)
+    if fault.run.strategy == "fault_raise":
+        assert "injected fault" in failed["traceback"]
+    if fault.run.strategy == "fault_attention_raise":
+        assert failed["wall_s"] < RUN_TIMEOUT_S
 
 
-@pytest.mark.parametrize("fault, reason", [
-    (ranked("fault_exit", code=7), "rank 1 died: exit code 7"),
-    (ranked("fault_sigkill"), "rank 1 died: SIGKILL"),
-])
-def test_rank_dies(scheduler, tmp_path, fault, reason):
-    failed = _group_fault(scheduler, tmp_path, fault)
-    assert (failed["status"], failed["reason"]) == ("error", reason)
+def test_inline_limits_follow_the_cli(plugins):
+    """``--run-timeout`` and ``--memory-budget`` reach the inline scheduler's runs and its rank groups."""
+    from harness.cli import build_parser, make_scheduler
 
-
-def test_rank_hangs_in_collective(scheduler, tmp_path):
-    failed = _group_fault(scheduler, tmp_path, ranked("fault_hang"))
-    assert failed["status"] == "timeout"
-    assert failed["reason"] == f"rank 1 exceeded the time limit of {RUN_TIMEOUT_S:g} s"
-
-
-def test_multi_rank_run_exceeds_time_limit(scheduler, tmp_path):
-    failed = _group_fault(scheduler, tmp_path, ranked("fault_sleep", seconds=600))
-    assert failed["status"] == "timeout"
-    assert failed["reason"] == f"ranks 0,1 exceeded the time limit of {RUN_TIMEOUT_S:g} s"
-
-
-def test_rank_exceeds_memory_budget(scheduler, tmp_path):
-    failed = _group_fault(scheduler, tmp_path, ranked("fault_hog"))
-    assert failed["status"] == "oom"
-    assert failed["reason"].startswith("rank 1: RSS ") and "exceeded the memory budget of 1.00 GiB" in failed["reason"]
+    args = build_parser().parse_args(["run", "quickstart", "--scheduler", "inline", "--run-timeout", "9",
+                                      "--memory-budget", "2", "--threads", "1"])
+    s = make_scheduler(args)
+    try:
+        assert (s.run_timeout_s, s.memory_budget_bytes, s.threads) == (9.0, 2 << 30, 1)
+        assert (s.groups.timeout_s, s.groups.memory_budget) == (9.0, 2 << 30)
+    finally:
+        s.close()
 
 
 def test_buckets_reuse_one_group_per_world_size(scheduler, tmp_path):
@@ -358,3 +427,47 @@ def test_address_of_a_ray_start_cluster(tmp_path):
         assert {r["node"] for r in records} and all(r["threads"] == 2 for r in records)
     finally:
         _kill_tree(head.pid)
+
+
+# ----- what a benchmark process runs at ------------------------------------------------------------------
+NICENESS_PROBE = (
+    "import json, os\n"
+    "from harness.cluster.priority import niceness, reset_niceness, run_conditions\n"
+    "start = niceness()\n"
+    "if start < 19:\n"
+    "    os.setpriority(os.PRIO_PROCESS, 0, start + 2)  # as Ray renices its workers\n"
+    "target = start if start < 19 else 18  # back down: what a reset asks of the kernel\n"
+    "print(json.dumps({'target': target, 'why': reset_niceness(target), **run_conditions()}))\n"
+)
+
+
+def test_a_benchmark_process_takes_the_drivers_niceness_or_says_why():
+    """Lowering a niceness needs privilege (or RLIMIT_NICE): the reset either happens or is recorded."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", NICENESS_PROBE], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    if got["why"] is None:
+        assert got["nice"] == got["target"] and "nice_error" not in got
+    else:
+        assert got["why"].startswith("could not change niceness") and got["nice_error"] == got["why"]
+        assert got["nice"] != got["target"]
+    assert got["load_avg"] >= 0
+
+
+@pytest.mark.parametrize("exitcode, kills, kind, reason", [
+    (-signal.SIGKILL, (3, 4), "oom", "killed by the kernel's OOM killer (RSS peak 2.00 GiB)"),
+    (-signal.SIGKILL, (3, 3), "died", "died: SIGKILL"),
+    (-signal.SIGKILL, (None, None), "died", "died: SIGKILL"),
+    (-signal.SIGSEGV, (3, 4), "died", "died: SIGSEGV"),
+    (3, (3, 4), "died", "died: exit code 3"),
+])
+def test_a_death_by_the_oom_killer_is_oom(monkeypatch, exitcode, kills, kind, reason):
+    """A child SIGKILLed while the kernel's OOM-kill count rose was the OOM killer's: ``oom``, not ``error``."""
+    from harness.cluster import isolation
+
+    monkeypatch.setattr(isolation, "oom_kills", lambda: kills[1])
+    o = isolation._death(exitcode, kills[0], 1.0, 2 << 30)
+    assert (o.kind, o.reason) == (kind, reason)

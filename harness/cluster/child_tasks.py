@@ -1,5 +1,6 @@
-"""What runs inside a supervised benchmark process (see ``harness.cluster.isolation``): thread set-up, one single-device
-run, torch.distributed initialisation of a rank, one distributed run.
+"""What runs inside a supervised benchmark process (see ``harness.cluster.isolation``): set-up (threads, and the
+driver's niceness: ``harness.cluster.priority``), one single-device run, torch.distributed initialisation of a
+rank, one distributed run. Every record made here states its process's niceness and the load when it started.
 
 The forkserver imports this module once (with torch) and warms the method and strategy registries, so every
 forked child starts with them loaded instead of scanning entry points per run.
@@ -15,6 +16,7 @@ import torch
 
 from harness.cluster.group_run import RankFailure
 from harness.cluster.isolation import resolve
+from harness.cluster.priority import reset_niceness, run_conditions
 from harness.spec import Run
 
 def _warm_registries() -> None:
@@ -45,20 +47,34 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+def prepare(threads: int, nice: Optional[int] = None) -> int:
+    """Start-up of a single-run benchmark process: ``threads`` torch threads, niceness ``nice`` (the driver's;
+    None: as inherited). Returns the thread count."""
+    reset_niceness(nice)
+    return set_threads(threads)
+
+
 def execute_single(run: Run) -> dict:
-    """One single-device run (``harness.execution.executor.execute`` never raises for a run's failure)."""
+    """One single-device run (``harness.execution.executor.execute`` never raises for a run's failure), with
+    the process's niceness and the load when it started."""
     from harness.execution.single import execute
 
-    return execute(run)
+    conditions = run_conditions()
+    record = execute(run)
+    if isinstance(record, dict):
+        record.update(conditions)
+    return record
 
 
 def init_rank(
     rank: int, world_size: int, master_addr: str, master_port: int, backend: str, timeout_s: float, threads: int,
-    device_index: Optional[int],
+    device_index: Optional[int], nice: Optional[int] = None,
 ) -> dict:
-    """Join the group's default process group (once per group); on GPU bind this rank's device first."""
+    """Join the group's default process group (once per group), at niceness ``nice`` (the driver's; None: as
+    inherited); on GPU bind this rank's device first."""
     import torch.distributed as dist
 
+    reset_niceness(nice)
     set_threads(threads)
     if device_index is not None:
         torch.cuda.set_device(device_index)
@@ -72,10 +88,15 @@ def init_rank(
 
 def execute_rank(executor: str, run: Run, kwargs: Optional[dict] = None) -> Optional[dict | RankFailure]:
     """One distributed run on this rank: ``executor(run, **kwargs)`` returns the record on rank 0, None elsewhere;
-    a rank other than 0 whose part failed returns its status and reason as a :class:`RankFailure`."""
+    a rank other than 0 whose part failed returns its status and reason as a :class:`RankFailure`. Rank 0's
+    record states its niceness and the load when the run started."""
     from harness.execution.distributed import RankFailed
 
+    conditions = run_conditions()
     try:
-        return resolve(executor)(run, **(kwargs or {}))
+        record = resolve(executor)(run, **(kwargs or {}))
     except RankFailed as e:
         return RankFailure(e.status, e.reason)
+    if isinstance(record, dict):
+        record.update(conditions)
+    return record

@@ -10,7 +10,10 @@ threads. So every benchmark process is a plain child of the Ray worker that supe
 * the supervisor waits on a pipe with a deadline (``time_limit_s``) and polls the child's resident memory
   (RSS, ``/proc/PID/statm``) every ``POLL_S``: over the budget it SIGKILLs the child (an RSS watchdog, not
   ``RLIMIT_AS``, because CUDA reserves terabytes of address space and the watchdog also works on GPU hosts);
-* a child that exits is reported with its exit code or signal name (``died: SIGKILL``);
+* a child that exits is reported with its exit code or signal name (``died: SIGKILL``); one that the kernel's
+  OOM killer ended (a SIGKILL while ``/proc/vmstat``'s ``oom_kill`` count rose) is ``oom``;
+* a child ignores SIGINT: Ctrl-C interrupts the supervisor, which kills its children, while a
+  ``KeyboardInterrupt`` (or ``SystemExit``) raised *inside* a call is that call's ``raised`` outcome;
 * children die with their parent (``PR_SET_PDEATHSIG``; the forkserver exits with the Ray worker that
   started it), so killing a Ray worker (``ray.kill``, ``ray.cancel(force=True)``) leaves no benchmark
   process behind.
@@ -37,6 +40,7 @@ from typing import Any, Callable, Optional
 POLL_S = 0.05
 PRELOAD = ["torch", "harness.cluster.child_tasks"]  # imported once by the forkserver, shared by every child
 KINDS = ("ok", "raised", "died", "timeout", "oom")
+MEMORY_FRACTION = 0.8  # default budget: this share of the node's RAM, split between concurrent processes
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -59,6 +63,36 @@ class Outcome:
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+def node_memory() -> int:
+    """This node's memory: physical RAM, or the cgroup (v2) limit of this container when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def default_budget(share: int) -> int:
+    """``MEMORY_FRACTION`` of this node's memory divided by ``share`` processes (the default RSS budget)."""
+    return int(node_memory() * MEMORY_FRACTION / max(share, 1))
+
+
+def oom_kills() -> Optional[int]:
+    """How many processes the kernel's OOM killer has killed since boot (``/proc/vmstat``; None if unknown)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def rss_bytes(pid: int) -> int:
@@ -98,7 +132,9 @@ def _die_with_parent() -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".splitlines()[0][:400]
+    """``ValueError: bad`` (``KeyboardInterrupt`` for an exception without a message)."""
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return text.splitlines()[0][:400]
 
 
 def _serve(conn: Connection, env: dict, init: Optional[str], init_args: tuple) -> None:
@@ -106,6 +142,7 @@ def _serve(conn: Connection, env: dict, init: Optional[str], init_args: tuple) -
 
     Functions travel as ``"module:function"`` paths so that the supervisor never imports what they need."""
     _die_with_parent()  # the parent is the forkserver, which exits when the supervising process does
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle (module docstring)
     if os.getppid() == 1:  # orphaned before prctl took effect
         os._exit(1)
     os.environ.update(env)
@@ -182,6 +219,7 @@ class Child:
         started = time.perf_counter()
         deadline = started + limit_s
         peak = 0
+        kills = oom_kills()
         while True:
             now = time.perf_counter()
             if now >= deadline:
@@ -208,8 +246,7 @@ class Child:
                                elapsed_s=time.perf_counter() - started, peak_rss=peak, host=_host())
             if not ready and not self.proc.is_alive():
                 self.proc.join(1)
-                return Outcome("died", reason=f"died: {exit_reason(self._exitcode())}",
-                               elapsed_s=time.perf_counter() - started, peak_rss=peak, host=_host())
+                return _death(self._exitcode(), kills, time.perf_counter() - started, peak)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.is_alive():
@@ -226,10 +263,55 @@ class Child:
             self.kill()
 
 
+def _death(exitcode: Optional[int], kills_before: Optional[int], elapsed_s: float, peak: int) -> Outcome:
+    """The outcome of a child that died: ``oom`` when the kernel's OOM killer did it, else ``died`` and how."""
+    kills = oom_kills()
+    if exitcode == -signal.SIGKILL and kills is not None and kills_before is not None and kills > kills_before:
+        return Outcome("oom", reason=f"killed by the kernel's OOM killer (RSS peak {gib(peak)})", elapsed_s=elapsed_s,
+                       peak_rss=peak, host=_host())
+    return Outcome("died", reason=f"died: {exit_reason(exitcode)}", elapsed_s=elapsed_s, peak_rss=peak, host=_host())
+
+
+class KeptChild:
+    """A :class:`Child` kept from call to call while it is healthy: replaced when it died, was killed (an
+    overrun, its memory budget) or its ``init_args`` change; ``fresh=True`` gives a call a new one of its own.
+
+    The single-device runs of a Ray worker and of the inline scheduler go through one of these: the process is
+    reused as long-lived workers are (the harness measures its GEMM peak once per process)."""
+
+    def __init__(self, init: str, env: Optional[dict] = None):
+        self.init, self.env = init, env
+        self.child: Optional[Child] = None
+        self.init_args: tuple = ()
+
+    def call(self, fn: str, args: tuple, init_args: tuple, time_limit_s: float, memory_budget: Optional[int],
+             start_timeout_s: float, fresh: bool = False) -> Outcome:
+        """``fn(*args)`` in the kept process (started with ``init(*init_args)`` if there is none)."""
+        if fresh:
+            return run_once(fn, args, time_limit_s, memory_budget, start_timeout_s, self.init, init_args, self.env)
+        if self.child is None or not self.child.alive or self.init_args != init_args:
+            self.close()
+            self.child, self.init_args = Child(self.init, init_args, self.env), init_args
+            started = self.child.start(start_timeout_s, memory_budget)
+            if not started.ok:
+                self.close()
+                started.reason = f"at start-up: {started.reason}"
+                return started
+        outcome = self.child.call(fn, args, time_limit_s, memory_budget)
+        if not self.child.alive:
+            self.close()
+        return outcome
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+
 def run_once(fn: str, args: tuple, time_limit_s: float, memory_budget: Optional[int], start_timeout_s: float,
-             init: Optional[str] = None, init_args: tuple = ()) -> Outcome:
-    """``fn(*args)`` in a fresh child (the isolation of a single-device run)."""
-    child = Child(init, init_args)
+             init: Optional[str] = None, init_args: tuple = (), env: Optional[dict] = None) -> Outcome:
+    """``fn(*args)`` in a fresh child (the strictest isolation of a single-device run)."""
+    child = Child(init, init_args, env)
     try:
         started = child.start(start_timeout_s, memory_budget)
         if not started.ok:

@@ -50,8 +50,8 @@ class LocalRankGroup:
     """The W ranks of one world size on this machine, alive until :meth:`teardown`."""
 
     def __init__(self, world_size: int, threads: int, pg_timeout_s: float, init_timeout_s: float = 60.0,
-                 env: Optional[dict] = None):
-        self.world_size, self.threads = world_size, threads
+                 env: Optional[dict] = None, nice: Optional[int] = None):
+        self.world_size, self.threads, self.nice = world_size, threads, nice
         self.pg_timeout_s, self.init_timeout_s = pg_timeout_s, init_timeout_s
         self.env = rank_env() if env is None else env
         self.children: list[Child] = []
@@ -66,7 +66,7 @@ class LocalRankGroup:
         self.pool = ThreadPoolExecutor(self.world_size, thread_name_prefix=f"lcbench-rank-w{self.world_size}")
         self.children = [
             Child(f"{CHILD}:init_rank",
-                  (rank, self.world_size, "127.0.0.1", port, "gloo", self.pg_timeout_s, self.threads, None),
+                  (rank, self.world_size, "127.0.0.1", port, "gloo", self.pg_timeout_s, self.threads, None, self.nice),
                   env=self.env)
             for rank in range(self.world_size)
         ]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from harness.status import RUN_BREAKING, base_record, outcome
+from harness.status import RUN_BREAKING, base_record, memory_exhausted, outcome
 from harness.cluster.isolation import Outcome
 from harness.cluster.group_run import GroupRun, RankFailure, failed as rank_failed
 from harness.spec import Run
 
 # Texts of the failures a rank sees when a *peer* failed first: the peer's failure is the reason, not these.
 PEER_FAILURE_MARKS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "peer", "timed out")
-MEMORY_MARKS = ("out of memory", "memoryerror", "can't allocate memory", "cannot allocate memory")
 
 
 def _annotate(record: dict, o: Outcome, threads: int, scheduler: str = "ray") -> dict:
@@ -37,20 +36,25 @@ def _failure(run: Run, status: str, reason: str, o: Outcome, threads: int, sched
 
 
 def _raised_status(reason: str) -> str:
-    return "oom" if any(m in reason.lower() for m in MEMORY_MARKS) else "error"
+    return "oom" if memory_exhausted(reason) else "error"
 
 
-def single_record(run: Run, o: Outcome, threads: int) -> dict:
-    """The record of a single-device run from its supervisor's outcome."""
+def single_record(run: Run, o: Outcome, threads: int, scheduler: str = "ray") -> dict:
+    """The record of a single-device run from its supervisor's outcome (``scheduler``: ``ray`` or ``inline``).
+
+    ``raised``: what escaped the executor (which makes every ``Exception`` of a run its record): a
+    ``SystemExit`` or a ``KeyboardInterrupt`` the run raised is that run's error, not a stop of the sweep."""
     if o.kind == "ok" and isinstance(o.value, dict):
-        return _annotate(dict(o.value), o, threads)
+        return _annotate(dict(o.value), o, threads, scheduler)
     if o.kind == "ok":
-        return _failure(run, "error", f"benchmark process returned {type(o.value).__name__}, not a record", o, threads)
+        return _failure(run, "error", f"benchmark process returned {type(o.value).__name__}, not a record", o, threads,
+                        scheduler)
     if o.kind == "died":
-        return _failure(run, "error", f"worker {o.reason}", o, threads)
+        return _failure(run, "error", f"worker {o.reason}", o, threads, scheduler)
     if o.kind == "raised":
-        return _failure(run, _raised_status(o.reason), o.reason, o, threads)
-    return _failure(run, o.kind, o.reason, o, threads)  # timeout, oom
+        reason = o.reason if o.reason.startswith("at start-up") else f"run raised {o.reason}"
+        return _failure(run, _raised_status(o.reason), reason, o, threads, scheduler)
+    return _failure(run, o.kind, o.reason, o, threads, scheduler)  # timeout, oom
 
 
 def _priority(o: Outcome) -> int:

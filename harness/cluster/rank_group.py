@@ -40,6 +40,7 @@ class GroupSpec:
     group_timeout_s: float = 120.0  # bundles reserved and actors answering
     init_timeout_s: float = 60.0  # process group initialised (the child's start included)
     pg_timeout_s: float = 1800.0  # torch.distributed's own collective timeout
+    nice: Optional[int] = None  # the ranks' niceness (the driver's); None: what the Ray worker has
 
     @property
     def backend(self) -> str:
@@ -92,7 +93,7 @@ class RankGroup:
         envs, devices = self._device_env()
         refs = [
             a.start.remote(rank, spec.world_size, master, port, spec.backend, spec.pg_timeout_s, spec.init_timeout_s,
-                           spec.threads, envs[rank], devices[rank])
+                           spec.threads, envs[rank], devices[rank], spec.nice)
             for rank, a in enumerate(self.actors)
         ]
         outcomes = self._get_all(refs, spec.init_timeout_s + 10, "initialise the process group")

@@ -8,6 +8,12 @@ knobs together: ``_node_ip_address="127.0.0.1"`` alone is rewritten to the host'
 loopback only. The variable is set before Ray starts (its processes inherit it) and the constant patched in
 case ``ray`` was imported earlier.
 
+Ray starts each worker with its niceness raised by ``RAY_worker_niceness`` (15), which every benchmark process
+forked under it would inherit; the embedded Ray is started with 0 (unless the user set it), so its workers keep
+the driver's niceness even where lowering it again is not permitted. On a joined cluster the benchmark
+processes reset theirs themselves where allowed (``harness.cluster.priority``), and every record says what it
+ran at.
+
 If the driver is killed (SIGKILL), Ray's GCS, raylet and workers die with it; ``harness.cluster.ray_reaper`` takes
 care of the raylet's agents, which Ray leaves behind.
 
@@ -36,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keeps 127.0.0.1 as the node IP (module docstring)
+PRIORITY_ENV = {"RAY_worker_niceness": "0"}  # Ray renices its workers by +15 unless told not to (module docstring)
 FORWARDED = ("GLIBC_TUNABLES",)  # read when a worker process starts: Ray sets runtime_env variables before that
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for a submitted job's entrypoint
 CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails within this, not after Ray's minutes of retries
@@ -67,6 +74,8 @@ class RayConnection:
             return
         if address is None:
             os.environ.update(LOOPBACK_ENV)  # inherited by the raylet, GCS and workers started below
+            for k, v in PRIORITY_ENV.items():
+                os.environ.setdefault(k, v)
             _force_loopback()
             # Workers must import lcbench (and any LCBENCH_PLUGINS module) however the driver was started.
             paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -14,61 +14,26 @@ from typing import Optional
 
 import ray
 
-from harness.cluster.isolation import Child, Outcome, run_once
+from harness.cluster.isolation import Child, KeptChild, Outcome, default_budget, node_memory  # noqa: F401 — API
 
 DEFAULT_RANK_EXECUTOR = "harness.execution.distributed:execute_distributed"  # called on every rank of a group
 CHILD = "harness.cluster.child_tasks"  # where the functions run in benchmark processes live (imports torch)
-MEMORY_FRACTION = 0.8  # default budget: this share of the node's RAM, split between concurrent processes
 
 
-def node_memory() -> int:
-    """This node's memory: physical RAM, or the cgroup (v2) limit of this container when lower."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    except OSError:
-        pass
-    return total
-
-
-def default_budget(share: int) -> int:
-    """``MEMORY_FRACTION`` of this node's memory divided by ``share`` processes."""
-    return int(node_memory() * MEMORY_FRACTION / max(share, 1))
-
-
-_single_child: Optional[Child] = None  # this worker's benchmark process, kept between runs while it is healthy
-_single_threads = 0
+_single = KeptChild(f"{CHILD}:prepare")  # this worker's benchmark process, kept between runs while it is healthy
 
 
 def run_single(run, threads: int, time_limit_s: float, memory_budget: Optional[int], budget_share: int,
-               start_timeout_s: float, fresh_process: bool = False) -> Outcome:
-    """Body of the single-run Ray task: the run in this worker's benchmark process (``threads`` torch threads).
+               start_timeout_s: float, fresh_process: bool = False, nice: Optional[int] = None) -> Outcome:
+    """Body of the single-run Ray task: the run in this worker's benchmark process (``threads`` torch threads,
+    niceness ``nice``: the driver's, where Ray started this worker at its own).
 
     The process is reused by the worker's next run, as long-lived workers are (the harness measures its GEMM
     peak once per process); one that died, overran or outgrew its budget was killed and is replaced.
     ``fresh_process`` gives every run a new one (stricter isolation, about a second more per run)."""
-    global _single_child, _single_threads
     budget = memory_budget or default_budget(budget_share)
-    if fresh_process:
-        return run_once(f"{CHILD}:execute_single", (run,), time_limit_s, budget, start_timeout_s,
-                        init=f"{CHILD}:set_threads", init_args=(threads,))
-    if _single_child is None or not _single_child.alive or _single_threads != threads:
-        if _single_child is not None:
-            _single_child.close()
-        _single_child, _single_threads = Child(f"{CHILD}:set_threads", (threads,)), threads
-        started = _single_child.start(start_timeout_s, budget)
-        if not started.ok:
-            _single_child.close()
-            _single_child = None
-            started.reason = f"at start-up: {started.reason}"
-            return started
-    outcome = _single_child.call(f"{CHILD}:execute_single", (run,), time_limit_s, budget)
-    if not _single_child.alive:
-        _single_child = None
-    return outcome
+    return _single.call(f"{CHILD}:execute_single", (run,), (threads, nice), time_limit_s, budget, start_timeout_s,
+                        fresh=fresh_process)
 
 
 class RankActor:
@@ -91,10 +56,12 @@ class RankActor:
 
     def start(self, rank: int, world_size: int, master_addr: str, master_port: int, backend: str,
               pg_timeout_s: float, start_timeout_s: float, threads: int, env: dict,
-              device_index: Optional[int]) -> Outcome:
-        """Start the rank's child and initialise the process group in it (once per group)."""
+              device_index: Optional[int], nice: Optional[int] = None) -> Outcome:
+        """Start the rank's child (at niceness ``nice``, the driver's) and initialise the process group in it (once
+        per group)."""
         self.child = Child(f"{CHILD}:init_rank",
-                           (rank, world_size, master_addr, master_port, backend, pg_timeout_s, threads, device_index),
+                           (rank, world_size, master_addr, master_port, backend, pg_timeout_s, threads, device_index,
+                            nice),
                            env=env)
         return self.child.start(start_timeout_s)
 

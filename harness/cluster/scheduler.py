@@ -30,6 +30,7 @@ import ray
 from harness.status import base_record, outcome
 from harness.cluster.isolation import Outcome
 from harness.cluster.outcomes import breaks_group, group_record, single_record
+from harness.cluster.priority import niceness
 from harness.cluster.rank_group import GroupError, GroupSpec, RankGroup, cpus_per_rank
 from harness.cluster.ray_cluster import RayConnection
 from harness.cluster.ray_workers import DEFAULT_RANK_EXECUTOR, run_single_task
@@ -47,6 +48,7 @@ class RayScheduler:
     ``run_timeout_s``: time limit of one run (status ``timeout``). ``memory_budget_bytes``: RSS limit of each
     benchmark process (each rank, for a multi-rank run; status ``oom``); default 80% of the node's RAM divided
     by the processes that may share it. ``threads``: torch threads per process; default the CPUs it reserved.
+    Every benchmark process runs at this driver's niceness (``harness.cluster.priority``).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class RayScheduler:
         self.connection = RayConnection(address, num_cpus=num_cpus, log_to_driver=log_to_driver)
         self.groups: dict[GroupKey, RankGroup] = {}
         self.groups_built = 0
+        self.nice = niceness()  # the benchmark processes reset theirs to this (Ray starts its workers at 15)
 
     # ----- the Scheduler protocol ---------------------------------------------------------------------
     def run(self, runs: list[Run]) -> Iterator[dict]:
@@ -151,7 +154,7 @@ class RayScheduler:
                     run = queue.popleft()
                     ref = run_single_task.options(num_cpus=task_cpus, num_gpus=1 if run.device == "cuda" else 0).remote(
                         run, threads, self.run_timeout_s, self.memory_budget_bytes, self.max_concurrent,
-                        self.start_timeout_s, self.fresh_process_per_run)
+                        self.start_timeout_s, self.fresh_process_per_run, self.nice)
                     inflight[ref] = (run, time.perf_counter())
                 first_deadline = min(t for _, t in inflight.values()) + backstop
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(0.0, first_deadline - time.perf_counter()))
@@ -176,7 +179,7 @@ class RayScheduler:
         return GroupSpec(
             world_size=world_size, device=device, cpus_per_rank=cpus, threads=self._threads_for(cpus),
             group_timeout_s=self.group_timeout_s, init_timeout_s=self.init_timeout_s,
-            pg_timeout_s=max(self.run_timeout_s, self.init_timeout_s) + self.answer_grace_s,
+            pg_timeout_s=max(self.run_timeout_s, self.init_timeout_s) + self.answer_grace_s, nice=self.nice,
         )
 
     def _group(self, key: GroupKey) -> RankGroup:

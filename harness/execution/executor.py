@@ -30,7 +30,7 @@ from harness import status as st
 from harness.errors import UserError
 from harness.execution.machine import peak_fields, peak_tflops
 from harness.execution.measure import TimingStats
-from harness.interfaces import Unsupported
+from harness.interfaces import Unavailable, Unsupported
 from harness.spec import Run, Timing
 
 
@@ -194,9 +194,11 @@ def classify_exception(e: BaseException, run: Optional[Run] = None) -> tuple[str
     text = _one_line(e)
     if isinstance(e, Unsupported):
         return st.UNSUPPORTED, str(e)
+    if isinstance(e, Unavailable):
+        return st.UNAVAILABLE, str(e)
     if isinstance(e, UserError):
         return st.ERROR, str(e)
-    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+    if isinstance(e, MemoryError) or st.memory_exhausted(str(e)):
         return st.OOM, text
     lowered = text.lower()
     if "timed out" in lowered or "timeout" in lowered:  # a collective that hit the group's timeout

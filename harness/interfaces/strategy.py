@@ -51,6 +51,11 @@ class Unsupported(Exception):
     """A combination the strategy cannot run exactly; the message is the one-line reason stored with the run."""
 
 
+class Unavailable(Exception):
+    """Raised by a plugin's build or prepare when something it needs is not usable here after all (a library's
+    op that cannot be built, a build lock held past the wait): the run is ``unavailable`` with the message."""
+
+
 @dataclass(frozen=True)
 class CPProblem:
     """One context-parallel problem as plain data (no process group): what limits and layouts see."""

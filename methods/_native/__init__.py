@@ -1,7 +1,9 @@
 """Build and load lcbench's native kernels (C++ beside this file) on first use, for the machine they run on.
 
 A kernel is compiled once per (source, compiler, CPU) with ``g++ -O3 -march=native`` into a cache folder
-(``$LCBENCH_NATIVE_CACHE``, else ``~/.cache/lcbench/native``) and loaded with :mod:`ctypes`; no torch headers
+(``$LCBENCH_NATIVE_CACHE``, else ``~/.cache/lcbench/native``), one builder at a time under a
+:class:`harness.build_lock.BuildLock` (a bounded wait; a dead builder's lock is taken over; a lock held past
+the wait makes the kernel unavailable, saying who holds it), and loaded with :mod:`ctypes`; no torch headers
 are involved, so a build takes seconds. The matrix products are the BLAS that torch itself links
 (``sgemm_``/``dgemm_`` exported by ``libtorch_cpu``, Intel MKL in the x86 wheels); each worker thread pins that
 BLAS to one thread (``MKL_Set_Num_Threads_Local``) so the kernel's own threads are the only parallelism.
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
+from harness.build_lock import BuildLock, BuildLockBusy
 
 HERE = Path(__file__).resolve().parent
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC", "-pthread")
@@ -56,23 +60,38 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-def _build(name: str) -> Path:
+def build_target(name: str) -> Path:
+    """Where kernel ``name`` is cached for this source, compiler and CPU (its build lock: ``.lock`` beside it)."""
     source = HERE / f"{name}.cpp"
     cxx = _compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([source.read_text(), cxx, version, *FLAGS, _cpu_identity()]).encode()).hexdigest()
-    target = _cache_dir() / f"{name}-{key[:16]}.so"
+    return _cache_dir() / f"{name}-{key[:16]}.so"
+
+
+def _build(name: str) -> Path:
+    source, cxx = HERE / f"{name}.cpp", _compiler()
+    target = build_target(name)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with BuildLock(target.with_suffix(".lock")):  # one builder at a time; a dead builder's lock is taken over
+            if not target.exists():  # else built by the owner we waited for
+                _compile(cxx, source, target)
+    except BuildLockBusy as e:
+        raise NativeUnavailable(str(e)) from None
+    return target
+
+
+def _compile(cxx: str, source: Path, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     done = subprocess.run([cxx, *FLAGS, str(source), "-o", tmp], capture_output=True, text=True)
     if done.returncode != 0:
         os.unlink(tmp)
         raise NativeUnavailable(f"{cxx} failed to build {source.name}: {done.stderr.strip()[-400:]}")
-    os.replace(tmp, target)  # atomic: concurrent builders (Ray workers, ranks) never see a half-written file
-    return target
+    os.replace(tmp, target)  # atomic: a loader never sees a half-written file
 
 
 def _torch_symbol(name: str) -> Optional[int]:
