@@ -8,6 +8,9 @@ torch's own bfloat16 flash kernel, a few ulp off in its backward, passes whereve
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import pytest
 import torch
 
@@ -18,6 +21,7 @@ from harness.interfaces import Problem
 from harness.interfaces import reference as reference_mod
 from harness.interfaces.reference import reference_outputs, sample_rows
 from harness.masks import build_mask
+from methods import _decay as decay_mod
 
 SHAPE = dict(batch=1, heads_q=4, heads_kv=2, head_dim=32)
 DIAGONAL_MASKS = [("sliding_window_causal", {"window": 0}), ("neighborhood", {"window": 1})]
@@ -251,3 +255,108 @@ def test_workload_check_holds_a_scalar_to_one_ulp_not_to_luck() -> None:
     assert check_against_eager({"loss": one_ulp_off}, {"loss": exact}, {"loss": eager}).ok
     planted = (exact * (1 + 1e-4)).to(torch.float32)
     assert not check_against_eager({"loss": planted}, {"loss": exact}, {"loss": eager}).ok
+
+
+# ----- planted 1% errors are invalid in bfloat16 and float32, for every method of the catalog ------------------
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward scales the gradient by 1.01 (a kernel whose dq/dk/dv are 1% off)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 1.01
+
+
+@contextlib.contextmanager
+def _decay_off_by_one_percent():
+    """Every decay schedule of ``methods._decay`` returns rates 1% too large while the block runs."""
+    saved = dict(decay_mod.SCHEDULES)
+    for name, schedule in saved.items():
+        decay_mod.SCHEDULES[name] = lambda h, l, n, schedule=schedule: schedule(h, l, n) * 1.01
+    try:
+        yield
+    finally:
+        decay_mod.SCHEDULES.update(saved)
+
+
+def _skip_an_invisible_decay_error(reference, q, k, v, mask, scale, correct) -> None:
+    """Skip where the 1% decay error moves the exact output by less than twice what rounding to the dtype
+    costs (the sound yardstick's RMS error): then no check can tell it from rounding (TransNormer's schedule
+    at 4 heads decays by e^-2 per token and more, so its outputs hardly depend on the rate)."""
+    rows = torch.arange(q.shape[1])
+    true = reference(q, k, v, mask, scale, rows, None, options={})["out"]
+    with _decay_off_by_one_percent():
+        off = reference(q, k, v, mask, scale, rows, None, options={})["out"]
+    effect = float((off - true).pow(2).mean().sqrt())
+    if effect < 2 * correct.eager_rms_errors["out"]:
+        pytest.skip(f"the 1% decay error moves the output by {effect:.1e} RMS, less than twice the rounding of "
+                    f"{q.dtype} ({correct.eager_rms_errors['out']:.1e})")
+
+
+def _decayed(name: str) -> bool:
+    """Whether the method has a decay a plant can put off (a linear method whose default schedule decays)."""
+    schedule = methods()[name].options.get("decay")
+    return schedule is not None and bool(decay_mod.decay_rates(SHAPE["heads_q"], {}, schedule).any())
+
+
+def _plants():
+    for name in (p.values[0] for p in _cpu_methods()):
+        marks = [pytest.mark.slow] if name in COMPILED else []
+        for dtype in ("float32", "bfloat16"):
+            yield pytest.param(name, dtype, "output x1.01", marks=marks, id=f"{name}-{dtype}-output")
+            yield pytest.param(name, dtype, "gradient x1.01", marks=marks, id=f"{name}-{dtype}-gradient")
+            if _decayed(name):
+                yield pytest.param(name, dtype, "decay x1.01", marks=marks, id=f"{name}-{dtype}-decay")
+
+
+@pytest.mark.parametrize("name,dtype,plant", list(_plants()))
+def test_a_planted_one_percent_error_is_invalid(name, dtype, plant):
+    """A 1% error — of the output (S=1024, the size at which it once passed in bfloat16), of every gradient, or
+    of a linear method's decay rates — is about one bfloat16 ulp, so the max rule's floor cannot see it; the RMS
+    rule against the float32-accumulated yardstick does, in every dtype, for every method."""
+    seqlen, direction = (1024, "fwd") if plant == "output x1.01" else (512, "fwd+bwd")
+    fn, q, k, v, mask, scale, how = _setup(name, "causal", {}, dtype, direction, seqlen=seqlen)
+    with_grad = direction != "fwd"
+    correct = check_method(fn, q, k, v, mask, scale, with_grad, **how)
+    assert correct.ok, correct.reason
+    if plant == "output x1.01":
+        planted = lambda a, b, c: fn(a, b, c) * 1.01  # noqa: E731
+    elif plant == "gradient x1.01":
+        planted = lambda a, b, c: fn(*(_ScaleGradient.apply(t) for t in (a, b, c)))  # noqa: E731
+    else:
+        _skip_an_invisible_decay_error(how["reference"], q, k, v, mask, scale, correct)
+        with _decay_off_by_one_percent():
+            built = methods()[name].build(Problem(mask=mask, seqlen=seqlen, dtype=q.dtype, device=q.device,
+                                                  direction=direction, **SHAPE))
+
+        def planted(a, b, c):
+            with _decay_off_by_one_percent():
+                return built(a, b, c)
+    result = check_method(planted, q, k, v, mask, scale, with_grad, **how)
+    assert not result.ok, (plant, result.rms_ratios, result.ratios)
+    tensors = "out" if plant == "output x1.01" else "d[qkv]" if plant == "gradient x1.01" else "(out|d[qkv])"
+    assert re.match(rf"failed correctness gate: {tensors} error", result.reason), result.reason
+
+
+def _true_cases():
+    cases = [("causal", {}, 384), ("causal", {}, 1000), ("sliding_window", {"left": 100, "right": 20}, 640),
+             ("causal_document", {}, 768)]
+    for name in (p.values[0] for p in _cpu_methods()):
+        marks = [pytest.mark.slow] if name in COMPILED else []
+        for mask_name, params, seqlen in cases:
+            yield pytest.param(name, mask_name, params, seqlen, marks=marks, id=f"{name}-{mask_name}-{seqlen}")
+        yield pytest.param(name, "causal", {}, 2048, marks=[pytest.mark.slow], id=f"{name}-causal-2048")
+
+
+@pytest.mark.parametrize("name,mask_name,params,seqlen", list(_true_cases()))
+def test_true_methods_pass_in_bfloat16(name, mask_name, params, seqlen):
+    """The RMS rule does not reject right kernels: every method, forward and backward, in bfloat16, at lengths
+    that are and are not multiples of the kernels' blocks, on masks with and without documents."""
+    fn, q, k, v, mask, scale, how = _setup(name, mask_name, params, "bfloat16", "fwd+bwd", seqlen=seqlen)
+    result = check_method(fn, q, k, v, mask, scale, True, **how)
+    assert result.ok, result.reason
+    assert all(r <= gate_mod.RMS_FACTOR for r in result.rms_ratios.values()), result.rms_ratios

@@ -10,8 +10,8 @@ yardstick is this reference computed from the run's (rounded) inputs in :func:`y
 the 16-bit dtypes, as real kernels accumulate — with its results rounded to the run's dtype: a sound
 implementation of that dtype, whose error is essentially the rounding of the results. (The plain eager pass
 *in* bfloat16, scores rounded to bfloat16 before the softmax, is 2-10x less accurate than that, so a multiple
-of it admitted 1% errors.) The gate allows a kernel a small multiple of the yardstick's max error and of its
-RMS error (see :mod:`harness.execution.gate`).
+of it admitted 1% errors.) The gate allows a kernel a small multiple of the eager pass's max error and of the
+yardstick's RMS error, and no systematic bias (see :mod:`harness.execution.gate`).
 
 Work is split into chunks of rows (bounded score memory at any length) and, inside each, of the query heads
 sharing one KV head; gradients of row chunks are summed in at least float32 (one chunk at test sizes, where the
