@@ -44,7 +44,8 @@ import torch
 from harness.masks.core import Mask
 from harness.interfaces.reference import (  # noqa: F401 — the row selection is re-exported for the gate's callers
     EXTRA_ROWS, FULL_CHECK_SEQLEN, FULL_CHECK_WORK, FULL_CHECK_WORK_OTHER, GRADIENT_FACTOR, OUTPUT_FACTOR,
-    RMS_FACTOR, ROW_TILE, full_check_affordable, gate_rows, reference_outputs, ulp_floor, yardstick_dtype,
+    RMS_FACTOR, ROW_TILE, full_check_affordable, gate_rows, reference_outputs, run_seed, ulp_floor,
+    yardstick_dtype,
 )
 
 # A kernel may be this many times less accurate than the same-dtype yardstick (max error): flash-attention's
@@ -89,11 +90,6 @@ class GateResult:
         if self.ok:
             return None
         return self.failure or "failed correctness gate"
-
-
-def run_seed(key: str) -> int:
-    """The gate's seed for a run: the first 32 bits of its key (fresh rows per run, reproducible per run)."""
-    return int(key[:8], 16)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

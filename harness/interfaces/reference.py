@@ -114,6 +114,11 @@ ROW_TILE = 64
 EXTRA_ROWS = 64
 
 
+def run_seed(key: str) -> int:
+    """The checks' seed for a run: the first 32 bits of its key (fresh rows per run, reproducible per run)."""
+    return int(key[:8], 16)
+
+
 def full_check_affordable(batch: int, heads_q: int, rows: int, seqlen: int, head_dim: int, device: str) -> bool:
     """Whether the reference can check every one of ``rows`` query rows on ``device``."""
     work = batch * heads_q * rows * seqlen * max(1, head_dim // 64)
