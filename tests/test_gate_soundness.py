@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 
-from harness.catalog import methods
+from harness.catalog import methods, strategies
 from harness.execution import gate as gate_mod
 from harness.execution.gate import check_method, check_outputs, compare, gate_rows, run_seed, upstream_gradient
 from harness.interfaces import Problem
@@ -360,3 +360,75 @@ def test_true_methods_pass_in_bfloat16(name, mask_name, params, seqlen):
     result = check_method(fn, q, k, v, mask, scale, True, **how)
     assert result.ok, result.reason
     assert all(r <= gate_mod.RMS_FACTOR for r in result.rms_ratios.values()), result.rms_ratios
+
+
+# ----- context-parallel strategies: the same check_outputs, the same planted error -----------------------------
+
+PLANTED_STRATEGIES = '''"""Every strategy of the catalog with its attention's output (and so its gradients) 1% too large."""
+from dataclasses import replace
+
+from harness.catalog import strategies
+
+
+def _scaled(attention):
+    def planted(ctx, q, k, v):
+        return attention(ctx, q, k, v) * 1.01
+    return planted
+
+
+STRATEGIES = [replace(s, name="planted_" + s.name, attention=_scaled(s.attention)) for s in strategies().values()]
+'''
+
+CP_SCRIPT = '''import json, sys
+from harness.cluster.launch import run_local_many
+from harness.spec import Run
+
+if __name__ == "__main__":
+    runs = [Run.from_dict(r) for r in json.loads(sys.argv[1])]
+    records = run_local_many(runs, measure_memory=False)
+    print(json.dumps([[r.strategy, r.method, rec["status"], rec.get("reason") or ""] for r, rec in zip(runs, records)]))
+'''
+
+
+def _strategy_groups():
+    ours = [n for n, s in strategies().items() if not s.kernel]
+    peers = [n for n, s in strategies().items() if s.kernel]
+    yield pytest.param(ours, id="ours")
+    yield pytest.param(peers, marks=pytest.mark.slow, id="peers")
+
+
+@pytest.mark.parametrize("names", list(_strategy_groups()))
+def test_a_strategy_one_percent_off_is_invalid_in_bfloat16(tmp_path, names):
+    """Each strategy (W=2, gloo), true and with a planted 1% output error, in bfloat16 forward and backward,
+    with a softmax and a linear local method: the true ones pass, every planted one is invalid."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.spec import Run, Timing
+
+    (tmp_path / "lcbench_planted_strategies.py").write_text(PLANTED_STRATEGIES)
+    (tmp_path / "run_cp.py").write_text(CP_SCRIPT)
+    quick = Timing(warmup=1, min_samples=1, min_run_time=0.0)
+    runs = [Run.make(method=method, strategy=prefix + name, mask="causal", seqlen=512, heads_q=4, heads_kv=2,
+                     head_dim=32, world_size=2, direction="fwd+bwd", dtype="bfloat16", timing=quick).to_dict()
+            for name in names for method in ("blocksparse", "lightning") for prefix in ("", "planted_")]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "LCBENCH_PLUGINS": "lcbench_planted_strategies",
+           "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)])}
+    proc = subprocess.run([sys.executable, str(tmp_path / "run_cp.py"), json.dumps(runs)], capture_output=True,
+                          text=True, env=env, timeout=1200, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout.strip().splitlines()[-1])
+    checked = set()
+    for (name, method, status, reason), (_, _, planted, why) in zip(records[::2], records[1::2]):
+        if status in ("unsupported", "unavailable"):
+            continue
+        assert status == "ok", (name, method, reason)
+        assert planted == "invalid", (name, method, planted, why)
+        assert why.startswith("failed correctness gate: "), why
+        checked.add(name)
+    if not any(strategies()[n].kernel for n in names):
+        assert checked == set(names)  # every built-in strategy runs here with one of the two methods
