@@ -67,9 +67,10 @@ TENSORS = ("out", "dq", "dk", "dv")
 @dataclass
 class GateResult:
     """The verdict on one run. ``errors`` are normalised (max error / the tensor's reference magnitude, floored
-    by a share of the problem's); ``ratios`` are max error / the yardstick's max error (``eager_errors``);
+    by a share of the problem's); ``ratios`` are max error / the eager same-dtype max error (``eager_errors``);
     ``limits`` the absolute limit each tensor's max error was held to; ``rms_ratios``, ``rms_limits`` and
-    ``eager_rms_errors`` the same for the RMS error; ``tolerance`` the largest allowed max ratio (``FACTOR``)."""
+    ``eager_rms_errors`` the same for the RMS error against the sound yardstick's; ``biases`` each error's
+    relative scale bias (its component along the reference); ``tolerance`` the largest allowed max ratio."""
 
     ok: bool
     max_abs_err: float  # of the output, absolute
