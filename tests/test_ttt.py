@@ -292,3 +292,7 @@ def test_thinking_tokens_are_stated_for_the_flops_spent_and_the_flops_needed(met
     executed = state.step_flops(start)
     if executed.attention_backward > qttt.DQ_ONLY_BWD_FACTOR * executed.attention_forward:
         assert state.steps_flops() > state.steps_flops(needed=True)
+    for phase in qttt.PHASES:  # every phase states both counts
+        step = get_workload("qttt").build(problem("qttt", phase, 256, method=method, steps=2, span=64))
+        metrics = step.metrics(1e-3)
+        assert metrics["thinking_tokens"] > 0 and metrics["thinking_tokens_dq_only"] > 0, phase

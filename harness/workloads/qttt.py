@@ -365,7 +365,8 @@ def build_prefill(problem: WorkloadProblem) -> WorkloadStep:
     shares = state.share_metrics()
     return WorkloadStep(
         call=lambda: state.session.prefill(T), flops=flops, check=lambda: check_logits(state),
-        metrics=lambda s: {"ms": s * 1e3, "tokens_per_s": tokens / s, "thinking_tokens": shares["thinking_tokens"]},
+        metrics=lambda s: {"ms": s * 1e3, "tokens_per_s": tokens / s, "thinking_tokens": shares["thinking_tokens"],
+                           "thinking_tokens_dq_only": shares["thinking_tokens_dq_only"]},
         fields=state.fields(), inputs=tuple(state.session.cache.tensors()),
     )
 
@@ -398,7 +399,8 @@ def build_decode(problem: WorkloadProblem) -> WorkloadStep:
     def metrics(s: float) -> dict[str, float]:
         ms_token = s * 1e3 / n
         return {"ms_per_token": ms_token, "tokens_per_s": problem.batch * n / s,
-                "thinking_ms": shares["thinking_tokens"] * ms_token, "thinking_tokens": shares["thinking_tokens"]}
+                "thinking_ms": shares["thinking_tokens"] * ms_token, "thinking_tokens": shares["thinking_tokens"],
+                "thinking_tokens_dq_only": shares["thinking_tokens_dq_only"]}
 
     return WorkloadStep(
         call=lambda: state.session.decode(T, n), flops=state.decode_flops(T, n),
