@@ -53,27 +53,32 @@ def collect(builtin: list, group: str, attr: str, kind: type) -> dict:
     return found
 
 
+_BUILDING: set[str] = set()  # LCBENCH_PLUGINS values whose registries (any of them) are being built now
+
+
 def _cached_per_plugins(build):
     """Cache a registry per value of ``LCBENCH_PLUGINS``: a process forked before the variable was set (a
     forkserver that warmed the catalog) sees the plugins of the run's environment. ``cache_clear`` empties it.
 
-    A plugin module that looks a method up while it is being imported re-enters the build: that inner, partial
-    registry is returned to it but never cached."""
+    A plugin module that looks an entry up while it is being imported (``get_strategy("ulysses")`` at its top
+    level) re-enters the catalog: while *any* registry of that plugin value is being built, every registry it
+    asks for is built partially (its own module is still half-imported, so its lists are missing) and returned
+    uncached — one registry's build never caches another registry without the plugin's entries (a strategy
+    plugin imported first by ``methods()``, as the rank processes' forkserver does, stays a known strategy)."""
     cache: dict[str, dict] = {}
-    building: set[str] = set()
 
     @functools.wraps(build)
     def registry():
         key = os.environ.get(PLUGINS_ENV, "")
         if key in cache:
             return cache[key]
-        if key in building:
+        if key in _BUILDING:
             return build()
-        building.add(key)
+        _BUILDING.add(key)
         try:
             cache[key] = build()
         finally:
-            building.discard(key)
+            _BUILDING.discard(key)
         return cache[key]
 
     registry.cache_clear = cache.clear

@@ -4,7 +4,8 @@ Three registered methods share one implementation (:mod:`methods._linear`) and d
 decay schedule (:mod:`methods._decay`; the option ``decay`` overrides it, ``layer``/``layers`` place the
 layer, ``block`` sets the block length, default 256 as in MiniMax):
 
-* ``lightning`` — MiniMax's schedule ``s_h = 2^(-8 (h+1) / H) (1 - l / (L-1) + 1e-5)``;
+* ``lightning`` — MiniMax's schedule ``s_h = m_h (1 - l / (L-1) + 1e-5)``, ``m_h`` ALiBi's slopes
+  (``2^(-8 (h+1) / H)`` for a power of two H, MiniMax's interleaving otherwise);
 * ``lightning_tnl`` — TransNormerLLM's ``s_h = (8/H)(1 - l/L) h`` (flash-linear-attention's
   ``chunk_lightning_attn``; head 0 undecayed);
 * ``linear_attn`` — plain causal linear attention (no decay).
@@ -113,7 +114,8 @@ FLOP_CONVENTION = ("linear: matmuls of the blocked algorithm, per block of L row
                    "10L^2d+8Ld^2 (recomputed scores), per q head x batch; decode 4d^2 per row")
 VARIANTS = {
     "lightning": ("minimax", "MiniMax lightning attention: blocked causal linear attention, decay "
-                             "2^(-8(h+1)/H)(1-l/(L-1)+1e-5), fp32 state, B=256"),
+                             "m_h(1-l/(L-1)+1e-5) with ALiBi's slopes m_h (2^(-8(h+1)/H) for "
+                             "power-of-two H), fp32 state, B=256"),
     "lightning_tnl": ("transnormer", "lightning attention with TransNormerLLM decay (8/H)(1-l/L)h "
                                      "(fla chunk_lightning_attn's schedule), blocked torch"),
     "linear_attn": ("none", "plain causal linear attention (no decay), blocked torch"),

@@ -14,6 +14,7 @@ import torch
 from harness.masks.core import ALL_FEATURES
 from harness.interfaces import LocalKernel, Method, Problem
 from harness.interfaces.local_kernel import PlanSpec
+from harness.interfaces.method import dense_matmul_flops
 
 MAX_SCORE_BYTES = 4 << 30
 
@@ -115,6 +116,14 @@ LOCAL_KERNEL = LocalKernel(
 )
 
 
+def executed_flops(problem: Problem, part: str, kv_grad: bool) -> float:
+    """What naive executes: the whole (rows x keys) score rectangle, masked or not — forward QK^T and PV;
+    autograd's backward dP = dO V^T and dQ = dS K, plus dV = P^T dO and dK = dS^T Q only when K and V need a
+    gradient (a frozen cache skips them)."""
+    matmuls = 2 if part == "fwd" else (4 if kv_grad else 2)
+    return matmuls * dense_matmul_flops(problem)
+
+
 METHOD = Method(
     name="naive",
     summary="eager PyTorch, materialised S x S scores; the readable reference",
@@ -123,4 +132,5 @@ METHOD = Method(
     decode=True,
     limits=limits,
     local_kernel=LOCAL_KERNEL,
+    executed_flops=executed_flops,
 )

@@ -21,6 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.masks.core import ALL_FEATURES
 from harness.interfaces import Method, Problem
+from harness.interfaces.method import dense_matmul_flops
 
 MAX_MASK_BYTES = 4 << 30
 
@@ -67,6 +68,15 @@ def limits(problem: Problem) -> Optional[str]:
     return None
 
 
+def executed_flops(problem: Problem, part: str, kv_grad: bool) -> float:
+    """What the fused kernel executes, as torch's own flop formulas count it (``sdpa_flop_count``,
+    ``sdpa_backward_flop_count``): forward QK^T and PV over the score rectangle; backward recomputes the scores,
+    then dP, dV, dQ and dK — dK and dV although K and V may need no gradient (one fused op returns all three).
+    (Its CPU flash forward skips key blocks wholly above a native causal diagonal; torch's formula, like this
+    one, counts the rectangle.)"""
+    return (2 if part == "fwd" else 5) * dense_matmul_flops(problem)
+
+
 METHOD = Method(
     name="sdpa",
     summary="torch SDPA, flash backend (CUDA: memory-efficient when masked); dense boolean mask unless full/causal",
@@ -76,5 +86,6 @@ METHOD = Method(
     dtypes=frozenset({"float32", "bfloat16", "float16", "float64"}),
     decode=True,
     limits=limits,
+    executed_flops=executed_flops,
     homepage="https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html",
 )

@@ -100,3 +100,48 @@ def test_decode_runs_record_flops_of_their_rows_and_kv_bytes_read():
     dense = execute(Run.make(**{**run.to_dict(), "method": "sdpa"}))
     assert dense["status"] == "ok"
     assert record["metrics"]["kv_bytes_read"] < dense["metrics"]["kv_bytes_read"] == 2 * 1024 * 2 * 16 * 4
+
+
+# ----- plugins from outside the repository run on ranks as built-ins do -----------------------------------------
+
+PLUGIN_STRATEGY = '''"""A context-parallel strategy plugin outside the repository: ulysses under its own name, looked up while
+this module is imported (the catalog is re-entered mid-import)."""
+from dataclasses import replace
+
+from harness.catalog import get_method, get_strategy
+
+_KERNEL = get_method("blocksparse")  # a method lookup first: the rank processes' forkserver builds methods() first
+STRATEGIES = [replace(get_strategy("ulysses"), name="{name}", summary="ulysses, registered by a plugin")]
+'''
+
+
+def write_plugin(tmp_path: Path, module: str, strategy: str) -> Path:
+    (tmp_path / f"{module}.py").write_text(PLUGIN_STRATEGY.format(name=strategy))
+    return tmp_path
+
+
+def test_a_plugin_imported_by_one_registry_is_in_every_registry(tmp_path, monkeypatch):
+    """Whichever registry imports a plugin module first (here methods(), whose build imports the module, which
+    itself asks for a strategy), the strategies registry still has the plugin's strategies."""
+    monkeypatch.syspath_prepend(str(write_plugin(tmp_path, "lcbench_reentrant_plugin", "reentrant_ulysses")))
+    monkeypatch.setenv(catalog.PLUGINS_ENV, "lcbench_reentrant_plugin")
+    assert "blocksparse" in catalog.methods()
+    assert catalog.get_strategy("reentrant_ulysses").summary == "ulysses, registered by a plugin"
+
+
+@pytest.mark.parametrize("world_size", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_a_plugin_strategy_from_outside_the_repository_passes_its_gate_on_ranks(tmp_path, world_size):
+    """``LCBENCH_PLUGINS`` naming a module on ``PYTHONPATH`` outside the repository: the ranks (forked from a
+    forkserver that warmed the catalog) resolve its strategy, and the run passes its float64 gate."""
+    plugin_dir = write_plugin(tmp_path, "lcbench_outside_plugin", "outside_ulysses")
+    run = cp_run("blocksparse", strategy="outside_ulysses", world_size=world_size, options={})
+    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.spec import Run; "
+              "print(json.dumps(run_local(Run.from_dict(json.loads(sys.argv[1])), measure_memory=False), default=str))")
+    env = {**os.environ, "LCBENCH_PLUGINS": "lcbench_outside_plugin",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_dir)])}
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(run.to_dict())], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["status"] == "ok", record["reason"]
+    assert record["strategy"] == "outside_ulysses" and record["world_size"] == world_size

@@ -8,16 +8,20 @@ torch's own bfloat16 flash kernel, a few ulp off in its backward, passes whereve
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import pytest
 import torch
 
-from harness.catalog import methods
+from harness.catalog import methods, strategies
 from harness.execution import gate as gate_mod
 from harness.execution.gate import check_method, check_outputs, compare, gate_rows, run_seed, upstream_gradient
 from harness.interfaces import Problem
 from harness.interfaces import reference as reference_mod
 from harness.interfaces.reference import reference_outputs, sample_rows
 from harness.masks import build_mask
+from methods import _decay as decay_mod
 
 SHAPE = dict(batch=1, heads_q=4, heads_kv=2, head_dim=32)
 DIAGONAL_MASKS = [("sliding_window_causal", {"window": 0}), ("neighborhood", {"window": 1})]
@@ -251,3 +255,180 @@ def test_workload_check_holds_a_scalar_to_one_ulp_not_to_luck() -> None:
     assert check_against_eager({"loss": one_ulp_off}, {"loss": exact}, {"loss": eager}).ok
     planted = (exact * (1 + 1e-4)).to(torch.float32)
     assert not check_against_eager({"loss": planted}, {"loss": exact}, {"loss": eager}).ok
+
+
+# ----- planted 1% errors are invalid in bfloat16 and float32, for every method of the catalog ------------------
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward scales the gradient by 1.01 (a kernel whose dq/dk/dv are 1% off)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 1.01
+
+
+@contextlib.contextmanager
+def _decay_off_by_one_percent():
+    """Every decay schedule of ``methods._decay`` returns rates 1% too large while the block runs."""
+    saved = dict(decay_mod.SCHEDULES)
+    for name, schedule in saved.items():
+        decay_mod.SCHEDULES[name] = lambda h, l, n, schedule=schedule: schedule(h, l, n) * 1.01
+    try:
+        yield
+    finally:
+        decay_mod.SCHEDULES.update(saved)
+
+
+def _skip_an_invisible_decay_error(reference, q, k, v, mask, scale, correct) -> None:
+    """Skip where the 1% decay error moves the exact output by less than twice what rounding to the dtype
+    costs (the sound yardstick's RMS error): then no check can tell it from rounding (TransNormer's schedule
+    at 4 heads decays by e^-2 per token and more, so its outputs hardly depend on the rate)."""
+    rows = torch.arange(q.shape[1])
+    true = reference(q, k, v, mask, scale, rows, None, options={})["out"]
+    with _decay_off_by_one_percent():
+        off = reference(q, k, v, mask, scale, rows, None, options={})["out"]
+    effect = float((off - true).pow(2).mean().sqrt())
+    if effect < 2 * correct.eager_rms_errors["out"]:
+        pytest.skip(f"the 1% decay error moves the output by {effect:.1e} RMS, less than twice the rounding of "
+                    f"{q.dtype} ({correct.eager_rms_errors['out']:.1e})")
+
+
+def _decayed(name: str) -> bool:
+    """Whether the method has a decay a plant can put off (a linear method whose default schedule decays)."""
+    schedule = methods()[name].options.get("decay")
+    return schedule is not None and bool(decay_mod.decay_rates(SHAPE["heads_q"], {}, schedule).any())
+
+
+def _plants():
+    for name in (p.values[0] for p in _cpu_methods()):
+        marks = [pytest.mark.slow] if name in COMPILED else []
+        for dtype in ("float32", "bfloat16"):
+            yield pytest.param(name, dtype, "output x1.01", marks=marks, id=f"{name}-{dtype}-output")
+            yield pytest.param(name, dtype, "gradient x1.01", marks=marks, id=f"{name}-{dtype}-gradient")
+            if _decayed(name):
+                yield pytest.param(name, dtype, "decay x1.01", marks=marks, id=f"{name}-{dtype}-decay")
+
+
+@pytest.mark.parametrize("name,dtype,plant", list(_plants()))
+def test_a_planted_one_percent_error_is_invalid(name, dtype, plant):
+    """A 1% error — of the output (S=1024, the size at which it once passed in bfloat16), of every gradient, or
+    of a linear method's decay rates — is about one bfloat16 ulp, so the max rule's floor cannot see it; the RMS
+    rule against the float32-accumulated yardstick does, in every dtype, for every method."""
+    seqlen, direction = (1024, "fwd") if plant == "output x1.01" else (512, "fwd+bwd")
+    fn, q, k, v, mask, scale, how = _setup(name, "causal", {}, dtype, direction, seqlen=seqlen)
+    with_grad = direction != "fwd"
+    correct = check_method(fn, q, k, v, mask, scale, with_grad, **how)
+    assert correct.ok, correct.reason
+    if plant == "output x1.01":
+        planted = lambda a, b, c: fn(a, b, c) * 1.01  # noqa: E731
+    elif plant == "gradient x1.01":
+        planted = lambda a, b, c: fn(*(_ScaleGradient.apply(t) for t in (a, b, c)))  # noqa: E731
+    else:
+        _skip_an_invisible_decay_error(how["reference"], q, k, v, mask, scale, correct)
+        with _decay_off_by_one_percent():
+            built = methods()[name].build(Problem(mask=mask, seqlen=seqlen, dtype=q.dtype, device=q.device,
+                                                  direction=direction, **SHAPE))
+
+        def planted(a, b, c):
+            with _decay_off_by_one_percent():
+                return built(a, b, c)
+    result = check_method(planted, q, k, v, mask, scale, with_grad, **how)
+    assert not result.ok, (plant, result.rms_ratios, result.ratios)
+    tensors = "out" if plant == "output x1.01" else "d[qkv]" if plant == "gradient x1.01" else "(out|d[qkv])"
+    assert re.match(rf"failed correctness gate: {tensors} error", result.reason), result.reason
+
+
+def _true_cases():
+    cases = [("causal", {}, 384), ("causal", {}, 1000), ("sliding_window", {"left": 100, "right": 20}, 640),
+             ("causal_document", {}, 768)]
+    for name in (p.values[0] for p in _cpu_methods()):
+        marks = [pytest.mark.slow] if name in COMPILED else []
+        for mask_name, params, seqlen in cases:
+            yield pytest.param(name, mask_name, params, seqlen, marks=marks, id=f"{name}-{mask_name}-{seqlen}")
+        yield pytest.param(name, "causal", {}, 2048, marks=[pytest.mark.slow], id=f"{name}-causal-2048")
+
+
+@pytest.mark.parametrize("name,mask_name,params,seqlen", list(_true_cases()))
+def test_true_methods_pass_in_bfloat16(name, mask_name, params, seqlen):
+    """The RMS rule does not reject right kernels: every method, forward and backward, in bfloat16, at lengths
+    that are and are not multiples of the kernels' blocks, on masks with and without documents."""
+    fn, q, k, v, mask, scale, how = _setup(name, mask_name, params, "bfloat16", "fwd+bwd", seqlen=seqlen)
+    result = check_method(fn, q, k, v, mask, scale, True, **how)
+    assert result.ok, result.reason
+    assert all(r <= gate_mod.RMS_FACTOR for r in result.rms_ratios.values()), result.rms_ratios
+
+
+# ----- context-parallel strategies: the same check_outputs, the same planted error -----------------------------
+
+PLANTED_STRATEGIES = '''"""Every strategy of the catalog with its attention's output (and so its gradients) 1% too large."""
+from dataclasses import replace
+
+from harness.catalog import strategies
+
+
+def _scaled(attention):
+    def planted(ctx, q, k, v):
+        return attention(ctx, q, k, v) * 1.01
+    return planted
+
+
+STRATEGIES = [replace(s, name="planted_" + s.name, attention=_scaled(s.attention)) for s in strategies().values()]
+'''
+
+CP_SCRIPT = '''import json, sys
+from harness.cluster.launch import run_local_many
+from harness.spec import Run
+
+if __name__ == "__main__":
+    runs = [Run.from_dict(r) for r in json.loads(sys.argv[1])]
+    records = run_local_many(runs, measure_memory=False)
+    print(json.dumps([[r.strategy, r.method, rec["status"], rec.get("reason") or ""] for r, rec in zip(runs, records)]))
+'''
+
+
+def _strategy_groups():
+    ours = [n for n, s in strategies().items() if not s.kernel]
+    peers = [n for n, s in strategies().items() if s.kernel]
+    yield pytest.param(ours, id="ours")
+    yield pytest.param(peers, marks=pytest.mark.slow, id="peers")
+
+
+@pytest.mark.parametrize("names", list(_strategy_groups()))
+def test_a_strategy_one_percent_off_is_invalid_in_bfloat16(tmp_path, names):
+    """Each strategy (W=2, gloo), true and with a planted 1% output error, in bfloat16 forward and backward,
+    with a softmax and a linear local method: the true ones pass, every planted one is invalid."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.spec import Run, Timing
+
+    (tmp_path / "lcbench_planted_strategies.py").write_text(PLANTED_STRATEGIES)
+    (tmp_path / "run_cp.py").write_text(CP_SCRIPT)
+    quick = Timing(warmup=1, min_samples=1, min_run_time=0.0)
+    runs = [Run.make(method=method, strategy=prefix + name, mask="causal", seqlen=512, heads_q=4, heads_kv=2,
+                     head_dim=32, world_size=2, direction="fwd+bwd", dtype="bfloat16", timing=quick).to_dict()
+            for name in names for method in ("blocksparse", "lightning") for prefix in ("", "planted_")]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "LCBENCH_PLUGINS": "lcbench_planted_strategies",
+           "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)])}
+    proc = subprocess.run([sys.executable, str(tmp_path / "run_cp.py"), json.dumps(runs)], capture_output=True,
+                          text=True, env=env, timeout=1200, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout.strip().splitlines()[-1])
+    checked = set()
+    for (name, method, status, reason), (_, _, planted, why) in zip(records[::2], records[1::2]):
+        if status in ("unsupported", "unavailable"):
+            continue
+        assert status == "ok", (name, method, reason)
+        assert planted == "invalid", (name, method, planted, why)
+        assert why.startswith("failed correctness gate: "), why
+        checked.add(name)
+    if not any(strategies()[n].kernel for n in names):
+        assert checked == set(names)  # every built-in strategy runs here with one of the two methods

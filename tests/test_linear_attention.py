@@ -54,6 +54,30 @@ def test_schedules():
         decay_rates(h, {"layer": 4, "layers": 4}, "minimax")
 
 
+def _alibi_get_slopes(n: int) -> list[float]:
+    """ALiBi's reference ``get_slopes`` (Press et al., as copied into MiniMax's modeling code), verbatim."""
+    def get_slopes_power_of_2(n):
+        start = 2 ** (-2 ** -(math.log2(n) - 3))
+        ratio = start
+        return [start * ratio ** i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return get_slopes_power_of_2(n)
+    closest_power_of_2 = 2 ** math.floor(math.log2(n))
+    return (get_slopes_power_of_2(closest_power_of_2)
+            + _alibi_get_slopes(2 * closest_power_of_2)[0::2][: n - closest_power_of_2])
+
+
+@pytest.mark.parametrize("heads", range(1, 17))
+def test_minimax_slopes_follow_alibis_rule_for_every_head_count(heads):
+    """MiniMax builds its decay from ALiBi's slopes, interleaved for a head count that is not a power of two,
+    times the layer factor ``1 - l / (L - 1) + 1e-5``."""
+    reference = torch.tensor(_alibi_get_slopes(heads), dtype=torch.float64)
+    assert torch.allclose(decay_rates(heads, {}, "minimax"), reference * (1 + 1e-5), rtol=1e-14, atol=0)
+    layered = decay_rates(heads, {"layer": 2, "layers": 5}, "minimax")
+    assert torch.allclose(layered, reference * (1 - 2 / 4 + 1e-5), rtol=1e-14, atol=0)
+
+
 @pytest.mark.parametrize("schedule", ["minimax", "transnormer", "none"])
 def test_recurrence_equals_quadratic_form(schedule):
     q, k, v = inputs(dtype=torch.float64, seqlen=90)

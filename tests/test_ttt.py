@@ -228,3 +228,74 @@ def test_fla_reference_equals_our_primal_form_with_its_conventions() -> None:
     assert torch.allclose(got.double(), ref, atol=1e-5)
     ours = METHOD.reference(q, k, v, prob.mask, prob.scale, torch.arange(53), None)["out"]
     assert not torch.allclose(ours, ref, atol=1e-3)  # the conventions differ (q scale, output residual)
+
+
+def _counter() -> FlopCounterMode:
+    """FlopCounterMode that also counts torch's CPU flash op, by torch's own sdpa formulas (it registers them
+    for the CUDA ops only)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    def forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(q, k, v)
+
+    def backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    })
+
+
+def _executed_methods():
+    """The methods qTTT runs here that state what they execute (``Method.executed_flops``)."""
+    for name, method in catalog_methods().items():
+        if method.executed_flops is None or "cpu" not in method.devices or not method.backward:
+            continue
+        yield name
+
+
+def catalog_methods():
+    from harness.catalog import methods
+
+    return methods()
+
+
+@pytest.mark.parametrize("method", list(_executed_methods()))
+@pytest.mark.parametrize("phase", list(qttt.PHASES))
+def test_every_phase_states_the_flops_the_counter_counts(phase: str, method: str) -> None:
+    """The FLOPs a qTTT phase states equal FlopCounterMode's count of one call, exactly (up to float rounding):
+    the counter counts matmuls and sdpa, the model states matmuls and attention as the method executes it; the
+    ops it counts neither (softmax, norms, RoPE, AdamW, elementwise) are left out of both."""
+    T = 320
+    wp = problem("qttt", phase, T, method=method, steps=2, span=64, span_at="end", answer_tokens=2,
+                 decode_tokens=2)
+    step = get_workload("qttt").build(wp)
+    step.call()  # warm (a ttt_step's first call creates the optimizer state)
+    with _counter() as counter:
+        step.call()
+    assert counter.get_total_flops() == pytest.approx(step.flops, rel=1e-9), (phase, method)
+
+
+@pytest.mark.parametrize("method", list(_executed_methods()))
+def test_thinking_tokens_are_stated_for_the_flops_spent_and_the_flops_needed(method: str) -> None:
+    """Spent: the steps as executed over a decode step as executed. Needed: dQ-only steps (1.5x the exact-area
+    forward) over a decode step by the method's convention. A fused backward (sdpa) spends more than needed."""
+    wp = problem("qttt", "ttt_step", 1024, method=method, steps=4, span=64, span_at="end")
+    state = qttt.QTTT.build(wp, 1024)
+    shares = state.share_metrics()
+    T, start = 1024, state.starts[0]
+    spent = qwen3.step_flops(state.shape, start, 64, qttt.attention_flops(wp)).total * 4
+    assert shares["thinking_tokens"] == pytest.approx(spent / qwen3.decode_flops(state.shape, T, state.attention))
+    needed = state.step_flops(start, needed=True)
+    assert needed.attention_backward == pytest.approx(qttt.DQ_ONLY_BWD_FACTOR * needed.attention_forward)
+    assert shares["thinking_tokens_dq_only"] == pytest.approx(
+        4 * needed.total / qwen3.decode_flops(state.shape, T, state.needed))
+    executed = state.step_flops(start)
+    if executed.attention_backward > qttt.DQ_ONLY_BWD_FACTOR * executed.attention_forward:
+        assert state.steps_flops() > state.steps_flops(needed=True)
+    for phase in qttt.PHASES:  # every phase states both counts
+        step = get_workload("qttt").build(problem("qttt", phase, 256, method=method, steps=2, span=64))
+        metrics = step.metrics(1e-3)
+        assert metrics["thinking_tokens"] > 0 and metrics["thinking_tokens_dq_only"] > 0, phase

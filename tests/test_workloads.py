@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness import catalog
@@ -110,3 +111,35 @@ def test_decode_equals_the_last_rows_of_prefill_in_float64():
     import json
 
     assert json.loads(record["gate_errors"])["out"] < 1e-10
+
+
+def test_a_workload_checks_the_kernel_gates_rows(monkeypatch):
+    """The attention layer's checks look at the rows the kernel gate would (every row at this size): a kernel
+    wrong in one row that the old 64-row sample never drew is caught in prefill and train_step."""
+    from harness.interfaces.reference import sample_rows
+
+    row = 500
+    assert row not in sample_rows(1024).tolist()
+    sdpa = catalog.get_method("sdpa")
+
+    def build(problem):
+        fn = sdpa.build(problem)
+
+        def wrong_row(q, k, v):
+            out = fn(q, k, v)
+            bump = torch.zeros_like(out)
+            bump[:, row] = 0.5
+            return out + bump
+        return wrong_row
+
+    module = types.ModuleType("lcbench_test_wrong_row")
+    module.METHODS = [Method(name="sdpa_wrong_row", summary="sdpa, one row off", build=build,
+                             mask_features=sdpa.mask_features, decode=True)]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setenv("LCBENCH_PLUGINS", module.__name__)
+    try:
+        for phase in ("prefill", "train_step"):
+            record = execute(workload_run("attention_layer", phase, seqlen=1024, params={"method": "sdpa_wrong_row"}))
+            assert record["status"] == "invalid", (phase, record["reason"])
+    finally:
+        catalog.methods.cache_clear()

@@ -13,7 +13,7 @@ the field's FLOP convention, by default; linear attention or TTT layers bring th
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -100,6 +100,13 @@ def softmax_flops(problem: Problem, direction: str) -> float:
     return softmax_forward_flops(problem) * SOFTMAX_DIRECTION_FACTOR[direction]
 
 
+def dense_matmul_flops(problem: Problem) -> float:
+    """FLOPs of one (q rows x keys x head_dim) matmul of every q head: ``2 B Hq rows S d``, rows the problem's q
+    rows (a decode step's rows). What a kernel that computes the whole score rectangle spends per matmul, and
+    what torch.utils.flop_counter counts for one (its sdpa formulas count the rectangle, mask or not)."""
+    return 2.0 * problem.batch * problem.heads_q * problem.q_rows * problem.seqlen * problem.head_dim
+
+
 def dense_cache_bytes(problem: Problem) -> int:
     """KV bytes a decode step reads when the kernel streams the whole cache (a dense kernel with a mask)."""
     return 2 * problem.batch * problem.seqlen * problem.heads_kv * problem.head_dim * problem.element_bytes
@@ -148,11 +155,29 @@ class Method:
     homepage: str = ""
     # lcbench 0.1.0's hook (forward FLOPs, softmax factors for the other directions): kept for its plugins.
     forward_flops: Optional[Callable[[Problem], float]] = None
+    # The FLOPs the kernel really executes in one call, as torch.utils.flop_counter counts them:
+    # ``executed_flops(problem, part, kv_grad)`` with part "fwd" (a decode problem's forward is its step) or
+    # "bwd", kv_grad False when K and V need no gradient (a frozen cache). None: ``flops``' convention, whose
+    # backward includes dK and dV (see :meth:`executed`). Workloads that account for what they spend use it.
+    executed_flops: Optional[Callable[[Problem, str, bool], float]] = None
 
     def __post_init__(self) -> None:
         if self.forward_flops is not None and self.flops is softmax_flops:
             forward = self.forward_flops
             object.__setattr__(self, "flops", lambda p, d: forward(p) * SOFTMAX_DIRECTION_FACTOR[d])
+
+    def executed(self, problem: Problem, part: str, kv_grad: bool = True) -> float:
+        """FLOPs the kernel executes for ``part`` ("fwd" or "bwd") of ``problem`` (:attr:`executed_flops`, else
+        the convention: the forward of ``problem``'s direction, and for "bwd" that times the backward/forward
+        ratio of the full-rows problem, dK and dV included whatever ``kv_grad``)."""
+        if self.executed_flops is not None:
+            return self.executed_flops(problem, part, kv_grad)
+        fwd = self.flops(problem, DECODE if problem.is_decode else "fwd")
+        if part == "fwd":
+            return fwd
+        full = replace(problem, direction="fwd", decode_tokens=1)
+        full_fwd = self.flops(full, "fwd")
+        return fwd * (self.flops(full, "fwd+bwd") - full_fwd) / full_fwd if full_fwd else 0.0
 
     def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the catalog)
         return hash(self.name)

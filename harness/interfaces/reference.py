@@ -4,11 +4,14 @@
 cheap at any sequence length: with an upstream gradient that is zero outside those rows, the gradients of the
 whole problem (dq on the rows, dk and dv everywhere) are exactly the gradients of the rows alone.
 
-By default it computes in float64 (the exact answer). With ``compute_dtype`` set to the run's dtype it is the
-plain eager implementation an eager PyTorch user would write in that dtype (flash-attention's ``attention_ref``
-with ``upcast=False``): matmuls in the dtype, softmax in at least float32 and cast back, autograd for the
-gradients. The correctness gate measures how far *that* lands from float64 and allows a kernel a small multiple
-of it (see :mod:`harness.execution.gate`).
+By default it computes in float64 (the exact answer). With ``compute_dtype`` set it computes in that dtype:
+matmuls in it, softmax in at least float32, autograd for the gradients. The correctness gate's same-dtype
+yardstick is this reference computed from the run's (rounded) inputs in :func:`yardstick_dtype` — float32 for
+the 16-bit dtypes, as real kernels accumulate — with its results rounded to the run's dtype: a sound
+implementation of that dtype, whose error is essentially the rounding of the results. (The plain eager pass
+*in* bfloat16, scores rounded to bfloat16 before the softmax, is 2-10x less accurate than that, so a multiple
+of it admitted 1% errors.) The gate allows a kernel a small multiple of the eager pass's max error and of the
+yardstick's RMS error, and no systematic bias (see :mod:`harness.execution.gate`).
 
 Work is split into chunks of rows (bounded score memory at any length) and, inside each, of the query heads
 sharing one KV head; gradients of row chunks are summed in at least float32 (one chunk at test sizes, where the
@@ -29,6 +32,19 @@ from harness.masks.core import Mask
 # workloads' checks.
 OUTPUT_FACTOR = 2.0
 GRADIENT_FACTOR = 3.0
+# Beside the max: a tensor's RMS error against float64 may be at most this multiple of the yardstick's
+# (:func:`yardstick_dtype`), with no rounding floor, so that a systematic error cannot hide under one ulp. In
+# bfloat16 rounding alone has an RMS of ~0.16% of the values (the yardstick's error), a 1% systematic error
+# about 6x that; eager bfloat16 (scores rounded to bfloat16 before the softmax) was seen at 2.7x, torch's CPU
+# flash backward at 2.5x.
+RMS_FACTOR = 4.0
+
+
+def yardstick_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the gate's same-dtype yardstick computes in: at least float32, as real kernels accumulate
+    (flash-attention, cuDNN, torch's CPU flash: 16-bit inputs, float32 matmul accumulation and softmax); its
+    results are then rounded to ``dtype``, as a kernel's are when stored."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def ulp_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
@@ -83,6 +99,55 @@ def reference_attention(
     vd = v.to(compute_dtype).transpose(1, 2).repeat_interleave(group, dim=1)
     allowed = mask.dense(q_pos=rows.cpu() + q_offset).to(q.device)  # [Hm, n, S]
     return _attend(qr, kd, vd, allowed.unsqueeze(0), scale).transpose(1, 2)
+
+
+# ----- the rows a check looks at (the kernel gate's and the workloads' checks) --------------------------------
+
+# Checked rows: every row up to this length when the reference's work fits the device's budget. Work is the
+# score elements of one reference pass (batch x heads x rows x keys, x head_dim / 64 beyond 64): its elementwise
+# float64 passes dominate. On 2 CPU cores 2**27 is a few seconds (S=4096 with 8 heads, S=8192 with 2).
+FULL_CHECK_SEQLEN = 16384
+FULL_CHECK_WORK = {"cpu": 1 << 27}
+FULL_CHECK_WORK_OTHER = 1 << 34  # accelerators: S=16384 with 32 heads
+# ... else at least one row in every tile of this many query rows, one per document, and EXTRA_ROWS at random.
+ROW_TILE = 64
+EXTRA_ROWS = 64
+
+
+def run_seed(key: str) -> int:
+    """The checks' seed for a run: the first 32 bits of its key (fresh rows per run, reproducible per run)."""
+    return int(key[:8], 16)
+
+
+def full_check_affordable(batch: int, heads_q: int, rows: int, seqlen: int, head_dim: int, device: str) -> bool:
+    """Whether the reference can check every one of ``rows`` query rows on ``device``."""
+    work = batch * heads_q * rows * seqlen * max(1, head_dim // 64)
+    return seqlen <= FULL_CHECK_SEQLEN and work <= FULL_CHECK_WORK.get(device, FULL_CHECK_WORK_OTHER)
+
+
+def gate_rows(
+    num_rows: int, mask: Mask, seed: int, q_offset: int = 0, *, batch: int = 1, heads_q: int = 1,
+    head_dim: int = 64, device: str = "cpu",
+) -> torch.Tensor:
+    """Sorted rows of q (``num_rows`` rows at mask positions ``q_offset ...``) that the gate checks.
+
+    Every row when :func:`full_check_affordable`; otherwise, drawn with ``seed``: the first and last rows, one
+    row in every ``ROW_TILE``-row tile, one in every document the rows meet, and ``EXTRA_ROWS`` more."""
+    if num_rows <= EXTRA_ROWS or full_check_affordable(batch, heads_q, num_rows, mask.seqlen, head_dim, device):
+        return torch.arange(num_rows)
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.arange(0, num_rows, ROW_TILE)
+    sizes = (starts + ROW_TILE).clamp_max(num_rows) - starts
+    picked = [starts + (torch.rand(len(starts), generator=g) * sizes).long()]
+    if mask.doc_lengths is not None:
+        bounds = torch.cumsum(torch.tensor([0] + list(mask.doc_lengths)), 0) - q_offset
+        lo, hi = bounds[:-1].clamp(0, num_rows), bounds[1:].clamp(0, num_rows)
+        met = hi > lo
+        lo, hi = lo[met], hi[met]
+        picked.append(lo + (torch.rand(len(lo), generator=g) * (hi - lo)).long())
+    picked.append(torch.randint(0, num_rows, (EXTRA_ROWS,), generator=g))
+    picked.append(torch.tensor([0, num_rows - 1]))
+    return torch.unique(torch.cat(picked))  # sorted
 
 
 def sample_rows(seqlen: int, count: int = 64, seed: int = 0) -> torch.Tensor:

@@ -11,8 +11,9 @@ Phases:
 - ``decode``: ``decode_tokens`` new tokens against a KV cache of ``seqlen`` (ms per token).
 
 Checks (against float64, by the field's rule — at most 2x the error of eager attention in the run's dtype):
-the layer output on sampled rows (prefill), output and weight gradients (train_step, with an upstream
-gradient on the sampled rows only, which keeps them exact), and a decode step against the float64 prefill of
+the layer output on the kernel gate's rows (prefill; ``gate_rows``: every row where affordable, else every
+tile and document), output and weight gradients (train_step, with an upstream gradient on those rows only,
+which keeps them exact), and a decode step against the float64 prefill of
 the same tokens (decode == the last rows of prefill).
 """
 
@@ -26,7 +27,7 @@ from harness.interfaces import (
     CheckResult, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
 from harness.interfaces.params import divides, integer, number, registered, seed
-from harness.interfaces.reference import sample_rows
+from harness.interfaces.reference import gate_rows, run_seed
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
 from harness.spec import DECODE
@@ -104,6 +105,13 @@ def _fields(shape: AttentionShape, attn: Problem, method) -> dict:
             "attention_flops": method.flops(attn, attn.direction)}
 
 
+def _checked_rows(problem: WorkloadProblem, attn: Problem) -> torch.Tensor:
+    """The rows the kernel gate would check for this attention problem (every row where affordable, else every
+    tile and document, drawn afresh per run from its key)."""
+    return gate_rows(attn.seqlen, attn.mask, run_seed(problem.run.key), batch=attn.batch, heads_q=attn.heads_q,
+                     head_dim=attn.head_dim, device=attn.device.type)
+
+
 def build_prefill(problem: WorkloadProblem) -> WorkloadStep:
     shape, attn, method, fn, weights, x = _setup(problem)
     tokens = attn.batch * attn.seqlen
@@ -113,7 +121,7 @@ def build_prefill(problem: WorkloadProblem) -> WorkloadStep:
             return attention_block(x, weights, fn)
 
     def check() -> CheckResult:
-        rows = sample_rows(attn.seqlen)
+        rows = _checked_rows(problem, attn)
         with torch.no_grad():
             got = attention_block(x, weights, fn)[:, rows]
             exact = attention_block(x.double(), weights.to(torch.float64), reference_attend(attn.mask, attn.scale, rows))
@@ -141,7 +149,7 @@ def build_train_step(problem: WorkloadProblem) -> WorkloadStep:
         optimizer.step()
 
     def check() -> CheckResult:
-        rows = sample_rows(attn.seqlen)
+        rows = _checked_rows(problem, attn)
         g_rows = rows_gradient(x.shape, rows, problem.params["seed"] + 3, problem.dtype, problem.device)[:, rows]
 
         def grads(w: AttentionWeights, x_: torch.Tensor, out_rows: torch.Tensor) -> dict:

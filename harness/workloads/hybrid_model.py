@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from harness.workloads.model_blocks import (
     apply_partial_rope, lm_head_train_flops, residual_step, rms_norm, rope_tables, swiglu, swiglu_flops,
 )
+from methods._decay import minimax as decay_minimax
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``attend(q, k, v) -> out`` on ``[B, T, H, d]`` tensors (k/v: heads_kv heads for S layers, H for L layers)."""
@@ -198,10 +199,9 @@ def logits(w: dict, hidden: torch.Tensor) -> torch.Tensor:
 # ----- float64 / eager references of the two attentions (the workload's own math) -------------------------
 
 def minimax_rates(heads: int, layer: int, layers: int) -> torch.Tensor:
-    """MiniMax's decay ``s_h = 2^(-8 (h+1) / H) (1 - l / (L-1) + 1e-5)`` (layer factor 1 + 1e-5 when L = 1)."""
-    h = torch.arange(heads, dtype=torch.float64)
-    depth = 1.0 - (layer / (layers - 1) if layers > 1 else 0.0) + 1e-5
-    return 2.0 ** (-8.0 * (h + 1) / heads) * depth
+    """MiniMax's decay ``s_h = m_h (1 - l / (L-1) + 1e-5)`` with ALiBi's slopes ``m_h`` (layer factor 1 + 1e-5
+    when L = 1): the lightning methods' own schedule, :func:`methods._decay.minimax`."""
+    return decay_minimax(heads, layer, layers)
 
 
 def lightning_quadratic(rates: torch.Tensor, state_in: Optional[torch.Tensor] = None) -> Attend:

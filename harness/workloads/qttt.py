@@ -13,13 +13,16 @@ Phases (``seqlen`` = the context T):
   timed calls cycle through the ``steps`` seeded spans (``span_at: end`` puts every span at the context's end);
 - ``decode``: ``decode_tokens`` teacher-forced tokens after T cached ones (ms per token);
 - ``qttt_total``: prefill + ``steps`` steps + ``answer_tokens`` decoded + W_Q restored.
-Every phase reports the equal-FLOP thinking-token count: tokens decoded at context T with the FLOPs of the
-``steps`` steps; ``decode`` also reports their measured time (thinking_ms), ``ttt_step`` the steps' time.
+Every phase reports the equal-FLOP thinking-token counts: tokens decoded at context T with the FLOPs the
+``steps`` steps spent (``thinking_tokens``: as the method executes them) and with the FLOPs they need
+(``thinking_tokens_dq_only``: a frozen cache needs only dQ from the attention backward); ``decode`` also reports
+the spent tokens' measured time (thinking_ms), ``ttt_step`` the steps' time.
 
-FLOPs: matmuls (:mod:`harness.workloads.qwen3`), attention by the method's own ``flops`` (the field's exact-area
-convention; a step's attention backward at the method's bwd factor — softmax 2.5x, which includes dK and dV
-although a step with a frozen cache needs only dQ: ``attention_kv_grad_share`` reports what skipping them
-would save of a step). Checks (outside timing, at a context of at most ``CHECK_CONTEXT`` tokens, the same code
+FLOPs: matmuls (:mod:`harness.workloads.qwen3`), attention as the method executes it (``Method.executed`` with K
+and V frozen, what torch.utils.flop_counter counts: sdpa's fused backward computes dK and dV anyway, 2.5x its
+forward; eager autograd skips them, 1x); ``attention_kv_grad_share`` reports what a dQ-only backward would save
+of a step. The dQ-only budget takes the forward by the method's own ``flops`` (exact mask area) and 1.5x that
+for the backward. Checks (outside timing, at a context of at most ``CHECK_CONTEXT`` tokens, the same code
 path): logits of prefill/decode and a step's loss and W_Q gradient against a float64 twin of the model with
 exact attention, by the field's rule (2x / 3x an eager same-dtype twin's error); after steps only W_Q changed
 (every other parameter and the KV cache bit-identical), and W_Q is restored bit-identically.
@@ -83,8 +86,13 @@ def _attention_problem(problem: WorkloadProblem, rows: int, keys: int, grad: boo
     )
 
 
-def attention_flops(problem: WorkloadProblem) -> qwen3.AttentionFlops:
-    """Per-layer attention FLOPs by the method's own ``flops`` (batch 1; the model multiplies by batch)."""
+def attention_flops(problem: WorkloadProblem, executed: bool = True) -> qwen3.AttentionFlops:
+    """Per-layer attention FLOPs (batch 1; the model multiplies by batch), ``(rows, start, keys, part)``.
+
+    ``executed``: what the method really executes (``Method.executed`` with K and V frozen: a fused backward
+    still computes dK/dV, eager autograd skips them) — what a run spends. Otherwise what a step needs: the
+    forward by the method's own ``flops`` (the field's exact-area convention) and a dQ-only backward
+    (``DQ_ONLY_BWD_FACTOR`` x forward: recompute S, dP = dO V^T, dQ = dS K)."""
     method = problem.method(problem.params["method"])
     single = WorkloadProblem(run=_batch_one(problem), params=problem.params, dtype=problem.dtype,
                              device=problem.device, method=problem.method, strategy=problem.strategy)
@@ -92,18 +100,13 @@ def attention_flops(problem: WorkloadProblem) -> qwen3.AttentionFlops:
     @functools.lru_cache(maxsize=4096)
     def flops(rows: int, start: int, keys: int, direction: str) -> float:
         p = _attention_problem(single, rows, keys)
+        part = "bwd" if direction == "bwd" else "fwd"
+        if executed:
+            return method.executed(p, part, kv_grad=False)
         fwd = method.flops(p, DECODE if p.is_decode else "fwd")
-        return fwd * method_bwd_factor(method, p) if direction == "bwd" else fwd
+        return fwd * DQ_ONLY_BWD_FACTOR if part == "bwd" else fwd
 
     return flops
-
-
-def method_bwd_factor(method, p: Problem) -> float:
-    """The method's backward / forward FLOP ratio (on the full-rows problem of the same length)."""
-    full = Problem(mask=p.mask, batch=p.batch, seqlen=p.seqlen, heads_q=p.heads_q, heads_kv=p.heads_kv,
-                   head_dim=p.head_dim, dtype=p.dtype, device=p.device, options=p.options, direction="fwd")
-    fwd = method.flops(full, "fwd")
-    return (method.flops(full, "fwd+bwd") - fwd) / fwd if fwd else 0.0
 
 
 def _batch_one(problem: WorkloadProblem):
@@ -174,7 +177,8 @@ class QTTT:
     model: torch.nn.Module
     session: qwen3.Session
     starts: list[int]
-    attention: qwen3.AttentionFlops
+    attention: qwen3.AttentionFlops  # what the method executes (the phases' stated FLOPs)
+    needed: qwen3.AttentionFlops  # what a step needs: a dQ-only attention backward (attention_flops)
     optimizer: Optional[torch.optim.Optimizer] = None
     original_wq: list[torch.Tensor] = field(default_factory=list)
     step_index: int = 0
@@ -192,7 +196,8 @@ class QTTT:
         else:
             g = torch.Generator().manual_seed(p["seed"] + 2)
             starts = torch.randint(0, T - k, (p["steps"],), generator=g).tolist()
-        return QTTT(problem, shape, model, session, starts, attention_flops(problem))
+        return QTTT(problem, shape, model, session, starts, attention_flops(problem),
+                    attention_flops(problem, executed=False))
 
     # ----- the TTT loop --------------------------------------------------------------------------------------
     def start_training(self) -> None:
@@ -224,15 +229,20 @@ class QTTT:
         self.step_index = 0
 
     # ----- FLOPs ---------------------------------------------------------------------------------------------
-    def step_flops(self, start: int) -> qwen3.StepFlops:
-        return qwen3.step_flops(self.shape, start, self.problem.params["span"], self.attention, self.problem.batch)
+    def step_flops(self, start: int, needed: bool = False) -> qwen3.StepFlops:
+        """One step's FLOPs as executed (or, ``needed``, with the dQ-only attention backward a step needs)."""
+        attention = self.needed if needed else self.attention
+        return qwen3.step_flops(self.shape, start, self.problem.params["span"], attention, self.problem.batch)
 
-    def steps_flops(self) -> float:
-        return sum(self.step_flops(s).total for s in self.starts)
+    def steps_flops(self, needed: bool = False) -> float:
+        return sum(self.step_flops(s, needed).total for s in self.starts)
 
-    def thinking_tokens(self) -> float:
+    def thinking_tokens(self, needed: bool = False) -> float:
+        """Tokens decoded at context T with the FLOPs of the ``steps`` steps: as executed (decode steps as the
+        method executes them), or as needed (dQ-only steps, decode steps by the method's convention)."""
         T = self.problem.run.seqlen
-        return qwen3.equal_flop_tokens(self.shape, T, self.steps_flops(), self.attention, self.problem.batch)
+        attention = self.needed if needed else self.attention
+        return qwen3.equal_flop_tokens(self.shape, T, self.steps_flops(needed), attention, self.problem.batch)
 
     def decode_flops(self, position: int, count: int) -> float:
         return sum(qwen3.decode_flops(self.shape, position + i, self.attention, self.problem.batch)
@@ -247,7 +257,7 @@ class QTTT:
             "kv_cache_bytes": self.shape.kv_bytes(self.problem.run.seqlen, self.session.cache.keys[0].element_size(),
                                                   self.problem.batch),
             "step_flops": total, "step_attention_fwd_flops": att_f, "step_attention_bwd_flops": att_b,
-            "steps_flops": self.steps_flops(),
+            "steps_flops": self.steps_flops(), "steps_flops_dq_only": self.steps_flops(needed=True),
             "decode_flops_at_T": self.decode_flops(self.problem.run.seqlen, 1),
             "span_starts": self.starts,
         }
@@ -256,8 +266,8 @@ class QTTT:
         f = self.fields()
         total, att_f, att_b = f["step_flops"], f["step_attention_fwd_flops"], f["step_attention_bwd_flops"]
         kv_part = max(att_b - DQ_ONLY_BWD_FACTOR * att_f, 0.0)
-        return {"thinking_tokens": self.thinking_tokens(), "attention_bwd_share": att_b / total,
-                "attention_kv_grad_share": kv_part / total}
+        return {"thinking_tokens": self.thinking_tokens(), "thinking_tokens_dq_only": self.thinking_tokens(True),
+                "attention_bwd_share": att_b / total, "attention_kv_grad_share": kv_part / total}
 
 
 # ----- checks ------------------------------------------------------------------------------------------------
@@ -366,7 +376,8 @@ def build_prefill(problem: WorkloadProblem) -> WorkloadStep:
     shares = state.share_metrics()
     return WorkloadStep(
         call=lambda: state.session.prefill(T), flops=flops, check=lambda: check_logits(state),
-        metrics=lambda s: {"ms": s * 1e3, "tokens_per_s": tokens / s, "thinking_tokens": shares["thinking_tokens"]},
+        metrics=lambda s: {"ms": s * 1e3, "tokens_per_s": tokens / s, "thinking_tokens": shares["thinking_tokens"],
+                           "thinking_tokens_dq_only": shares["thinking_tokens_dq_only"]},
         fields=state.fields(), inputs=tuple(state.session.cache.tensors()),
     )
 
@@ -399,7 +410,8 @@ def build_decode(problem: WorkloadProblem) -> WorkloadStep:
     def metrics(s: float) -> dict[str, float]:
         ms_token = s * 1e3 / n
         return {"ms_per_token": ms_token, "tokens_per_s": problem.batch * n / s,
-                "thinking_ms": shares["thinking_tokens"] * ms_token, "thinking_tokens": shares["thinking_tokens"]}
+                "thinking_ms": shares["thinking_tokens"] * ms_token, "thinking_tokens": shares["thinking_tokens"],
+                "thinking_tokens_dq_only": shares["thinking_tokens_dq_only"]}
 
     return WorkloadStep(
         call=lambda: state.session.decode(T, n), flops=state.decode_flops(T, n),
@@ -465,15 +477,20 @@ WORKLOAD = Workload(
         Metric("n_steps_ms", "ms", "lower", "the `steps` qTTT steps"),
         Metric("span_tokens_per_s", "tokens/s", "higher", "span tokens trained per second"),
         Metric("ms_per_token", "ms", "lower", "decode time per generated token at context T"),
-        Metric("thinking_tokens", "tokens", "higher", "tokens decoded at context T with the FLOPs of `steps` steps"),
+        Metric("thinking_tokens", "tokens", "higher",
+               "tokens decoded at context T with the FLOPs the `steps` steps spent (as the method executes them)"),
+        Metric("thinking_tokens_dq_only", "tokens", "higher",
+               "tokens decoded at context T with the FLOPs `steps` steps need (dQ-only attention backward)"),
         Metric("thinking_ms", "ms", "lower", "measured decode time of the equal-FLOP thinking tokens"),
         Metric("attention_bwd_share", "fraction", "lower", "share of a step's FLOPs in the attention backward"),
         Metric("attention_kv_grad_share", "fraction", "lower",
                "share of a step's FLOPs spent on dK/dV, which a frozen cache does not need"),
     ),
     flop_convention="matmuls: per token and layer q,k,v,o projections + SwiGLU MLP, LM head on the needed logits; "
-                    "attention by the method's flops (exact mask area); a step's backward: input grads to layer 0's "
-                    "q_proj + W_Q weight grads, attention backward at the method's bwd factor (softmax 2.5x)",
+                    "attention as the method executes it (Method.executed, K/V frozen: sdpa's fused backward "
+                    "computes dK/dV anyway, eager autograd does not); a step's backward: input grads to layer 0's "
+                    "q_proj + W_Q weight grads; thinking_tokens_dq_only: steps with a dQ-only attention backward "
+                    "(1.5x the exact-area forward)",
     dtypes=frozenset({"float32", "bfloat16", "float64"}),
     limits=limits,
     probe=qwen3.optional_import_error,
