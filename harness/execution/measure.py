@@ -67,16 +67,20 @@ def time_call(fn: Callable[[], object], timing: Timing, device: torch.device) ->
             return stats
     for _ in range(timing.warmup):
         fn()
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
+    calls = [0]  # every call in the timed window, blocked_autorange's own block-size trials included
+
+    def counted() -> None:
+        calls[0] += 1
+        fn()
+
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": counted})
     cpu0 = time.process_time()
     measurement = timer.blocked_autorange(min_run_time=timing.min_run_time)
     samples = list(measurement.times)
-    calls = measurement.number_per_run * len(samples)
     while len(samples) < timing.min_samples:
         samples.append(timer.timeit(1).mean)
-        calls += 1
     samples = samples[: timing.max_samples]
-    cpu = (time.process_time() - cpu0) / max(calls, 1)
+    cpu = (time.process_time() - cpu0) / max(calls[0], 1)
     return summarize(samples, cpu)
 
 
