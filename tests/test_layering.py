@@ -26,7 +26,7 @@ IMPORT_NAME = {"pyyaml": "yaml", "megatron-core": "megatron.core", "fla-core": "
 PURPOSE = {
     "torch": ("tensors, kernels, torch.distributed", "harness/interfaces/comm.py"),
     "ray": ("the cluster scheduler: tasks, rank actors, placement groups", "harness/cluster/rank_group.py"),
-    "pyyaml": ("suite files and --param values", "harness/cli.py"),
+    "pyyaml": ("suite files, --param values, cluster profiles and rate tables", "suites/schema.py"),
     "pydantic": ("suite file schema validation", "suites/schema.py"),
     "rich": ("tables and progress bars", "harness/results/report.py"),
     "matplotlib": ("PNG plots and mask pictures", "harness/results/plot.py"),

@@ -326,6 +326,19 @@ def test_gpu_check_writes_rate_tables_from_its_records(tmp_path):
         pytest.approx(4.096)
 
 
+@pytest.mark.parametrize("device, threads, expected_ms", [("cpu", 1, 3.0), ("cpu", 2, 5.0), ("cuda", 1, 5.0)])
+def test_a_rate_point_is_the_kernel_alone_on_its_cores(device, threads, expected_ms):
+    """A one-thread CPU run's CPU time is what the call costs whatever else shares the machine (its wall median
+    holds the waits for a core); threads that wait on each other, and GPU kernels, keep the wall median."""
+    from harness.prediction.rates import table_from_records
+
+    record = {"status": "ok", "method": "blocksparse", "direction": "fwd", "mask": "full", "seqlen": 256,
+              "heads_q": 4, "batch": 1, "area": 256 * 256 * 4, "dtype": "float32", "head_dim": 64, "device": device,
+              "threads": threads, "time_ms_median": 5.0, "cpu_ms": 3.0}
+    (point,) = table_from_records([record], "blocksparse", "here", "test").points
+    assert point.time_ms == expected_ms
+
+
 def test_placement_decides_the_tier_each_transfer_crosses():
     """Double ring on two 8-device nodes with windows of 8: per rank one outer K/V block crosses the network,
     the inner ring's 2 x 7 stay inside the node; hierarchical's all-to-all stays inside the node."""

@@ -208,11 +208,22 @@ def rows_work(record: dict) -> float:
     return float(record["seqlen"] * record["heads_q"] * (record.get("batch") or 1))
 
 
+def alone_ms(record: dict) -> float:
+    """A kernel run's time with its cores to itself: a one-thread CPU run's CPU time per call (what the call
+    costs whatever else shares the machine; on a quiet machine it equals the wall median), else the wall median
+    (a GPU kernel, or threads that may wait on each other)."""
+    cpu = record.get("cpu_ms")
+    if record.get("device") == "cpu" and record.get("threads") == 1 and cpu:
+        return float(cpu)
+    return float(record["time_ms_median"])
+
+
 def table_from_records(records: Iterable[dict], method: str, device: str, source: str,
                        threads: Optional[int] = None, work_of: Callable[[dict], float] = softmax_work) -> RateTable:
     """A rate table from ``ok`` single-device runs of ``method`` (what ``lcbench calibrate`` measured): each run
     is one point, its work ``work_of(record)`` (:func:`softmax_work`, or :func:`rows_work` for a linear method),
-    its kind ``full`` for the full mask, else the mask's name (``causal`` for the causal square)."""
+    its kind ``full`` for the full mask, else the mask's name (``causal`` for the causal square), its time
+    :func:`alone_ms`."""
     points = []
     for r in records:
         if r.get("status") != "ok" or r.get("method") != method or r.get("strategy") or r.get("workload"):
@@ -223,7 +234,7 @@ def table_from_records(records: Iterable[dict], method: str, device: str, source
         if not work:
             continue
         kind = FULL if r.get("mask") == "full" else r["mask"]
-        points.append(RatePoint(r["dtype"], r["direction"], kind, work, int(r["head_dim"]), float(r["time_ms_median"])))
+        points.append(RatePoint(r["dtype"], r["direction"], kind, work, int(r["head_dim"]), alone_ms(r)))
     if not points:
         raise UserError(f"no ok runs of method {method} to make a rate table from")
     return RateTable(method, device, source, points, threads)
