@@ -17,6 +17,7 @@ from harness.checks import OneLineParser, integer, positive, writable_dir, writa
 from harness.errors import UserError
 from harness.execution import allocator
 from harness.results.report import wide_console
+from harness.results.verdict import VERDICTS
 
 DEFAULT_RESULTS = "results"
 console = wide_console()
@@ -174,7 +175,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     report_skipped(store)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     err_console.print(f"session {summary.session}: {counts or 'nothing to do'}")
-    return 0
+    return failure_status([r for r in store.records() if r["key"] in keys], args.allow_failures)
+
+
+def failure_status(records: list[dict], allow_failures: bool) -> int:
+    """``lcbench run``'s exit status: 1 when a run of the suite failed (error, timeout, oom, invalid — not
+    unsupported or unavailable, which say what this machine or method cannot do), else 0; ``--allow-failures``
+    makes it 0 and says so."""
+    from harness.status import FAILED
+
+    failed: dict[str, int] = {}
+    for r in records:
+        if r["status"] in FAILED:
+            failed[r["status"]] = failed.get(r["status"], 0) + 1
+    if not failed:
+        return 0
+    what = ", ".join(f"{n} {s}" for s, n in sorted(failed.items()))
+    if allow_failures:
+        err_console.print(f"{what} (exit status 0: --allow-failures)", highlight=False)
+        return 0
+    err_console.print(f"[red]failed:[/] {what}: exit status 1 (--allow-failures to exit 0)", highlight=False)
+    return 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -280,8 +301,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base, new = _store(args.base), _store(args.new)
     table, tally = compare_table(base.records(), new.records())
     console.print(table)
-    console.print(", ".join(f"{n} {k}" for k, n in tally.items() if n or k in ("better", "worse", "tie")))
+    console.print(", ".join(f"{n} {k}" for k, n in tally.items() if n or k in VERDICTS))
     report_skipped(base, new)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from harness.results.recommend import parse_memory, recommend, recommendation_tables
+
+    stores = [_store(path) for path in args.paths]
+    records = [r for store in stores for r in store.records(suite=args.suite)]
+    by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
+    limit = parse_memory(args.memory_limit) if args.memory_limit is not None else None
+    recs = recommend(records, by=by, memory_limit=limit)
+    report_skipped(*stores)
+    if not recs:
+        raise UserError(f"no ok results in {', '.join(args.paths)} to recommend from")
+    for table in recommendation_tables(recs, title=f"recommendation · {', '.join(args.paths)}"):
+        console.print(table)
+    tally: dict[str, int] = {}
+    for rec in recs:
+        word = rec.verdict.verdict if rec.verdict is not None else "only option"
+        tally[word] = tally.get(word, 0) + 1
+    console.print(f"{len(recs)} configurations: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
     return 0
 
 
@@ -400,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", type=positive, metavar="GIB",
                    help="RSS limit per benchmark process, GiB (default: 80%% of node RAM / processes sharing it)")
     p.add_argument("--threads", type=integer(1, 4096), help="torch threads per benchmark process (default: the CPUs it reserved)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when runs failed (default: exit 1 when any run is error, timeout, oom or invalid)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("predict", help="predict a context-parallel suite on a cluster profile (stored as predicted)")
@@ -430,10 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="only this suite's runs")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("compare", help="ratios NEW/BASE of time and metrics per matching run (3%% = tie)")
-    p.add_argument("base")
-    p.add_argument("new")
+    p = sub.add_parser("compare", help="ratios NEW/BASE of time and metrics per matching run, with a verdict: "
+                                       "better, worse, tie or inconclusive (from the spreads and CPU time)")
+    p.add_argument("base", help="results directory or .db file of the base sweep")
+    p.add_argument("new", help="results directory or .db file of the new sweep")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("recommend", help="per configuration: the fastest option, its margin, tie or not, memory")
+    p.add_argument("paths", nargs="+", metavar="DB", help="results directories or .db files (read together)")
+    p.add_argument("--by", help="comma-separated identity fields of a configuration, e.g. mask,seqlen,world_size "
+                                "(or params.NAME); any other field that varies becomes part of the option "
+                                "(default: every identity field that varies)")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="also the fastest option peaking within SIZE: 16GiB, 512MiB, 2.5GB, or a number of GiB "
+                        "(default: no limit)")
+    p.add_argument("--suite", help="only this suite's runs (default: every run in the files)")
+    p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("export", help="export results as csv, json or md")
     p.add_argument("path")

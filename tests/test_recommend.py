@@ -1,0 +1,223 @@
+"""Signal or noise, and the answer view: the one verdict rule (``harness.results.verdict.judge``) that both
+``compare`` and ``recommend`` use, the recommendations it yields per configuration, and both commands' output.
+
+Records are built by hand, shaped like the executor's, with the figures each case needs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from harness.cli import main
+from harness.errors import UserError
+from harness.results.recommend import identity, parse_memory, recommend, recommendation_table, recommendation_tables
+from harness.results.report import compare_table
+from harness.results.store import ResultStore
+from harness.results.verdict import CONTENDED, TIE, VERDICTS, Figure, judge
+
+
+def _record(method: str, median: float, spread: tuple[float, float], cpu: float | None = None, **extra) -> dict:
+    """An ok CPU method run: median and p20-p80 as given, CPU time per call (default: the median, uncontended)."""
+    record = {
+        "key": "-".join(str(v) for v in (method, extra.get("mask", "causal"), extra.get("seqlen", 1024),
+                                         extra.get("direction", "fwd"), extra.get("dtype", "float32"),
+                                         extra.get("strategy"), extra.get("world_size", 1))),
+        "kind": "strategy" if extra.get("strategy") else "method", "method": method, "strategy": None,
+        "mask": "causal", "mask_params": {}, "seqlen": 1024, "batch": 1, "heads_q": 4, "heads_kv": 2,
+        "head_dim": 16, "dtype": "float32", "direction": "fwd", "world_size": 1, "device": "cpu", "options": {},
+        "status": "ok", "reason": None, "time_ms_median": median, "time_ms_p20": spread[0],
+        "time_ms_p80": spread[1], "cpu_ms": median if cpu is None else cpu, "samples": 9, "peak_mem_bytes": 1 << 20,
+    }
+    record.update(extra)
+    return record
+
+
+# ----- the rule ------------------------------------------------------------------------------------------------
+# (name, base, new, better, expected verdict): the issue's quickstart case, tight spreads, the 3% rule, contention.
+JUDGE_CASES = [
+    # identical code, noisy runs: 79.8 [57.7-82.7] vs 137.5 [75.8-1073.8] is not "worse"
+    ("quickstart noise", Figure(79.8, 57.7, 82.7), Figure(137.5, 75.8, 1073.8), "lower", "inconclusive"),
+    ("overlap, each median in the other", Figure(10.0, 8.0, 13.0), Figure(11.5, 9.0, 14.0), "lower", "tie"),
+    ("clear 2x, tight spreads (slower)", Figure(10.0, 9.9, 10.1), Figure(20.0, 19.8, 20.2), "lower", "worse"),
+    ("clear 2x, tight spreads (faster)", Figure(20.0, 19.8, 20.2), Figure(10.0, 9.9, 10.1), "lower", "better"),
+    ("tight but within 3%", Figure(100.0, 99.9, 100.1), Figure(102.0, 101.9, 102.1), "lower", "tie"),
+    ("higher is better", Figure(100.0, 99.0, 101.0), Figure(150.0, 149.0, 151.0), "higher", "better"),
+    ("no spread stored: 3% rule", Figure(100.0), Figure(110.0), "lower", "worse"),
+    ("no spread, within 3%", Figure(100.0), Figure(101.0), "lower", "tie"),
+    # contended wall clock (wall 3x the CPU time): the CPU time must agree with a wall-clock verdict
+    ("contended, CPU equal", Figure(30.0, 29.0, 31.0, cpu=10.0), Figure(60.0, 59.0, 61.0, cpu=10.1), "lower",
+     "inconclusive"),
+    ("contended, CPU agrees", Figure(30.0, 29.0, 31.0, cpu=10.0), Figure(60.0, 59.0, 61.0, cpu=20.0), "lower",
+     "worse"),
+    ("contended, wall unclear, CPU decides", Figure(30.0, 10.0, 90.0, cpu=10.0), Figure(45.0, 12.0, 95.0, cpu=5.0),
+     "lower", "better"),
+    # two threads, then one: equal CPU time, but neither wall clock waited for cores: the wall clock stands
+    ("uncontended: CPU time not consulted", Figure(10.0, 9.9, 10.1, cpu=20.0), Figure(20.0, 19.8, 20.2, cpu=20.0),
+     "lower", "worse"),
+]
+
+
+@pytest.mark.parametrize("name,base,new,better,expected", JUDGE_CASES, ids=[c[0] for c in JUDGE_CASES])
+def test_judge(name, base, new, better, expected):
+    v = judge(base, new, better)
+    assert v.verdict == expected, v.reason
+    assert v.verdict in VERDICTS and v.reason and v.ratio == pytest.approx(new.median / base.median)
+
+
+def test_contention_threshold_is_where_the_cpu_time_starts_to_count():
+    just_under = Figure(10.0 * CONTENDED * 0.99, 14.0, 15.0, cpu=10.0)
+    doubled = Figure(2 * just_under.median, 29.0, 30.0, cpu=10.0)  # same CPU time: only the wall clock differs
+    assert judge(just_under, doubled).verdict == "inconclusive"  # the new run is contended: 3x
+    assert judge(Figure(10.0, 9.9, 10.1, cpu=10.0), Figure(10.0 * (1 + 2 * TIE), 10.5, 10.7, cpu=10.0)).verdict \
+        == "worse"
+
+
+# ----- recommend -----------------------------------------------------------------------------------------------
+def _sweep() -> list[dict]:
+    """Two lengths x two directions; at 1024 fwd sdpa wins clearly, at 1024 bwd the two tie (overlapping
+    spreads), at 4096 flex wins but needs more memory; an invalid run faster than all is never a winner."""
+    return [
+        _record("sdpa", 10.0, (9.9, 10.1)), _record("flex", 20.0, (19.8, 20.2)),
+        _record("sdpa", 30.0, (25.0, 36.0), direction="bwd"), _record("flex", 31.0, (26.0, 37.0), direction="bwd"),
+        _record("sdpa", 80.0, (79.0, 81.0), seqlen=4096, peak_mem_bytes=1 << 30),
+        _record("flex", 40.0, (39.5, 40.5), seqlen=4096, peak_mem_bytes=3 << 30),
+        _record("blocksparse", 1.0, (0.9, 1.1), seqlen=4096, status="invalid", reason="failed the gate"),
+    ]
+
+
+def _by_config(recs) -> dict:
+    return {tuple(v for _, v in r.configuration): r for r in recs}
+
+
+def test_recommend_names_the_winner_its_margin_and_ties():
+    recs = recommend(_sweep())
+    assert [dict(r.configuration) for r in recs] == [  # lengths numerically, directions in their natural order
+        {"seqlen": "1024", "direction": "fwd"}, {"seqlen": "1024", "direction": "bwd"},
+        {"seqlen": "4096", "direction": "fwd"}]
+    got = {c: (r.winner.label, r.runner_up.label, round(r.margin, 3), r.verdict.verdict)
+           for c, r in _by_config(recs).items()}
+    assert got == {
+        ("1024", "fwd"): ("sdpa", "flex", 1.0, "better"),
+        ("1024", "bwd"): ("sdpa", "flex", round(31 / 30 - 1, 3), "tie"),
+        ("4096", "fwd"): ("flex", "sdpa", 1.0, "better"),  # the invalid blocksparse is no option
+    }
+    assert all(not r.predicted and r.options == 2 for r in recs)
+
+
+@pytest.mark.parametrize("limit,expected", [
+    (None, None),  # no limit: nothing to fit
+    ("2GiB", "sdpa"),  # flex (3 GiB) is faster but does not fit
+    ("4GiB", "flex"),
+    ("0.5", None),  # half a GiB: neither fits
+])
+def test_the_fastest_option_within_a_memory_limit(limit, expected):
+    rec = _by_config(recommend(_sweep(), memory_limit=None if limit is None else parse_memory(limit)))["4096", "fwd"]
+    assert rec.memory == 3 << 30  # the winner's
+    assert (rec.fits.label if rec.fits else None) == expected
+
+
+def test_by_folds_the_fields_it_does_not_name_into_the_option():
+    recs = recommend(_sweep(), by=["seqlen"])
+    got = {c: (r.winner.label, r.options) for c, r in _by_config(recs).items()}
+    assert got == {("1024",): ("sdpa direction=fwd", 4), ("4096",): ("flex direction=fwd", 2)}
+
+
+def test_an_unknown_by_field_is_a_user_error():
+    with pytest.raises(UserError, match="--by colour: not an identity field"):
+        recommend(_sweep(), by=["colour"])
+
+
+def test_predicted_records_are_recommended_apart_and_marked():
+    measured = [_record("sdpa", 10.0, (9.9, 10.1), strategy="ring", world_size=8),
+                _record("sdpa", 12.0, (11.9, 12.1), strategy="ulysses", world_size=8)]
+    predicted = [{**_record("sdpa", 5.0, (5.0, 5.0), strategy="ring", world_size=8), "status": "predicted",
+                  "key": "p-ring", "cluster": "dgx-h100", "model_version": "3"},
+                 {**_record("sdpa", 4.0, (4.0, 4.0), strategy="ulysses", world_size=8), "status": "predicted",
+                  "key": "p-ulysses", "cluster": "dgx-h100", "model_version": "3"}]
+    recs = recommend(measured + predicted)
+    assert [(r.predicted, r.winner.label) for r in recs] == [(False, "ring[sdpa]"), (True, "ulysses[sdpa]")]
+    assert recs[1].source == "predicted on dgx-h100 (model v3)"
+    tables = recommendation_tables(recs)
+    assert len(tables) == 2 and "PREDICTED" in str(tables[1].title) and "PREDICTED" not in str(tables[0].title)
+
+
+def test_a_single_option_is_said_so():
+    rec, = recommend([_record("sdpa", 10.0, (9.0, 11.0))])
+    assert rec.runner_up is None and rec.verdict is None and rec.answer == "only sdpa ran"
+
+
+def test_workload_parameters_are_identity_fields():
+    r = _record("sdpa", 1.0, (1.0, 1.0), kind="workload", workload="hybrid", params={"pattern": "7:1", "layers": 2},
+                heads_q=None)
+    assert identity(r)["params.pattern"] == "7:1" and "shape" not in identity(r)
+
+
+@pytest.mark.parametrize("text,expected", [("16GiB", 16 << 30), ("512MiB", 512 << 20), ("2.5GB", 2_500_000_000),
+                                           ("1073741824B", 1 << 30), ("16", 16 << 30), ("1e3 mb", 10**9)])
+def test_memory_limits_read_as_bytes(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1GiB", "0", "16 parsecs", "GiB"])
+def test_bad_memory_limits_are_user_errors(text):
+    with pytest.raises(UserError, match="--memory-limit"):
+        parse_memory(text)
+
+
+def test_recommendation_table_reads_without_collapsing():
+    console = Console(width=240, record=True)
+    console.print(recommendation_table(recommend(_sweep(), memory_limit=2 << 30)))
+    text = console.export_text()
+    for needed in ("seqlen", "direction", "fastest", "runner-up", "margin", "verdict", "tie", "better",
+                   "+100.0%", "fastest within 2.0 GiB", "3.0 GiB", "p20-p80"):
+        assert needed in text, needed
+
+
+# ----- the CLI ---------------------------------------------------------------------------------------------------
+def _store(path, records) -> str:
+    store = ResultStore(path)
+    session = store.start_session("s", {"hostname": "h"})
+    for r in records:
+        store.put(r, session, "s")
+    return str(path)
+
+
+def test_recommend_command(tmp_path, capsys):
+    db = _store(tmp_path / "r.db", _sweep())
+    assert main(["recommend", db, "--memory-limit", "2GiB"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 configurations: 2 better, 1 tie" in out and "blocksparse" not in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--by", "colour"], "not an identity field"),
+    (["--memory-limit", "lots"], "--memory-limit 'lots'"),
+])
+def test_recommend_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    db = _store(tmp_path / "r.db", _sweep())
+    assert main(["recommend", db, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_recommend_on_a_file_without_ok_runs_says_so(tmp_path, capsys):
+    db = _store(tmp_path / "r.db", [_record("sdpa", 1.0, (1.0, 1.0), status="error", reason="boom")])
+    assert main(["recommend", db]) == 2
+    assert "no ok results" in capsys.readouterr().err
+
+
+# ----- compare uses the same rule ----------------------------------------------------------------------------------
+def test_compare_of_noisy_identical_code_is_not_worse():
+    base = [_record("sdpa", 79.8, (57.7, 82.7), seqlen=s) for s in (128, 256)]
+    new = [_record("sdpa", 137.5, (75.8, 1073.8), seqlen=128), _record("sdpa", 80.5, (58.0, 83.0), seqlen=256)]
+    _, tally = compare_table(base, new)
+    assert (tally["worse"], tally["inconclusive"], tally["tie"]) == (0, 1, 1)
+
+
+def test_compare_of_a_clear_gap_is_a_verdict_with_its_reason(tmp_path, capsys):
+    base = _store(tmp_path / "a.db", [_record("sdpa", 10.0, (9.9, 10.1)), _record("flex", 20.0, (19.8, 20.2))])
+    new = _store(tmp_path / "b.db", [_record("sdpa", 20.0, (19.8, 20.2)), _record("flex", 10.0, (9.9, 10.1))])
+    assert main(["compare", base, new]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 better, 1 worse, 0 tie, 0 inconclusive" in out and "spreads disjoint" in out
