@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness import quiet
-from harness.checks import DefaultsFormatter, OneLineParser, integer, positive, writable_dir, writable_file, write_output
+from harness.checks import (
+    DefaultsFormatter, OneLineParser, integer, positive, writable_dir, writable_file, write_output,
+)
 from harness.errors import UserError
 from harness.execution import allocator
 from harness.progress import progress

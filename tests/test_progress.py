@@ -62,3 +62,21 @@ def test_the_reporter_follows_the_stream(terminal, enabled, kind):
     if kind is ProgressLines:
         assert text.splitlines() == ["x: 1/3 done (33%); 0 s elapsed, ETA 0 s", "x: error: run 2: boom",
                                      "x: 3/3 done (100%); 0 s elapsed"]
+
+
+def test_validate_reports_progress_and_failures_as_lines(monkeypatch, capsys):
+    """``lcbench validate`` with stderr not a terminal: a line per tenth of the checks, the invalid ones named."""
+    from harness.cli import main
+    from harness.execution import validate
+
+    checks = [validate.Check("sdpa", "causal", {}, "float32", "fwd", "ok", "out 1e-7"),
+              validate.Check("sdpa", "causal", {}, "bfloat16", "fwd", "invalid", "out 0.3"),
+              validate.Check("sdpa", "causal", {}, "float32", "decode", "unsupported", "no decode")]
+    monkeypatch.setattr(validate, "count_checks", lambda methods, masks: len(checks))
+    monkeypatch.setattr(validate, "validate_all", lambda methods, masks: iter(checks))
+    assert main(["validate"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("validate: 1/3 checks done (33%)")
+    assert "validate: invalid: sdpa on causal bfloat16 fwd: out 0.3" in err
+    assert err[-1].startswith("validate: 3/3 checks done (100%), 1 failed, 1 skipped")
+    assert main(["validate", "--quiet"]) == 1 and capsys.readouterr().err == ""

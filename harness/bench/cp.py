@@ -92,12 +92,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench cp") -
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--strategies", type=registered("strategy"), default=None,
                    help="comma-separated names (default: every available one)")
-    p.add_argument("--seqlen", type=integer(1), default=16384, help="tokens of the whole sequence (split over the ranks)")
+    p.add_argument("--seqlen", type=integer(1), default=16384,
+                   help="tokens of the whole sequence (split over the ranks)")
     p.add_argument("--world-size", type=integer(1), default=4, help="ranks (gloo processes)")
     p.add_argument("--heads", type=heads_pair, default="8:4", help="heads_q:heads_kv")
     p.add_argument("--head-dim", type=integer(1), default=32, help="head dimension")
     p.add_argument("--direction", default="fwd+bwd", choices=("fwd", "bwd", "fwd+bwd"), help="what is timed")
-    p.add_argument("--mask", type=lambda t: registered("mask")(t)[0], default="causal", help="mask pattern (lcbench list masks)")
+    p.add_argument("--mask", type=lambda t: registered("mask")(t)[0], default="causal",
+                   help="mask pattern (lcbench list masks)")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of q, k, v")
     p.add_argument("--samples", type=integer(1), default=3, help="timed iterations per strategy")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (one profiled call)")

@@ -173,11 +173,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear
     p.add_argument("--reps", type=integer(1), default=3, help="alternating rounds per point")
     p.add_argument("--seqlens", type=lengths, default="8192,16384,32768,65536", help="scaling: lengths (fwd+bwd)")
     p.add_argument("--peak-seqlen", type=integer(1), default=32768, help="peak: the length of the %%peak figure")
-    p.add_argument("--decode-seqlens", type=lengths, default="1024,4096,16384,65536", help="decode: context lengths (comma-separated)")
+    p.add_argument("--decode-seqlens", type=lengths, default="1024,4096,16384,65536",
+                   help="decode: context lengths (comma-separated)")
     p.add_argument("--decode-tokens", type=integer(1), default=8, help="decode: tokens per timed call")
     p.add_argument("--peer-seqlen", type=integer(1), default=8192, help="peers: the length of the comparison")
-    p.add_argument("--peers", type=method_names, default="fla_chunk_naive,fla_naive_recurrent", help="peers: fla methods compared with ours (comma-separated)")
-    p.add_argument("--crossover-seqlens", type=lengths, default="128,256,512,1024,2048,4096,8192,16384", help="crossover: lengths where lightning and blocksparse alternate")
+    p.add_argument("--peers", type=method_names, default="fla_chunk_naive,fla_naive_recurrent",
+                   help="peers: fla methods compared with ours (comma-separated)")
+    p.add_argument("--crossover-seqlens", type=lengths, default="128,256,512,1024,2048,4096,8192,16384",
+                   help="crossover: lengths where lightning and blocksparse alternate")
     p.add_argument("--cp-seqlens", type=lengths, default="4096,8192,16384,32768", help="cp: sequence lengths")
     p.add_argument("--world-size", type=integer(1), default=4, help="cp: ranks (gloo processes)")
     p.add_argument("--cp-samples", type=integer(1), default=2, help="cp: timed calls per run")

@@ -143,7 +143,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers"
     ap.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of q, k, v")
     ap.add_argument("--reps", type=integer(1), default=5, help="timed calls per strategy, alternating within a pair")
     ap.add_argument("--threads", type=integer(1), default=None, help="intra-op threads per rank (default cores // W)")
-    ap.add_argument("--pairs", default=None, help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
+    ap.add_argument("--pairs", default=None,
+                    help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
     a = ap.parse_args(argv)
     pairs = parse_pairs(a.pairs) if a.pairs else list(DEFAULT_PAIRS)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
