@@ -221,3 +221,10 @@ def test_compare_of_a_clear_gap_is_a_verdict_with_its_reason(tmp_path, capsys):
     assert main(["compare", base, new]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "1 better, 1 worse, 0 tie, 0 inconclusive" in out and "spreads disjoint" in out
+
+
+def test_an_option_measured_twice_counts_with_its_latest_record():
+    old = _record("sdpa", 5.0, (4.9, 5.1), finished_at=100.0)
+    new = {**_record("sdpa", 15.0, (14.9, 15.1), finished_at=200.0), "key": "sdpa-again"}
+    rec, = recommend([new, old, _record("flex", 10.0, (9.9, 10.1), finished_at=150.0)])
+    assert (rec.winner.label, rec.winner.median_ms, rec.runner_up.label) == ("flex", 10.0, "sdpa")

@@ -152,12 +152,12 @@ def _by_fields(by: Optional[Sequence[str]], groups: dict[tuple[str, bool], list[
     return list(by)
 
 
-def _winner_verdict(winner: dict, runner_up: dict) -> Verdict:
+def _winner_verdict(winner: dict, runner_up: dict, names: tuple[str, str]) -> Verdict:
     """The winner (by median wall time) judged against the runner-up. Where the contended wall clock ties and
     the CPU time favours the runner-up, the ranking is not an answer: inconclusive."""
     base, new = time_figure(runner_up), time_figure(winner)
     assert base is not None and new is not None
-    verdict = judge(base, new, "lower")
+    verdict = judge(base, new, "lower", names)
     if verdict.verdict == WORSE:
         return Verdict(INCONCLUSIVE, verdict.ratio, f"{verdict.reason} (the runner-up uses less CPU time)")
     return verdict
@@ -174,7 +174,9 @@ def recommend(records: Sequence[dict], by: Optional[Sequence[str]] = None,
     """One :class:`Recommendation` per configuration of the valid records (module docstring), measured and
     predicted apart, ordered by kind, source, then configuration (numbers numerically, directions in their
     natural order). ``by``: the configuration's identity fields (default: every one that varies within the
-    kind); ``memory_limit``: bytes an option may peak at to ``fit``. Raises UserError for an unknown ``by``."""
+    kind); ``memory_limit``: bytes an option may peak at to ``fit``. An option measured more than once in a
+    configuration (the same run in two files) counts with its latest record. Raises UserError for an unknown
+    ``by``."""
     groups: dict[tuple[str, bool], list[dict]] = {}
     for r in records:
         if _valid(r) and time_figure(r) is not None:
@@ -196,16 +198,17 @@ def recommend(records: Sequence[dict], by: Optional[Sequence[str]] = None,
             # beyond --by, the source (a prediction's cluster and model) keeps figures of different models apart
             config_key = (config, source_label(r))
             label = option_label(r, extra)
-            best = configs.setdefault(config_key, {})
-            if label not in best or r["time_ms_median"] < best[label]["time_ms_median"]:
-                best[label] = r
+            latest = configs.setdefault(config_key, {})
+            # one figure per option: the latest measurement (a run stored in two of the files, say)
+            if label not in latest or (r.get("finished_at") or 0) >= (latest[label].get("finished_at") or 0):
+                latest[label] = r
         for (config, source), by_label in configs.items():
             ranked = sorted(by_label.items(), key=lambda kv: kv[1]["time_ms_median"])
             options = [_option(r, label) for label, r in ranked]
             winner, runner_up = options[0], options[1] if len(options) > 1 else None
             verdict = margin = None
             if runner_up is not None:
-                verdict = _winner_verdict(ranked[0][1], ranked[1][1])
+                verdict = _winner_verdict(ranked[0][1], ranked[1][1], (runner_up.label, winner.label))
                 margin = runner_up.median_ms / winner.median_ms - 1 if winner.median_ms > 0 else None
             fits = None
             if memory_limit is not None:
@@ -250,7 +253,7 @@ def recommendation_table(recs: Sequence[Recommendation], title: str = "recommend
     predicted = any(rec.predicted for rec in recs)
     if predicted:
         title += " · PREDICTED (a model's figures, not measured)"
-    table = Table(title=title, caption=RECOMMEND_CAPTION, header_style="bold")
+    table = Table(title=title, caption=escape(RECOMMEND_CAPTION), header_style="bold")
     for name in fields:
         table.add_column(name, justify="right" if name in ("seqlen", "batch", "world_size") else "left",
                          no_wrap=True)

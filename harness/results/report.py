@@ -259,7 +259,7 @@ def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
     if any(is_predicted(r) for r in base + new):
         return prediction_table(base, new)
     base_by = {r["key"]: public_view(r) for r in base}
-    table = Table(title="compare (new / base)", header_style="bold", caption=COMPARE_CAPTION)
+    table = Table(title="compare (new / base)", header_style="bold", caption=escape(COMPARE_CAPTION))
     for col in ("method", "mask", "S", "shape", "dtype", "dir", "ws", "metric", "base", "new", "ratio", "verdict",
                 "reason"):
         table.add_column(col, justify="right" if col in ("S", "ws", "base", "new", "ratio") else "left",

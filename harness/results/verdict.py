@@ -80,37 +80,35 @@ def _by_threshold(ratio: float, better: str) -> str:
     return SAME if abs(ratio - 1) < TIE else _direction(ratio, better)
 
 
-def _pct(ratio: float) -> str:
-    return f"{ratio - 1:+.1%}"
-
-
-def _wall(base: Figure, new: Figure, better: str) -> Verdict:
+def _wall(base: Figure, new: Figure, better: str, names: tuple[str, str]) -> Verdict:
     """The verdict of the medians and spreads alone."""
     ratio = new.median / base.median
+    diff = f"{names[1]} {ratio - 1:+.1%} vs {names[0]}"
     if abs(ratio - 1) < TIE:
-        return Verdict(SAME, ratio, f"medians within {TIE:.0%} ({_pct(ratio)})")
+        return Verdict(SAME, ratio, f"{diff}: within {TIE:.0%}")
     bs, ns = base.spread, new.spread
     if bs is None or ns is None:
-        return Verdict(_direction(ratio, better), ratio, f"{_pct(ratio)}, beyond {TIE:.0%} (no spread stored)")
+        return Verdict(_direction(ratio, better), ratio, f"{diff}, beyond {TIE:.0%} (no spread stored)")
     if bs[1] < ns[0] or ns[1] < bs[0]:
-        return Verdict(_direction(ratio, better), ratio, f"{_pct(ratio)}; p20-p80 spreads disjoint")
+        return Verdict(_direction(ratio, better), ratio, f"{diff}; p20-p80 spreads disjoint")
     if bs[0] <= new.median <= bs[1] and ns[0] <= base.median <= ns[1]:
-        return Verdict(SAME, ratio, f"{_pct(ratio)}, each median inside the other's p20-p80 spread")
-    noisy = "new" if (ns[1] - ns[0]) / new.median > (bs[1] - bs[0]) / base.median else "base"
-    return Verdict(INCONCLUSIVE, ratio, f"{_pct(ratio)} but the p20-p80 spreads overlap ({noisy} is noisier)")
+        return Verdict(SAME, ratio, f"{diff}, each median inside the other's p20-p80 spread")
+    noisy = names[1] if (ns[1] - ns[0]) / new.median > (bs[1] - bs[0]) / base.median else names[0]
+    return Verdict(INCONCLUSIVE, ratio, f"{diff} but the p20-p80 spreads overlap ({noisy} is noisier)")
 
 
-def judge(base: Figure, new: Figure, better: str = "lower") -> Verdict:
+def judge(base: Figure, new: Figure, better: str = "lower", names: tuple[str, str] = ("base", "new")) -> Verdict:
     """Whether ``new`` is better, worse, tied with or not distinguishable from ``base`` (module docstring);
-    ``better``: ``lower`` or ``higher``, which way the figure improves. ``base.median`` must be > 0."""
-    wall = _wall(base, new, better)
+    ``better``: ``lower`` or ``higher``, which way the figure improves; ``names``: what the reason calls base
+    and new. ``base.median`` must be > 0."""
+    wall = _wall(base, new, better, names)
     contention = max((c for c in (base.contention, new.contention) if c is not None), default=None)
     if contention is None or contention < CONTENDED:
         return wall
     assert base.cpu is not None and new.cpu is not None
     cpu_ratio = new.cpu / base.cpu
     cpu = _by_threshold(cpu_ratio, better)
-    context = f"wall clock contended (wall {contention:.1f}x CPU time); CPU time {_pct(cpu_ratio)}"
+    context = f"wall clock contended (wall {contention:.1f}x CPU time); CPU time {cpu_ratio - 1:+.1%}"
     if wall.verdict == cpu:
         return Verdict(cpu, wall.ratio, f"{wall.reason}; {context} agrees")
     if wall.verdict in (BETTER, WORSE):
