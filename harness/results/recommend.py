@@ -25,7 +25,7 @@ from harness.errors import UserError
 from harness.results.records import (
     KINDS, PARAMS_PREFIX, is_predicted, kind_of, mask_label, number, source_label,
 )
-from harness.results.verdict import BETTER, INCONCLUSIVE, RULE, SAME, WORSE, Verdict, judge, time_figure
+from harness.results.verdict import BETTER, INCONCLUSIVE, RULE, SAME, Verdict, judge, time_figure
 from harness.status import OK
 
 # Natural orders of values that are not numbers (anything else sorts as text after these).
@@ -152,17 +152,6 @@ def _by_fields(by: Optional[Sequence[str]], groups: dict[tuple[str, bool], list[
     return list(by)
 
 
-def _winner_verdict(winner: dict, runner_up: dict, names: tuple[str, str]) -> Verdict:
-    """The winner (by median wall time) judged against the runner-up. Where the contended wall clock ties and
-    the CPU time favours the runner-up, the ranking is not an answer: inconclusive."""
-    base, new = time_figure(runner_up), time_figure(winner)
-    assert base is not None and new is not None
-    verdict = judge(base, new, "lower", names)
-    if verdict.verdict == WORSE:
-        return Verdict(INCONCLUSIVE, verdict.ratio, f"{verdict.reason} (the runner-up uses less CPU time)")
-    return verdict
-
-
 def _option(record: dict, label: str) -> Option:
     fig = time_figure(record)
     assert fig is not None
@@ -208,7 +197,9 @@ def recommend(records: Sequence[dict], by: Optional[Sequence[str]] = None,
             winner, runner_up = options[0], options[1] if len(options) > 1 else None
             verdict = margin = None
             if runner_up is not None:
-                verdict = _winner_verdict(ranked[0][1], ranked[1][1], (runner_up.label, winner.label))
+                # the winner (lower median) against the runner-up: better, tie or inconclusive, never worse
+                verdict = judge(time_figure(ranked[1][1]), time_figure(ranked[0][1]), "lower",
+                                (runner_up.label, winner.label))
                 margin = runner_up.median_ms / winner.median_ms - 1 if winner.median_ms > 0 else None
             fits = None
             if memory_limit is not None:

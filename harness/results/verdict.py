@@ -9,10 +9,12 @@ configuration) both ask it, so both speak one vocabulary:
 - ``inconclusive``: the spreads overlap but the medians differ by more than either run's noise explains (one
   of the runs is too noisy to tell), or the wall clock and the CPU time disagree.
 
-Where the wall clock was contended (a CPU run's median wall time much above its CPU time per call:
-:data:`CONTENDED`, the process waited for cores), the per-process CPU time is the honest cost: a wall-clock
-verdict stands only when the CPU time agrees with it, and when the wall clock cannot tell, the CPU time
-(3% rule: it has no stored spread) decides. Every verdict carries its reason in words.
+Where the wall clock was contended — a CPU run's median wall time x its threads more than :data:`CONTENDED`
+x its CPU time per call: its threads waited for cores a fifth of the time or more — the wall clock alone
+decides nothing: ``better``/``worse`` needs the per-process CPU time to agree (the same way, by more than the
+3% rule and than the runs' own relative p20-p80 spread: the CPU time has no stored spread, and contention
+inflates it too), ``tie`` needs both to tie, and anything else is ``inconclusive``. Every verdict carries its
+reason in words.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from harness.results.records import number
 
 # Relative difference below which two figures are a tie (run-to-run noise on these machines).
 TIE = 0.03
-# A CPU run whose median wall time exceeds its CPU time per call by this factor waited for cores.
-CONTENDED = 1.5
+# A CPU run whose median wall time x threads exceeds its CPU time per call by this factor waited for cores.
+CONTENDED = 1.25
 
 BETTER, WORSE, SAME, INCONCLUSIVE = "better", "worse", "tie", "inconclusive"
 VERDICTS = (BETTER, WORSE, SAME, INCONCLUSIVE)
@@ -34,19 +36,22 @@ VERDICTS = (BETTER, WORSE, SAME, INCONCLUSIVE)
 RULE = (
     f"better/worse: beyond {TIE:.0%} and the p20-p80 spreads do not overlap; tie: within {TIE:.0%}, or each "
     "median inside the other's spread; inconclusive: the spreads overlap but the medians differ more than that, "
-    f"or the wall clock was contended (wall > {CONTENDED}x CPU time per call) and the CPU time disagrees"
+    f"or the wall clock was contended (wall x threads > {CONTENDED}x CPU time per call) and the CPU time "
+    "does not agree beyond the runs' spread"
 )
 
 
 @dataclass(frozen=True)
 class Figure:
     """One measured figure and what is known of its noise: the median, the p20-p80 spread (None when not
-    stored) and, for a time, the per-process CPU time per call (None when unknown or not meaningful)."""
+    stored) and, for a time, the per-process CPU time per call (None when unknown or not meaningful) of a
+    process running ``threads`` threads."""
 
     median: float
     p20: Optional[float] = None
     p80: Optional[float] = None
     cpu: Optional[float] = None
+    threads: int = 1
 
     @property
     def spread(self) -> Optional[tuple[float, float]]:
@@ -55,11 +60,18 @@ class Figure:
         return (min(self.p20, self.p80), max(self.p20, self.p80))
 
     @property
+    def relative_spread(self) -> float:
+        """(p80 - p20) / median: the run's own noise, relative (0 when no spread is stored)."""
+        spread = self.spread
+        return 0.0 if spread is None or self.median <= 0 else (spread[1] - spread[0]) / self.median
+
+    @property
     def contention(self) -> Optional[float]:
-        """Wall / CPU time when both are known and positive (None otherwise)."""
+        """Wall time x threads / CPU time when both are known and positive (None otherwise): 1 when every
+        thread ran all the time, above 1 when they waited (for cores, mostly, on a shared machine)."""
         if self.cpu is None or self.cpu <= 0 or self.median <= 0:
             return None
-        return self.median / self.cpu
+        return self.median * max(1, self.threads) / self.cpu
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,6 @@ class Verdict:
 
 def _direction(ratio: float, better: str) -> str:
     return BETTER if (ratio < 1) == (better == "lower") else WORSE
-
-
-def _by_threshold(ratio: float, better: str) -> str:
-    return SAME if abs(ratio - 1) < TIE else _direction(ratio, better)
 
 
 def _wall(base: Figure, new: Figure, better: str, names: tuple[str, str]) -> Verdict:
@@ -107,13 +115,13 @@ def judge(base: Figure, new: Figure, better: str = "lower", names: tuple[str, st
         return wall
     assert base.cpu is not None and new.cpu is not None
     cpu_ratio = new.cpu / base.cpu
-    cpu = _by_threshold(cpu_ratio, better)
-    context = f"wall clock contended (wall {contention:.1f}x CPU time); CPU time {cpu_ratio - 1:+.1%}"
+    noise = max(TIE, base.relative_spread, new.relative_spread)
+    cpu = SAME if abs(cpu_ratio - 1) < noise else _direction(cpu_ratio, better)
+    context = (f"wall clock contended (wall x threads {contention:.1f}x CPU time); CPU time {cpu_ratio - 1:+.1%} "
+               f"(noise {noise:.0%})")
     if wall.verdict == cpu:
         return Verdict(cpu, wall.ratio, f"{wall.reason}; {context} agrees")
-    if wall.verdict in (BETTER, WORSE):
-        return Verdict(INCONCLUSIVE, wall.ratio, f"{wall.reason}, but {context} says {cpu}")
-    return Verdict(cpu, wall.ratio, f"{wall.reason}; {context} decides: {cpu}")
+    return Verdict(INCONCLUSIVE, wall.ratio, f"{wall.reason}, but {context}: {cpu}")
 
 
 # ----- figures of records ----------------------------------------------------------------------------------
@@ -145,7 +153,9 @@ def time_figure(record: dict) -> Optional[Figure]:
     median = number(record.get(TIME))
     if median is None:
         return None
-    return Figure(median, number(record.get("time_ms_p20")), number(record.get("time_ms_p80")), cpu_time(record))
+    threads = record.get("threads")
+    return Figure(median, number(record.get("time_ms_p20")), number(record.get("time_ms_p80")), cpu_time(record),
+                  threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else 1)
 
 
 def figure(record: dict, name: str) -> Optional[Figure]:
