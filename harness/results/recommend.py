@@ -59,10 +59,6 @@ def identity(record: dict) -> dict[str, object]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _text(value: object) -> str:
-    return str(value)
-
-
 def option_label(record: dict, extra: Sequence[str] = ()) -> str:
     """What was chosen: ``method``, ``strategy[method]`` or ``workload(params)[attention]``, its options, and
     the identity fields ``extra`` (those that vary but are not part of the configuration) as ``name=value``."""
@@ -158,6 +154,49 @@ def _option(record: dict, label: str) -> Option:
     return Option(label, fig.median, fig.p20, fig.p80, fig.cpu, number(record.get("peak_mem_bytes")), record["key"])
 
 
+def _configurations(records: list[dict], chosen: Optional[list[str]]) -> dict[tuple, dict[str, dict]]:
+    """The records of one kind and source by (configuration, source label), then by option label, one record
+    each (the latest): the configuration's fields are ``chosen`` (those the records have) or every field that
+    varies; a varying field not among them goes into the option label."""
+    values: dict[str, set[str]] = {}
+    for r in records:
+        for name, value in identity(r).items():
+            values.setdefault(name, set()).add(str(value))
+    varying = [n for n in values if len(values[n]) > 1]
+    fields = [n for n in (chosen if chosen is not None else varying) if n in values]
+    extra = [n for n in varying if n not in fields]
+    configs: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        own = identity(r)
+        config = tuple((n, str(own.get(n, ""))) for n in fields)
+        # beyond the fields, the source (a prediction's cluster and model) keeps different models apart
+        latest = configs.setdefault((config, source_label(r)), {})
+        label = option_label(r, extra)
+        # one figure per option: the latest measurement (a run stored in two of the files, say)
+        if label not in latest or (r.get("finished_at") or 0) >= (latest[label].get("finished_at") or 0):
+            latest[label] = r
+    return configs
+
+
+def _recommendation(kind: str, config: tuple, source: str, by_label: dict[str, dict],
+                    memory_limit: Optional[int]) -> Recommendation:
+    ranked = sorted(by_label.items(), key=lambda kv: kv[1]["time_ms_median"])
+    options = [_option(r, label) for label, r in ranked]
+    winner, runner_up = options[0], options[1] if len(options) > 1 else None
+    verdict = margin = None
+    if runner_up is not None:
+        # the winner (lower median) against the runner-up: better, tie or inconclusive, never worse
+        base, new = time_figure(ranked[1][1]), time_figure(ranked[0][1])
+        assert base is not None and new is not None
+        verdict = judge(base, new, "lower", (runner_up.label, winner.label))
+        margin = runner_up.median_ms / winner.median_ms - 1 if winner.median_ms > 0 else None
+    fits = None
+    if memory_limit is not None:
+        fits = next((o for o in options if o.peak_mem_bytes is not None and o.peak_mem_bytes <= memory_limit), None)
+    return Recommendation(kind, config, winner, runner_up, margin, verdict, winner.peak_mem_bytes, fits,
+                          is_predicted(ranked[0][1]), source, len(options), memory_limit)
+
+
 def recommend(records: Sequence[dict], by: Optional[Sequence[str]] = None,
               memory_limit: Optional[int] = None) -> list[Recommendation]:
     """One :class:`Recommendation` per configuration of the valid records (module docstring), measured and
@@ -171,42 +210,9 @@ def recommend(records: Sequence[dict], by: Optional[Sequence[str]] = None,
         if _valid(r) and time_figure(r) is not None:
             groups.setdefault((kind_of(r), is_predicted(r)), []).append(r)
     chosen = _by_fields(by, groups)
-    out: list[Recommendation] = []
-    for (kind, predicted), rs in groups.items():
-        values: dict[str, set[str]] = {}
-        for r in rs:
-            for name, value in identity(r).items():
-                values.setdefault(name, set()).add(_text(value))
-        varying = [n for n in values if len(values[n]) > 1]
-        config_fields = [n for n in (chosen if chosen is not None else varying) if n in values]
-        extra = [n for n in varying if n not in config_fields]
-        configs: dict[tuple, dict[str, dict]] = {}
-        for r in rs:
-            fields = identity(r)
-            config = tuple((n, _text(fields.get(n, ""))) for n in config_fields)
-            # beyond --by, the source (a prediction's cluster and model) keeps figures of different models apart
-            config_key = (config, source_label(r))
-            label = option_label(r, extra)
-            latest = configs.setdefault(config_key, {})
-            # one figure per option: the latest measurement (a run stored in two of the files, say)
-            if label not in latest or (r.get("finished_at") or 0) >= (latest[label].get("finished_at") or 0):
-                latest[label] = r
-        for (config, source), by_label in configs.items():
-            ranked = sorted(by_label.items(), key=lambda kv: kv[1]["time_ms_median"])
-            options = [_option(r, label) for label, r in ranked]
-            winner, runner_up = options[0], options[1] if len(options) > 1 else None
-            verdict = margin = None
-            if runner_up is not None:
-                # the winner (lower median) against the runner-up: better, tie or inconclusive, never worse
-                verdict = judge(time_figure(ranked[1][1]), time_figure(ranked[0][1]), "lower",
-                                (runner_up.label, winner.label))
-                margin = runner_up.median_ms / winner.median_ms - 1 if winner.median_ms > 0 else None
-            fits = None
-            if memory_limit is not None:
-                fits = next((o for o in options if o.peak_mem_bytes is not None and o.peak_mem_bytes <= memory_limit),
-                            None)
-            out.append(Recommendation(kind, config, winner, runner_up, margin, verdict, winner.peak_mem_bytes,
-                                      fits, predicted, source, len(options), memory_limit))
+    out = [_recommendation(kind, config, source, by_label, memory_limit)
+           for (kind, _), rs in groups.items()
+           for (config, source), by_label in _configurations(rs, chosen).items()]
     kind_order = {k: i for i, k in enumerate(KINDS)}
     out.sort(key=lambda rec: (kind_order.get(rec.kind, len(KINDS)), rec.predicted, rec.source,
                               tuple(_sortable(v) for _, v in rec.configuration)))
