@@ -23,11 +23,15 @@ import json
 import time
 from typing import Optional, Sequence
 
+from rich.console import Console
+
 from harness.bench.args import heads_pair, registered
 from harness.catalog import strategies
 from harness.checks import OneLineParser, integer, positive, writable_file
 from harness.cluster.launch import run_local_many
+from harness.progress import ProgressLines
 from harness.spec import DTYPES, Run, Timing
+from harness.status import FAILED
 
 BENCH_TIMING = Timing(warmup=1, min_samples=3, min_run_time=0.0, max_samples=3)
 
@@ -56,7 +60,17 @@ def bench_runs(
 
 
 def run_bench(runs: Sequence[Run], timeout_s: float = 1800.0, measure_memory: bool = False) -> list[dict]:
-    return run_local_many(runs, timeout_s=timeout_s, measure_memory=measure_memory)
+    """Every run's record, each on a local gloo group; a progress line on stderr per run (ETA, failures)."""
+    err = Console(stderr=True)
+    report = ProgressLines("bench cp", len(runs), lambda text: err.print(text, markup=False, highlight=False),
+                           unit="strategies done", interval_s=0.0)
+    done: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        done.append(record)
+        report.update(len(done), failed=sum(r["status"] in FAILED for r in done))
+
+    return run_local_many(runs, timeout_s=timeout_s, measure_memory=measure_memory, on_record=on_record)
 
 
 def _mb(values: Optional[str]) -> str:
