@@ -114,8 +114,6 @@ def list_clusters() -> Table:
 
 
 def list_warnings() -> Table:
-    from harness import quiet
-
     table = Table(title="third-party warnings lcbench silences (harness/quiet.py; recorded with every session)",
                   header_style="bold")
     for col in ("module", "category", "message", "why it does not concern you"):
@@ -328,10 +326,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from harness.results.recommend import parse_memory, recommend, recommendation_tables
 
-    stores = [_store(path) for path in args.paths]
-    records = [r for store in stores for r in store.records(suite=args.suite)]
     by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
     limit = parse_memory(args.memory_limit) if args.memory_limit is not None else None
+    stores = [_store(path) for path in args.paths]
+    records = [r for store in stores for r in store.records(suite=args.suite)]
     recs = recommend(records, by=by, memory_limit=limit)
     report_skipped(*stores)
     if not recs:
