@@ -157,10 +157,32 @@ def test_a_single_option_is_said_so():
     assert rec.runner_up is None and rec.verdict is None and rec.answer == "only sdpa ran"
 
 
-def test_workload_parameters_are_identity_fields():
-    r = _record("sdpa", 1.0, (1.0, 1.0), kind="workload", workload="hybrid", params={"pattern": "7:1", "layers": 2},
-                heads_q=None)
-    assert identity(r)["params.pattern"] == "7:1" and "shape" not in identity(r)
+def _workload(phase: str, seqlen: int, median: float, **params) -> dict:
+    r = _record(params.get("method", "sdpa"), median, (median * 0.99, median * 1.01), kind="workload",
+                workload="hybrid_lm", direction=phase, seqlen=seqlen, heads_q=None, params=params)
+    r["key"] = f"{phase}-{seqlen}-{sorted(params.items())}"
+    return r
+
+
+def test_a_workloads_named_choices_are_options_and_its_sizes_configuration():
+    r = _workload("prefill", 1024, 1.0, flavor="tiny", layers=2, pattern="LLLLLLLS", method="sdpa")
+    assert identity(r)["params.flavor"] == "tiny" and identity(r)["params.layers"] == 2
+    assert "params.pattern" not in identity(r) and "shape" not in identity(r)
+    recs = recommend([_workload(phase, s, t * s / 1024, flavor="tiny", pattern=pattern, method="sdpa")
+                      for phase in ("prefill", "train_step") for s in (1024, 4096)
+                      for pattern, t in (("LLLLLLLS", 1.0), ("SSSSSSSS", 2.0))])
+    assert {(tuple(v for _, v in r.configuration), r.winner.label, r.runner_up.label) for r in recs} == {
+        (("1024", "prefill"), "hybrid_lm(pattern=LLLLLLLS)[sdpa]", "hybrid_lm(pattern=SSSSSSSS)[sdpa]"),
+        (("1024", "train_step"), "hybrid_lm(pattern=LLLLLLLS)[sdpa]", "hybrid_lm(pattern=SSSSSSSS)[sdpa]"),
+        (("4096", "prefill"), "hybrid_lm(pattern=LLLLLLLS)[sdpa]", "hybrid_lm(pattern=SSSSSSSS)[sdpa]"),
+        (("4096", "train_step"), "hybrid_lm(pattern=LLLLLLLS)[sdpa]", "hybrid_lm(pattern=SSSSSSSS)[sdpa]"),
+    }
+
+
+def test_a_workloads_attention_parameter_is_its_kernel_in_the_label():
+    recs = recommend([_workload("prefill", 256, t, flavor="tiny", method=m) for m, t in (("sdpa", 1.0),
+                                                                                        ("blocksparse", 3.0))])
+    assert [(r.winner.label, r.runner_up.label) for r in recs] == [("hybrid_lm[sdpa]", "hybrid_lm[blocksparse]")]
 
 
 @pytest.mark.parametrize("text,expected", [("16GiB", 16 << 30), ("512MiB", 512 << 20), ("2.5GB", 2_500_000_000),

@@ -1,10 +1,12 @@
 """The answer view: for each configuration, which option is fastest, by how much, and whether that is a tie.
 
-An *option* is what a user chooses: a method, a strategy (with its local method) or a workload variant (with
-its attention), together with its options. A *configuration* is everything else that identifies a run (mask,
-length, shape, dtype, direction, world size, device, a workload's parameters...): by default every identity
-field whose value varies among the records, or the fields named by ``by`` — an identity field that varies but
-is not named becomes part of the option (``--by seqlen`` on a sweep over patterns compares the patterns).
+An *option* is what a user chooses: a method, a strategy (with its local method) or a workload variant — the
+workload with its named choices (text parameters: ``pattern``, ``softmax_strategy``, the attention method...)
+— together with its options. A *configuration* is everything else that identifies a run (mask, length, shape,
+dtype, direction, world size, device, a workload's ``flavor`` and numeric parameters...): by default every
+identity field whose value varies among the records, or the fields named by ``by`` — an identity field that
+varies but is not named becomes part of the option (``--by seqlen`` on a sweep over masks compares each
+method on each mask with every other).
 
 Only valid records count (status ``ok``); a model's predictions (``lcbench predict``) are ranked among
 themselves, in recommendations of their own marked ``predicted``, never mixed with measurements. Whether the
@@ -52,22 +54,39 @@ IDENTITY: dict[str, Callable[[dict], object]] = {
 }
 
 
+def _sizes(name: str, value: object) -> bool:
+    """Whether a workload parameter sizes the problem (a configuration field: ``flavor``, or a number) rather
+    than names a choice (an option: ``pattern=LLLLLLLS``, ``softmax_strategy=ring_zigzag``)."""
+    return name == "flavor" or number(value) is not None
+
+
 def identity(record: dict) -> dict[str, object]:
-    """Every identity field of a record with a value: :data:`IDENTITY` and ``params.NAME`` of a workload."""
+    """Every identity field of a record with a value: :data:`IDENTITY` and ``params.NAME`` of the workload
+    parameters that size the problem (``flavor``, numbers)."""
     fields = {name: read(record) for name, read in IDENTITY.items()}
-    fields.update({PARAMS_PREFIX + k: v for k, v in sorted((record.get("params") or {}).items())})
+    fields.update({PARAMS_PREFIX + k: v for k, v in sorted((record.get("params") or {}).items()) if _sizes(k, v)})
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def option_label(record: dict, extra: Sequence[str] = ()) -> str:
-    """What was chosen: ``method``, ``strategy[method]`` or ``workload(params)[attention]``, its options, and
-    the identity fields ``extra`` (those that vary but are not part of the configuration) as ``name=value``."""
+def choices(record: dict) -> dict[str, str]:
+    """The workload parameters that name a choice (the option's; see :func:`_sizes`), as text; one naming the
+    record's own method or strategy is left out (the label shows it as ``[attention]``)."""
+    kernel = {record.get("method"), record.get("strategy")} - {None}
+    return {k: str(v) for k, v in sorted((record.get("params") or {}).items())
+            if not _sizes(k, v) and not (isinstance(v, str) and v in kernel)}
+
+
+def option_label(record: dict, extra: Sequence[str] = (), chosen: Sequence[str] = ()) -> str:
+    """What was chosen: ``method``, ``strategy[method]`` or ``workload(choices)[attention]`` — the choices
+    named in ``chosen`` (those that vary) —, its options, and the identity fields ``extra`` (those that vary but
+    are not part of the configuration) as ``name=value``."""
     fields = identity(record)
     kernel = f"{record['strategy']}[{record.get('method')}]" if record.get("strategy") else record.get("method") or ""
     if kind_of(record) == "workload":
-        params = ",".join(f"{k[len(PARAMS_PREFIX):]}={fields[k]}" for k in extra
-                          if k.startswith(PARAMS_PREFIX) and k in fields)
-        label = f"{record.get('workload')}({params})" if params else str(record.get("workload"))
+        own = choices(record)
+        inner = [f"{k[len(PARAMS_PREFIX):]}={fields[k]}" for k in extra if k.startswith(PARAMS_PREFIX) and k in fields]
+        inner += [f"{k}={own[k]}" for k in chosen if k in own]
+        label = f"{record.get('workload')}({','.join(inner)})" if inner else str(record.get("workload"))
         label += f"[{kernel}]" if kernel else ""
     else:
         label = kernel
@@ -165,13 +184,18 @@ def _configurations(records: list[dict], chosen: Optional[list[str]]) -> dict[tu
     varying = [n for n in values if len(values[n]) > 1]
     fields = [n for n in (chosen if chosen is not None else varying) if n in values]
     extra = [n for n in varying if n not in fields]
+    named: dict[str, set[str]] = {}
+    for r in records:
+        for name, value in choices(r).items():
+            named.setdefault(name, set()).add(value)
+    varying_choices = [n for n in sorted(named) if len(named[n]) > 1 or any(n not in choices(r) for r in records)]
     configs: dict[tuple, dict[str, dict]] = {}
     for r in records:
         own = identity(r)
         config = tuple((n, str(own.get(n, ""))) for n in fields)
         # beyond the fields, the source (a prediction's cluster and model) keeps different models apart
         latest = configs.setdefault((config, source_label(r)), {})
-        label = option_label(r, extra)
+        label = option_label(r, extra, varying_choices)
         # one figure per option: the latest measurement (a run stored in two of the files, say)
         if label not in latest or (r.get("finished_at") or 0) >= (latest[label].get("finished_at") or 0):
             latest[label] = r
@@ -188,7 +212,7 @@ def _recommendation(kind: str, config: tuple, source: str, by_label: dict[str, d
         # the winner (lower median) against the runner-up: better, tie or inconclusive, never worse
         base, new = time_figure(ranked[1][1]), time_figure(ranked[0][1])
         assert base is not None and new is not None
-        verdict = judge(base, new, "lower", (runner_up.label, winner.label))
+        verdict = judge(base, new, "lower", ("runner-up", "fastest"))
         margin = runner_up.median_ms / winner.median_ms - 1 if winner.median_ms > 0 else None
     fits = None
     if memory_limit is not None:
