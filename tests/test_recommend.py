@@ -60,6 +60,10 @@ JUDGE_CASES = [
      "lower", "inconclusive"),
     ("contended, wide spreads, CPU within them", Figure(30.0, 10.0, 90.0, cpu=10.0),
      Figure(45.0, 12.0, 95.0, cpu=5.0), "lower", "tie"),
+    ("contended, no CPU time for the base", Figure(30.0, 29.0, 31.0), Figure(60.0, 59.0, 61.0, cpu=10.0),
+     "lower", "inconclusive"),
+    ("contended, no CPU time, wall ties", Figure(30.0, 29.0, 31.0), Figure(30.2, 29.0, 31.0, cpu=10.0), "lower",
+     "tie"),
     # two threads that ran all the time (CPU = 2 x wall): not contended, the wall clock stands alone
     ("two busy threads", Figure(10.0, 9.9, 10.1, cpu=20.0, threads=2), Figure(20.0, 19.8, 20.2, cpu=40.0, threads=2),
      "lower", "worse"),
@@ -74,6 +78,11 @@ def test_judge(name, base, new, better, expected):
     v = judge(base, new, better)
     assert v.verdict == expected, v.reason
     assert v.verdict in VERDICTS and v.reason and v.ratio == pytest.approx(new.median / base.median)
+
+
+def test_a_base_of_zero_has_no_ratio():
+    with pytest.raises(ValueError, match="base median must be > 0"):
+        judge(Figure(0.0), Figure(1.0))
 
 
 @pytest.mark.parametrize("factor,expected", [(CONTENDED * 0.99, "worse"), (CONTENDED * 1.01, "inconclusive")])
@@ -260,3 +269,8 @@ def test_an_option_measured_twice_counts_with_its_latest_record():
     new = {**_record("sdpa", 15.0, (14.9, 15.1), finished_at=200.0), "key": "sdpa-again"}
     rec, = recommend([new, old, _record("flex", 10.0, (9.9, 10.1), finished_at=150.0)])
     assert (rec.winner.label, rec.winner.median_ms, rec.runner_up.label) == ("flex", 10.0, "sdpa")
+
+
+def test_two_options_of_zero_ms_tie():
+    rec, = recommend([_record("sdpa", 0.0, (0.0, 0.0)), _record("flex", 0.0, (0.0, 0.0))])
+    assert rec.verdict.verdict == "tie" and rec.margin is None

@@ -212,7 +212,10 @@ def _recommendation(kind: str, config: tuple, source: str, by_label: dict[str, d
         # the winner (lower median) against the runner-up: better, tie or inconclusive, never worse
         base, new = time_figure(ranked[1][1]), time_figure(ranked[0][1])
         assert base is not None and new is not None
-        verdict = judge(base, new, "lower", ("runner-up", "fastest"))
+        if base.median > 0:
+            verdict = judge(base, new, "lower", ("runner-up", "fastest"))
+        else:  # both 0 ms (the runner-up is not faster than the winner)
+            verdict = Verdict(SAME, 1.0, "both medians are 0 ms")
         margin = runner_up.median_ms / winner.median_ms - 1 if winner.median_ms > 0 else None
     fits = None
     if memory_limit is not None:

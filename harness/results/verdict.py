@@ -109,11 +109,17 @@ def judge(base: Figure, new: Figure, better: str = "lower", names: tuple[str, st
     """Whether ``new`` is better, worse, tied with or not distinguishable from ``base`` (module docstring);
     ``better``: ``lower`` or ``higher``, which way the figure improves; ``names``: what the reason calls base
     and new. ``base.median`` must be > 0."""
+    if not base.median > 0:
+        raise ValueError(f"judge: the base median must be > 0, not {base.median}")
     wall = _wall(base, new, better, names)
     contention = max((c for c in (base.contention, new.contention) if c is not None), default=None)
     if contention is None or contention < CONTENDED:
         return wall
-    assert base.cpu is not None and new.cpu is not None
+    if base.cpu is None or new.cpu is None:  # the contended wall clock cannot be checked against the other's CPU
+        missing = names[0] if base.cpu is None else names[1]
+        return Verdict(wall.verdict if wall.verdict == SAME else INCONCLUSIVE, wall.ratio,
+                       f"{wall.reason}; wall clock contended (wall x threads {contention:.1f}x CPU time) and no "
+                       f"CPU time for {missing}")
     cpu_ratio = new.cpu / base.cpu
     noise = max(TIE, base.relative_spread, new.relative_spread)
     cpu = SAME if abs(cpu_ratio - 1) < noise else _direction(cpu_ratio, better)
