@@ -16,11 +16,13 @@ from importlib.metadata import entry_points
 from types import CodeType, ModuleType
 from typing import Any, Callable
 
+from harness import quiet
 from harness.errors import UserError, unknown
 from harness.interfaces import LocalKernel, Method, Strategy, Workload
 from harness.interfaces.linear_kernel import LinearKernel
 
 PLUGINS_ENV = "LCBENCH_PLUGINS"
+quiet.silence()  # before any plugin imports its libraries: their noise that does not concern the user
 
 
 def plugin_modules() -> list[ModuleType]:

@@ -16,8 +16,26 @@ from typing import Callable
 from harness.errors import UserError
 
 
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that states every argument's default: ``(default: X)`` appended where the help text does not
+    already say it (descriptions printed as written)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text  # a required positional: its default is never used
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line (``error: ...``, exit 2) like every other user error."""
+    """argparse, but a mistake is one line (``error: ...``, exit 2) like every other user error, and every
+    argument's help states its default (:class:`DefaultsFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UserError(f"{self.prog}: {message}")

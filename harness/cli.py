@@ -13,10 +13,15 @@ from typing import Callable, Optional
 from rich.markup import escape
 from rich.table import Table
 
-from harness.checks import OneLineParser, integer, positive, writable_dir, writable_file, write_output
+from harness import quiet
+from harness.checks import (
+    DefaultsFormatter, OneLineParser, integer, positive, writable_dir, writable_file, write_output,
+)
 from harness.errors import UserError
 from harness.execution import allocator
+from harness.progress import progress
 from harness.results.report import wide_console
+from harness.results.verdict import VERDICTS
 
 DEFAULT_RESULTS = "results"
 console = wide_console()
@@ -108,9 +113,19 @@ def list_clusters() -> Table:
     return table
 
 
+def list_warnings() -> Table:
+    table = Table(title="third-party warnings lcbench silences (harness/quiet.py; recorded with every session)",
+                  header_style="bold")
+    for col in ("module", "category", "message", "why it does not concern you"):
+        table.add_column(col)
+    for w in quiet.describe():
+        table.add_row(escape(w["module"]), w["category"], escape(w["message"]), escape(w["why"]))
+    return table
+
+
 LISTS: dict[str, Callable[[], Table]] = {
     "methods": list_methods, "strategies": list_strategies, "workloads": list_workloads, "masks": list_masks,
-    "suites": list_suites, "clusters": list_clusters,
+    "suites": list_suites, "clusters": list_clusters, "warnings": list_warnings,
 }
 
 
@@ -174,14 +189,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     report_skipped(store)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     err_console.print(f"session {summary.session}: {counts or 'nothing to do'}")
-    return 0
+    return failure_status([r for r in store.records() if r["key"] in keys], args.allow_failures)
+
+
+def failure_status(records: list[dict], allow_failures: bool) -> int:
+    """``lcbench run``'s exit status: 1 when a run of the suite failed (error, timeout, oom, invalid — not
+    unsupported or unavailable, which say what this machine or method cannot do), else 0; ``--allow-failures``
+    makes it 0 and says so."""
+    from harness.status import FAILED
+
+    failed: dict[str, int] = {}
+    for r in records:
+        if r["status"] in FAILED:
+            failed[r["status"]] = failed.get(r["status"], 0) + 1
+    if not failed:
+        return 0
+    what = ", ".join(f"{n} {s}" for s, n in sorted(failed.items()))
+    if allow_failures:
+        err_console.print(f"{what} (exit status 0: --allow-failures)", highlight=False)
+        return 0
+    err_console.print(f"[red]failed:[/] {what}: exit status 1 (--allow-failures to exit 0)", highlight=False)
+    return 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from harness.prediction.cluster import load_cluster
-    from harness.prediction.predict import check_predictable, predict_runs
+    from harness.prediction.predict import check_predictable, predict_runs, predicted_key
     from harness.results.store import ResultStore
     from harness.execution.machine import machine_info
+    from harness.status import FAILED
     from suites.loader import load_suite
 
     cluster = load_cluster(args.cluster)
@@ -193,17 +229,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     session = store.start_session(suite.name, {**machine_info(), "predicted_on": cluster.name,
                                                "cluster_version": cluster.version()}, sys.argv[1:])
     started = time.perf_counter()
-
-    def progress(i: int, n: int, record: dict) -> None:
-        if not args.quiet and (i == n or i % max(1, n // 20) == 0):
-            eta = (time.perf_counter() - started) / i * (n - i)
-            err_console.print(f"predict: {i}/{n} done, last: {record['status']} {record.get('strategy')} "
-                              f"ws={record.get('world_size')}, ETA {eta:.0f} s", highlight=False)
-
     keys = set()
-    for record in predict_runs(runs, cluster, done, progress):
-        store.put(record, session, suite.name)
-        keys.add(record["key"])
+    todo = sum(predicted_key(r, cluster) not in done for r in runs)
+    with progress(f"predict {suite.name} on {cluster.name}", todo, err_console, enabled=not args.quiet,
+                  unit="runs predicted") as report:
+        failed = 0
+        for n, record in enumerate(predict_runs(runs, cluster, done), 1):
+            stored = store.put(record, session, suite.name)
+            keys.add(record["key"])
+            if stored is not None and stored["status"] in FAILED:
+                failed += 1
+                report.failure(f"{stored['status']}: {stored.get('strategy')} ws={stored.get('world_size')}: "
+                               f"{stored.get('reason')}")
+            report.update(n, failed=failed)
     print_results([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path} "
                   f"(PREDICTED on {cluster.name}, not measured)")
     err_console.print(f"session {session}: {len(keys)} predicted in {time.perf_counter() - started:.1f} s"
@@ -280,8 +318,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base, new = _store(args.base), _store(args.new)
     table, tally = compare_table(base.records(), new.records())
     console.print(table)
-    console.print(", ".join(f"{n} {k}" for k, n in tally.items() if n or k in ("better", "worse", "tie")))
+    console.print(", ".join(f"{n} {k}" for k, n in tally.items() if n or k in VERDICTS))
     report_skipped(base, new)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from harness.results.recommend import parse_memory, recommend, recommendation_tables
+
+    by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else None
+    limit = parse_memory(args.memory_limit) if args.memory_limit is not None else None
+    stores = [_store(path) for path in args.paths]
+    records = [r for store in stores for r in store.records(suite=args.suite)]
+    recs = recommend(records, by=by, memory_limit=limit)
+    report_skipped(*stores)
+    if not recs:
+        raise UserError(f"no ok results in {', '.join(args.paths)} to recommend from")
+    for table in recommendation_tables(recs, title=f"recommendation · {', '.join(args.paths)}"):
+        console.print(table)
+    tally: dict[str, int] = {}
+    for rec in recs:
+        word = rec.verdict.verdict if rec.verdict is not None else "only option"
+        tally[word] = tally.get(word, 0) + 1
+    console.print(f"{len(recs)} configurations: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
     return 0
 
 
@@ -320,7 +379,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.catalog import get_method
     from harness.masks import get_mask_pattern
-    from harness.execution.validate import validate_all
+    from harness.execution.validate import count_checks, validate_all
+    from harness.status import NOT_RUN
 
     for m in args.method or []:
         get_method(m)
@@ -331,17 +391,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
         table.add_column(col)
     failures = 0
     counts: dict[str, int] = {}
-    for check in validate_all(args.method, args.mask):
-        counts[check.status] = counts.get(check.status, 0) + 1
-        failures += check.status == "invalid"
-        if check.status in ("ok", "invalid") or args.all:
-            colour = {"ok": "green", "invalid": "red"}.get(check.status, "yellow")
-            params = ",".join(f"{k}={v}" for k, v in check.params.items())
-            table.add_row(check.method, check.mask, params, check.dtype, check.direction,
-                          f"[{colour}]{check.status}[/]", check.detail or "")
+    with progress("validate", count_checks(args.method, args.mask), err_console, enabled=not args.quiet,
+                  unit="checks done") as report:
+        for done, check in enumerate(validate_all(args.method, args.mask), 1):
+            counts[check.status] = counts.get(check.status, 0) + 1
+            failures += check.status == "invalid"
+            if check.status == "invalid":
+                report.failure(f"invalid: {check.method} on {check.mask} {check.dtype} {check.direction}: "
+                               f"{check.detail}")
+            report.update(done, failed=failures, skipped=sum(counts.get(s, 0) for s in NOT_RUN))
+            _validate_row(table, check, args.all)
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 1 if failures else 0
+
+
+def _validate_row(table: Table, check, show_all: bool) -> None:
+    """A check's row: ok and invalid ones always, the others (unsupported, unavailable) with ``--all``."""
+    if check.status in ("ok", "invalid") or show_all:
+        colour = {"ok": "green", "invalid": "red"}.get(check.status, "yellow")
+        params = ",".join(f"{k}={v}" for k, v in check.params.items())
+        table.add_row(check.method, check.mask, params, check.dtype, check.direction,
+                      f"[{colour}]{check.status}[/]", escape(check.detail or ""))
 
 
 def parse_params(pairs: list[str]) -> dict:
@@ -381,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                              + "; ".join(f"{k}: {v}" for k, v in allocator.POLICIES.items()))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list methods, strategies, masks or suites")
-    p.add_argument("what", choices=sorted(LISTS))
+    p = sub.add_parser("list", help="list methods, strategies, workloads, masks, suites, clusters or the "
+                                    "silenced third-party warnings")
+    p.add_argument("what", choices=sorted(LISTS), help="what to list: " + ", ".join(sorted(LISTS)))
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run a suite; every run is stored as it finishes")
@@ -400,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", type=positive, metavar="GIB",
                    help="RSS limit per benchmark process, GiB (default: 80%% of node RAM / processes sharing it)")
     p.add_argument("--threads", type=integer(1, 4096), help="torch threads per benchmark process (default: the CPUs it reserved)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when runs failed (default: exit 1 when any run is error, timeout, oom or invalid)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("predict", help="predict a context-parallel suite on a cluster profile (stored as predicted)")
@@ -426,24 +500,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("show", help="table of stored results")
-    p.add_argument("path", nargs="?", default=DEFAULT_RESULTS)
-    p.add_argument("--suite", help="only this suite's runs")
+    p.add_argument("path", nargs="?", default=DEFAULT_RESULTS, help="results directory or .db file")
+    p.add_argument("--suite", help="only this suite's runs (default: every run in the file)")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("compare", help="ratios NEW/BASE of time and metrics per matching run (3%% = tie)")
-    p.add_argument("base")
-    p.add_argument("new")
+    p = sub.add_parser("compare", help="ratios NEW/BASE of time and metrics per matching run, with a verdict: "
+                                       "better, worse, tie or inconclusive (from the spreads and CPU time)")
+    p.add_argument("base", help="results directory or .db file of the base sweep")
+    p.add_argument("new", help="results directory or .db file of the new sweep")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("recommend", help="per configuration: the fastest option, its margin, tie or not, memory")
+    p.add_argument("paths", nargs="+", metavar="DB", help="results directories or .db files (read together)")
+    p.add_argument("--by", help="comma-separated identity fields of a configuration, e.g. mask,seqlen,world_size "
+                                "(or params.NAME); any other field that varies becomes part of the option "
+                                "(default: every identity field that varies)")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="also the fastest option peaking within SIZE: 16GiB, 512MiB, 2.5GB, or a number of GiB "
+                        "(default: no limit)")
+    p.add_argument("--suite", help="only this suite's runs (default: every run in the files)")
+    p.set_defaults(func=cmd_recommend)
+
     p = sub.add_parser("export", help="export results as csv, json or md")
-    p.add_argument("path")
-    p.add_argument("--format", choices=("csv", "json", "md"), default="csv")
+    p.add_argument("path", help="results directory or .db file")
+    p.add_argument("--format", choices=("csv", "json", "md"), default="csv", help="csv, json or md")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="PNG plots of any metric vs any parameter (default: per kind, vs seqlen)")
-    p.add_argument("path")
-    p.add_argument("-o", "--output", default="results/plots")
+    p.add_argument("path", help="results directory or .db file")
+    p.add_argument("-o", "--output", default="results/plots", help="folder for the PNG files")
     p.add_argument("--x", help="x axis: a record field, params.NAME or metrics.NAME (default: seqlen)")
     p.add_argument("--y", help="y axis, as --x; several (a,b) share one figure (default: kernels TFLOP/s and time; "
                         "workloads ms/token and memory)")
@@ -456,10 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", help="only this method (repeatable)")
     p.add_argument("--mask", action="append", help="only this mask pattern (repeatable)")
     p.add_argument("--all", action="store_true", help="also list unsupported/unavailable combinations")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("mask", help="describe a mask and draw it")
-    p.add_argument("name")
+    p.add_argument("name", help="mask pattern (lcbench list masks)")
     p.add_argument("--seqlen", type=integer(1, 1 << 24), default=32768,
                    help="tokens (default 32768: the PowerAttention paper's receptive-field length)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="mask parameter (repeatable)")
@@ -473,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.bench import BENCHES
 
     p = sub.add_parser("bench", help="benchmarks of lcbench itself (NAME --help: its arguments)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=DefaultsFormatter,
                        description="benchmarks of lcbench itself:\n" + "\n".join(
                            f"  {name:<10} {doc}" for name, (_, doc) in BENCHES.items()))
     p.add_argument("what", choices=list(BENCHES), metavar="NAME", help=", ".join(BENCHES))
@@ -483,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    quiet.silence()
     try:
         args = build_parser().parse_args(argv)
         allocator.restart_with(args.malloc, sys.argv[1:] if argv is None else argv)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from harness.checks import DefaultsFormatter
 from harness.spec import Run, Timing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,7 +247,8 @@ def write_rate_tables(records: list[dict], device: str, out_dir: Path) -> list[P
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.gpu_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m harness.gpu_check", description=__doc__.split("\n\n")[0],
+                                formatter_class=DefaultsFormatter)
     p.add_argument("--results", default="results/gpu_check.db", help="SQLite file of the suite's records")
     p.add_argument("--summary", default="results/gpu_check.txt", help="where the summary is written too")
     p.add_argument("--budget", type=float, default=480.0, help="seconds for tests + suite (default 8 minutes)")

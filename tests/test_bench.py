@@ -87,8 +87,9 @@ def test_every_bench_is_a_module_with_main() -> None:
 def test_lcbench_bench_kernels_runs(capsys) -> None:
     rc = main(["bench", "kernels", "--seqlen", "128", "--reps", "2", "--heads-q", "2", "--heads-kv", "1",
                "--head-dim", "16"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert rc == 0
+    assert "bench kernels: 6/6 pairs done (100%)" in err  # not a terminal: progress lines on stderr
     for mask in ("causal", "sliding_window_causal", "causal_document"):
         assert f"{mask} fwd: sdpa" in out and f"{mask} bwd: sdpa" in out
     assert "speed-up" in out and "alternating A/B x2" in out
@@ -119,7 +120,8 @@ def test_lcbench_bench_ttt_runs(capsys) -> None:
     pytest.importorskip("transformers")
     rc = main(["bench", "ttt", "--contexts", "256,512", "--steps", "2", "--span", "16", "--decode-tokens", "2",
                "--seqlens", "256,512", "--peer-seqlen", "0", "--reps", "1"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert rc == 0
+    assert "lcbench bench ttt: 1/2 sections done (50%)" in err and "lcbench bench ttt: 2/2 sections done" in err
     assert "ttt_step t(T=512)/t(T=256) = " in out and "ttt_linear fwd+bwd t(S=512)/t(S=256) = " in out
     assert "N-step/thinking" in out and "torch " in out

@@ -211,10 +211,11 @@ def test_predict_show_compare_export_plot(tmp_path, capsys):
 
     suite.write_text(yaml.safe_dump(WEAK))
     db = tmp_path / "pred.db"
-    assert main(["predict", str(suite), "--cluster", "local", "--results", str(db), "--quiet"]) == 0
+    assert main(["predict", str(suite), "--cluster", "local", "--results", str(db)]) == 0
     records = ResultStore(db, create=False).records()
     assert records and {r["status"] for r in records} == {"predicted"}
-    capsys.readouterr()
+    progress = capsys.readouterr().err  # not a terminal: progress lines, ending with all of them
+    assert f"predict {WEAK['name']} on local: {len(records)}/{len(records)} runs predicted (100%)" in progress
     assert main(["show", str(db)]) == 0
     shown = capsys.readouterr().out
     assert "PREDICTED ON LOCAL" in shown and "predicted (not measured)" in shown

@@ -18,7 +18,7 @@ from harness.cli import main
 from harness.errors import UserError
 from harness.results.plot import plot_records
 from harness.results.records import FLOP_CONVENTION, public_view
-from harness.results.report import ratios, results_tables, verdict
+from harness.results.report import ratios, results_tables
 from harness.results.store import FIELDS, SESSION_FIELDS, ResultStore
 
 SOFTMAX = "softmax: fwd 4*area*Hq*d (exact mask area), bwd 2.5x, fwd+bwd 3.5x, decode 4*area(rows)*Hq*d"
@@ -202,8 +202,9 @@ def _scaled(recs: list[dict], time: float, tokens: float, kv: float) -> list[dic
     out = []
     for r in recs:
         r = json.loads(json.dumps(r))
-        if r["status"] == "ok":
-            r["time_ms_median"] *= time
+        if r["status"] == "ok":  # the whole run is that much faster or slower: its spread and CPU time too
+            for field in ("time_ms_median", "time_ms_p20", "time_ms_p80", "cpu_ms"):
+                r[field] *= time
             if "metrics" in r:
                 r["metrics"]["tokens_per_s"] *= tokens
                 r["metrics"]["ms_per_token"] /= tokens
@@ -214,15 +215,17 @@ def _scaled(recs: list[dict], time: float, tokens: float, kv: float) -> list[dic
 
 def test_ratios_use_each_metrics_better_direction_and_the_tie():
     base = records()[4]
-    new = _scaled([base], time=1.10, tokens=1.25, kv=1.01)[0]
-    got = {name: (round(ratio, 4), v) for name, _, _, ratio, v in ratios(base, new)}
+    new = _scaled([base], time=1.20, tokens=1.25, kv=1.01)[0]
+    got = {name: (round(v.ratio, 4), v.verdict) for name, _, _, v in ratios(base, new)}
     assert got == {
-        "time_ms_median": (1.1, "worse"),
+        "time_ms_median": (1.2, "worse"),  # 20% slower, spreads of +-5% disjoint
         "tokens_per_s": (1.25, "better"),  # higher is better
         "ms_per_token": (round(1 / 1.25, 4), "better"),  # lower is better
         "kv_cache_bytes": (1.01, "tie"),  # within 3%
     }
-    assert verdict(0.5, "higher") == "worse" and verdict(0.5, "lower") == "better" and verdict(1.029, "lower") == "tie"
+    noisy = _scaled([base], time=1.20, tokens=1.0, kv=1.0)[0]
+    noisy["time_ms_p20"] *= 0.8  # the same 20% with a spread reaching the base's: not a result
+    assert {name: v.verdict for name, _, _, v in ratios(base, noisy)}["time_ms_median"] == "inconclusive"
 
 
 def test_compare_matches_by_key_and_reports_every_shared_metric(tmp_path, capsys):
@@ -236,7 +239,7 @@ def test_compare_matches_by_key_and_reports_every_shared_metric(tmp_path, capsys
     out = " ".join(capsys.readouterr().out.split())
     # ok in both: sdpa-128, ring, old record (time only: 3 better) + 2 prefills x (time, tokens/s, ms/token: better;
     # kv bytes: tie)
-    assert "9 better, 0 worse, 2 tie, 1 broken" in out and "1 unmatched" in out
+    assert "9 better, 0 worse, 2 tie, 0 inconclusive, 1 broken" in out and "1 unmatched" in out
     assert "tokens_per_s" in out and "kv_cache_bytes" in out and "0.800" in out and "1.250" in out
     assert "broken" in out and "987.7" not in out and "987.65" not in out
 

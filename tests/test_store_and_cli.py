@@ -112,3 +112,34 @@ def test_user_mistakes_are_one_line_without_traceback(argv, message):
     assert proc.returncode == 2
     assert message in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+
+
+# ----- the exit status of run ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("statuses,allow,code", [
+    (["ok", "ok"], False, 0),
+    (["ok", "unsupported", "unavailable"], False, 0),  # what a method or machine cannot do is not a failure
+    *[(["ok", failed], False, 1) for failed in ("error", "timeout", "oom", "invalid")],
+    (["ok", "invalid", "error"], True, 0),  # --allow-failures
+])
+def test_run_exit_status_counts_failures_only(statuses, allow, code, capsys):
+    from harness.cli import failure_status
+
+    assert failure_status([{"key": str(i), "status": s} for i, s in enumerate(statuses)], allow) == code
+    err = capsys.readouterr().err
+    assert ("exit status 1" in err) == (code == 1) and ("--allow-failures" in err) == (code == 1 or allow)
+
+
+def test_run_reports_progress_and_exits_1_when_a_run_is_invalid(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LCBENCH_PLUGINS", "tests.fault_injection")  # fault_wrong: ignores the mask, fails the gate
+    suite = tmp_path / "wrong.yaml"
+    suite.write_text(yaml.safe_dump({**SUITE, "name": "wrong", "methods": ["fault_wrong"], "masks": ["causal"],
+                                     "shapes": [SUITE["shapes"][0]], "directions": ["fwd"]}))
+    db = tmp_path / "r.db"
+    assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline"]) == 1
+    err = capsys.readouterr().err  # not a terminal: plain progress lines, the failure named as it happens
+    assert "wrong: invalid: fault_wrong causal S=128" in err and "wrong: 1/1 runs done (100%), 1 failed" in err
+    assert "failed: 1 invalid: exit status 1" in err
+    # the stored failure still counts on --resume (nothing re-run), unless failures are allowed
+    assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline", "--quiet", "--resume"]) == 1
+    assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline", "--quiet", "--resume",
+                 "--allow-failures"]) == 0

@@ -68,12 +68,22 @@ def registered(kind: str) -> Callable[[str], list[str]]:
 method_names = registered("method")
 
 
-def run_sections(jobs: Mapping[str, Callable[[], object]], chosen: Sequence[str], console) -> None:
-    """Run the chosen sections in order, each followed by its wall time."""
-    for name in chosen:
+def run_sections(jobs: Mapping[str, Callable[[], object]], chosen: Sequence[str], console,
+                 label: str = "bench") -> None:
+    """Run the chosen sections in order, each followed by its wall time and, on stderr, a progress line
+    (sections done of those chosen, elapsed, ETA: :class:`harness.progress.ProgressLines`)."""
+    from rich.console import Console
+
+    from harness.progress import ProgressLines
+
+    err = Console(stderr=True)
+    report = ProgressLines(label, len(chosen), lambda text: err.print(text, markup=False, highlight=False),
+                           unit="sections done", interval_s=0.0)
+    for done, name in enumerate(chosen, 1):
         started = time.perf_counter()
         jobs[name]()
         console.print(f"{name}: {time.perf_counter() - started:.0f} s", markup=False)
+        report.update(done)
 
 
 @contextlib.contextmanager

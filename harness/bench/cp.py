@@ -23,11 +23,15 @@ import json
 import time
 from typing import Optional, Sequence
 
+from rich.console import Console
+
 from harness.bench.args import heads_pair, registered
 from harness.catalog import strategies
 from harness.checks import OneLineParser, integer, positive, writable_file
 from harness.cluster.launch import run_local_many
+from harness.progress import ProgressLines
 from harness.spec import DTYPES, Run, Timing
+from harness.status import FAILED
 
 BENCH_TIMING = Timing(warmup=1, min_samples=3, min_run_time=0.0, max_samples=3)
 
@@ -56,7 +60,17 @@ def bench_runs(
 
 
 def run_bench(runs: Sequence[Run], timeout_s: float = 1800.0, measure_memory: bool = False) -> list[dict]:
-    return run_local_many(runs, timeout_s=timeout_s, measure_memory=measure_memory)
+    """Every run's record, each on a local gloo group; a progress line on stderr per run (ETA, failures)."""
+    err = Console(stderr=True)
+    report = ProgressLines("bench cp", len(runs), lambda text: err.print(text, markup=False, highlight=False),
+                           unit="strategies done", interval_s=0.0)
+    done: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        done.append(record)
+        report.update(len(done), failed=sum(r["status"] in FAILED for r in done))
+
+    return run_local_many(runs, timeout_s=timeout_s, measure_memory=measure_memory, on_record=on_record)
 
 
 def _mb(values: Optional[str]) -> str:
@@ -92,13 +106,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench cp") -
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--strategies", type=registered("strategy"), default=None,
                    help="comma-separated names (default: every available one)")
-    p.add_argument("--seqlen", type=integer(1), default=16384)
-    p.add_argument("--world-size", type=integer(1), default=4)
+    p.add_argument("--seqlen", type=integer(1), default=16384,
+                   help="tokens of the whole sequence (split over the ranks)")
+    p.add_argument("--world-size", type=integer(1), default=4, help="ranks (gloo processes)")
     p.add_argument("--heads", type=heads_pair, default="8:4", help="heads_q:heads_kv")
-    p.add_argument("--head-dim", type=integer(1), default=32)
-    p.add_argument("--direction", default="fwd+bwd", choices=("fwd", "bwd", "fwd+bwd"))
-    p.add_argument("--mask", type=lambda t: registered("mask")(t)[0], default="causal")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--head-dim", type=integer(1), default=32, help="head dimension")
+    p.add_argument("--direction", default="fwd+bwd", choices=("fwd", "bwd", "fwd+bwd"), help="what is timed")
+    p.add_argument("--mask", type=lambda t: registered("mask")(t)[0], default="causal",
+                   help="mask pattern (lcbench list masks)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of q, k, v")
     p.add_argument("--samples", type=integer(1), default=3, help="timed iterations per strategy")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (one profiled call)")
     p.add_argument("--timeout", type=positive, default=1800.0, help="seconds per run")

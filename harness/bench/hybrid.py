@@ -194,13 +194,17 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench hybrid
     p.add_argument("--train-max", type=integer(1), default=32768, help="train_step is skipped above this length")
     p.add_argument("--phases", type=sections(("prefill", "train_step")), default=["prefill", "train_step"],
                    help="scaling: which phases (comma-separated)")
-    p.add_argument("--reps", type=integer(1), default=3)
-    p.add_argument("--warmup", type=integer(0), default=1)
+    p.add_argument("--reps", type=integer(1), default=3, help="paired rounds per length (A, B alternating)")
+    p.add_argument("--warmup", type=integer(0), default=1, help="warm-up calls per side")
     p.add_argument("--big-warmup", type=integer(0), default=0, help=f"warm-up calls at lengths >= {BIG}")
-    p.add_argument("--decode-seqlens", type=lengths, default=[8192, 32768, 131072])
-    p.add_argument("--decode-tokens", type=integer(1), default=8)
-    p.add_argument("--memory-seqlen", type=integer(1), default=131072)
-    p.add_argument("--hf-seqlens", type=lengths, default=[1024, 4096])
+    p.add_argument("--decode-seqlens", type=lengths, default=[8192, 32768, 131072],
+                   help="decode: context lengths (comma-separated)")
+    p.add_argument("--decode-tokens", type=integer(1), default=8,
+                   help="decode: tokens per timed call (ms/token = time / this)")
+    p.add_argument("--memory-seqlen", type=integer(1), default=131072,
+                   help="memory: context length of the cache and peak-memory figures")
+    p.add_argument("--hf-seqlens", type=lengths, default=[1024, 4096],
+                   help="hf: lengths of the comparison with Hugging Face's MiniMax (comma-separated)")
     p.add_argument("--threads", type=integer(1), default=None,
                    help="torch threads (default: as set). On a shared machine, more threads than free cores make "
                         "every OpenMP region wait on a descheduled thread: calls run many times slower")
@@ -216,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench hybrid
     with torch_threads(a.threads):
         console.print(f"lcbench bench hybrid: {machine_line()}; float32, flavor tiny; sections {','.join(a.sections)}")
         _warn_if_contended()
-        run_sections(jobs, a.sections, console)
+        run_sections(jobs, a.sections, console, label=prog)
     return 0
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from rich.console import Console
 from rich.table import Table
 
 from harness.bench.build import built_call
 from harness.bench.paired import alternate
 from harness.checks import OneLineParser, integer
+from harness.progress import ProgressLines
 from harness.results.report import wide_console
 from harness.spec import Run
 
@@ -32,6 +34,9 @@ def bench_kernels(seqlen: int, reps: int, heads_q: int, heads_kv: int, head_dim:
     for col in ("mask", "dir", "density", "sdpa ms", "blocksparse ms", "speed-up", "sdpa cpu ms", "bs cpu ms",
                 "sdpa TFLOP/s", "bs TFLOP/s"):
         table.add_column(col, justify="right" if col not in ("mask", "dir") else "left")
+    err = Console(stderr=True)
+    report = ProgressLines("bench kernels", len(masks) * len(directions),
+                           lambda text: err.print(text, markup=False, highlight=False), unit="pairs done")
     for mask, params in masks:
         for direction in directions:
             calls, flops, density = {}, 0.0, 0.0
@@ -51,16 +56,17 @@ def bench_kernels(seqlen: int, reps: int, heads_q: int, heads_kv: int, head_dim:
                           f"{flops / bs / 1e12:.3f}")
             console.print(f"  {mask} {direction}: sdpa {sdpa * 1e3:.0f} ms, blocksparse {bs * 1e3:.0f} ms "
                           f"({ratio:.2f}x)")
+            report.update(len(table.rows))
     return table
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench kernels") -> int:
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--seqlen", type=integer(1), default=16384)
-    p.add_argument("--reps", type=integer(1), default=5)
-    p.add_argument("--heads-q", type=integer(1), default=8)
-    p.add_argument("--heads-kv", type=integer(1), default=2)
-    p.add_argument("--head-dim", type=integer(1), default=64)
+    p.add_argument("--seqlen", type=integer(1), default=16384, help="tokens per sequence")
+    p.add_argument("--reps", type=integer(1), default=5, help="alternating A/B rounds per mask and direction")
+    p.add_argument("--heads-q", type=integer(1), default=8, help="query heads")
+    p.add_argument("--heads-kv", type=integer(1), default=2, help="key/value heads (GQA when fewer than --heads-q)")
+    p.add_argument("--head-dim", type=integer(1), default=64, help="head dimension")
     a = p.parse_args(argv)
     console.print(bench_kernels(a.seqlen, a.reps, a.heads_q, a.heads_kv, a.head_dim))
     return 0

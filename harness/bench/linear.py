@@ -168,19 +168,22 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS),
                    help=f"comma-separated, of {', '.join(SECTIONS)}")
-    p.add_argument("--heads", type=integer(1), default=4)
-    p.add_argument("--head-dim", type=integer(1), default=128)
-    p.add_argument("--reps", type=integer(1), default=3)
+    p.add_argument("--heads", type=integer(1), default=4, help="heads (K/V heads = heads)")
+    p.add_argument("--head-dim", type=integer(1), default=128, help="head dimension")
+    p.add_argument("--reps", type=integer(1), default=3, help="alternating rounds per point")
     p.add_argument("--seqlens", type=lengths, default="8192,16384,32768,65536", help="scaling: lengths (fwd+bwd)")
-    p.add_argument("--peak-seqlen", type=integer(1), default=32768)
-    p.add_argument("--decode-seqlens", type=lengths, default="1024,4096,16384,65536")
-    p.add_argument("--decode-tokens", type=integer(1), default=8)
-    p.add_argument("--peer-seqlen", type=integer(1), default=8192)
-    p.add_argument("--peers", type=method_names, default="fla_chunk_naive,fla_naive_recurrent")
-    p.add_argument("--crossover-seqlens", type=lengths, default="128,256,512,1024,2048,4096,8192,16384")
-    p.add_argument("--cp-seqlens", type=lengths, default="4096,8192,16384,32768")
-    p.add_argument("--world-size", type=integer(1), default=4)
-    p.add_argument("--cp-samples", type=integer(1), default=2)
+    p.add_argument("--peak-seqlen", type=integer(1), default=32768, help="peak: the length of the %%peak figure")
+    p.add_argument("--decode-seqlens", type=lengths, default="1024,4096,16384,65536",
+                   help="decode: context lengths (comma-separated)")
+    p.add_argument("--decode-tokens", type=integer(1), default=8, help="decode: tokens per timed call")
+    p.add_argument("--peer-seqlen", type=integer(1), default=8192, help="peers: the length of the comparison")
+    p.add_argument("--peers", type=method_names, default="fla_chunk_naive,fla_naive_recurrent",
+                   help="peers: fla methods compared with ours (comma-separated)")
+    p.add_argument("--crossover-seqlens", type=lengths, default="128,256,512,1024,2048,4096,8192,16384",
+                   help="crossover: lengths where lightning and blocksparse alternate")
+    p.add_argument("--cp-seqlens", type=lengths, default="4096,8192,16384,32768", help="cp: sequence lengths")
+    p.add_argument("--world-size", type=integer(1), default=4, help="cp: ranks (gloo processes)")
+    p.add_argument("--cp-samples", type=integer(1), default=2, help="cp: timed calls per run")
     p.add_argument("--timeout", type=positive, default=1800.0, help="seconds per CP run")
     a = p.parse_args(argv)
     shape = (a.heads, a.head_dim)
@@ -194,5 +197,5 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench linear
         "crossover": lambda: crossover_study(a.crossover_seqlens, shape, a.reps),
         "cp": lambda: cp(a.cp_seqlens, shape, a.world_size, a.cp_samples, a.timeout),
     }
-    run_sections(jobs, a.sections, console)
+    run_sections(jobs, a.sections, console, label=prog)
     return 0

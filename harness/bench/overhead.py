@@ -52,7 +52,8 @@ def bench_overhead(points: int) -> None:
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench overhead") -> int:
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=integer(1), default=100)
+    p.add_argument("--points", type=integer(1), default=100,
+                   help="tiny runs timed inline (each one's cost beyond its timed work)")
     a = p.parse_args(argv)
     bench_overhead(a.points)
     return 0

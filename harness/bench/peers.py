@@ -135,15 +135,16 @@ def _collect(results, procs: list) -> list[dict]:
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers") -> int:
     ap = OneLineParser(prog=prog, description=__doc__.split("\n")[0])
-    ap.add_argument("--world-size", type=integer(2), default=2)
-    ap.add_argument("--seqlen", type=integer(1), default=4096)
-    ap.add_argument("--heads", type=integer(1), default=8)
-    ap.add_argument("--heads-kv", type=integer(1), default=None)
-    ap.add_argument("--head-dim", type=integer(1), default=64)
-    ap.add_argument("--dtype", default="float32", choices=DTYPES)
+    ap.add_argument("--world-size", type=integer(2), default=2, help="ranks (gloo processes)")
+    ap.add_argument("--seqlen", type=integer(1), default=4096, help="tokens of the whole sequence")
+    ap.add_argument("--heads", type=integer(1), default=8, help="query heads")
+    ap.add_argument("--heads-kv", type=integer(1), default=None, help="key/value heads (default: --heads)")
+    ap.add_argument("--head-dim", type=integer(1), default=64, help="head dimension")
+    ap.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of q, k, v")
     ap.add_argument("--reps", type=integer(1), default=5, help="timed calls per strategy, alternating within a pair")
     ap.add_argument("--threads", type=integer(1), default=None, help="intra-op threads per rank (default cores // W)")
-    ap.add_argument("--pairs", default=None, help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
+    ap.add_argument("--pairs", default=None,
+                    help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
     a = ap.parse_args(argv)
     pairs = parse_pairs(a.pairs) if a.pairs else list(DEFAULT_PAIRS)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -90,12 +90,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power"
     p.add_argument("--sections", type=sections(SECTIONS), default=list(SECTIONS),
                    help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--seqlens", type=lengths, default="32768,65536", help="speed: lengths")
-    p.add_argument("--heads", type=heads_pair, default="2:1", help="speed: heads_q:heads_kv (CPU: a 64K causal fwd+bwd is ~40 s)")
-    p.add_argument("--head-dim", type=integer(1), default=64)
-    p.add_argument("--decode-tokens", type=integer(1), default=8)
-    p.add_argument("--sdpa-seqlen", type=integer(1), default=16384)
-    p.add_argument("--sdpa-heads", type=heads_pair, default="8:2")
-    p.add_argument("--reps", type=integer(1), default=3)
+    p.add_argument("--heads", type=heads_pair, default="2:1",
+                   help="speed: heads_q:heads_kv (CPU: a 64K causal fwd+bwd is ~40 s)")
+    p.add_argument("--head-dim", type=integer(1), default=64, help="head dimension")
+    p.add_argument("--decode-tokens", type=integer(1), default=8, help="speed: tokens per timed decode call")
+    p.add_argument("--sdpa-seqlen", type=integer(1), default=16384,
+                   help="sdpa: the length of the per-area comparison with SDPA")
+    p.add_argument("--sdpa-heads", type=heads_pair, default="8:2", help="sdpa: heads_q:heads_kv")
+    p.add_argument("--reps", type=integer(1), default=3, help="alternating rounds per length and direction")
     p.add_argument("--kernels", type=method_names, default=",".join(KERNELS),
                    help="methods measured (speed: each in turn; sdpa: side by side)")
     a = p.parse_args(argv)
@@ -104,5 +106,5 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench power"
         "speed": lambda: [speed(a.seqlens, a.heads, a.head_dim, a.reps, a.decode_tokens, k) for k in a.kernels],
         "sdpa": lambda: sdpa(a.sdpa_seqlen, a.sdpa_heads, a.head_dim, a.reps, a.kernels),
     }
-    run_sections(jobs, a.sections, console)
+    run_sections(jobs, a.sections, console, label=prog)
     return 0

@@ -126,7 +126,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench schedu
     parser.add_argument("--runs", type=integer(1), default=40, help="trivial runs per world size in a reused group")
     parser.add_argument("--fresh", type=integer(1), default=3, help="points per world size with a fresh process group")
     parser.add_argument("--sweep", type=integer(1), default=100, help="points of the single-device sweep")
-    parser.add_argument("--world-sizes", type=integer(1), nargs="+", default=[2, 4])
+    parser.add_argument("--world-sizes", type=integer(1), nargs="+", default=[2, 4],
+                        help="rank-group sizes measured (space-separated)")
     args = parser.parse_args(argv)
 
     from harness.cluster.scheduler import RayScheduler

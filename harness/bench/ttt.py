@@ -153,18 +153,23 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") 
                    help="torch threads (default: as set; 1 keeps a loaded shared machine from stalling the many "
                         "tiny parallel regions of a decode step)")
     g = p.add_argument_group("qttt")
-    g.add_argument("--contexts", type=lengths, default=[8192, 16384, 32768])
-    g.add_argument("--flavor", default="tiny")
-    g.add_argument("--method", type=lambda t: method_names(t)[0], default="sdpa")
-    g.add_argument("--steps", type=integer(1), default=32)
-    g.add_argument("--span", type=integer(1), default=128)
-    g.add_argument("--span-at", choices=("random", "end"), default="random")
-    g.add_argument("--decode-tokens", type=integer(1), default=8, help="tokens per timed decode call (ms/token = / this)")
+    g.add_argument("--contexts", type=lengths, default=[8192, 16384, 32768],
+                   help="qttt: context lengths T (comma-separated)")
+    g.add_argument("--flavor", default="tiny", help="qttt: model flavor of the workload")
+    g.add_argument("--method", type=lambda t: method_names(t)[0], default="sdpa",
+                   help="qttt: attention method of the model")
+    g.add_argument("--steps", type=integer(1), default=32, help="qttt: AdamW steps on W_Q (one per span)")
+    g.add_argument("--span", type=integer(1), default=128, help="qttt: tokens per step's span")
+    g.add_argument("--span-at", choices=("random", "end"), default="random",
+                   help="qttt: where the spans start (random, or the end)")
+    g.add_argument("--decode-tokens", type=integer(1), default=8,
+                   help="tokens per timed decode call (ms/token = / this)")
     g = p.add_argument_group("ttt_linear")
-    g.add_argument("--seqlens", type=lengths, default=[4096, 8192, 16384, 32768])
+    g.add_argument("--seqlens", type=lengths, default=[4096, 8192, 16384, 32768],
+                   help="ttt_linear: lengths S (comma-separated)")
     g.add_argument("--peer-seqlen", type=integer(0), default=8192, help="0: skip the fla-core comparison")
-    g.add_argument("--heads", type=integer(1), default=4)
-    g.add_argument("--head-dim", type=integer(1), default=64)
+    g.add_argument("--heads", type=integer(1), default=4, help="ttt_linear: heads")
+    g.add_argument("--head-dim", type=integer(1), default=64, help="ttt_linear: head dimension")
     a = p.parse_args(argv)
     qttt_params = {"flavor": a.flavor, "method": a.method, "steps": a.steps, "span": a.span, "span_at": a.span_at}
     jobs = {
@@ -173,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench ttt") 
     }
     with torch_threads(a.threads):
         console.print(f"lcbench bench ttt: {machine_line()}")
-        run_sections(jobs, a.sections, console)
+        run_sections(jobs, a.sections, console, label=prog)
     return 0
 
 

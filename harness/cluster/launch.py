@@ -12,7 +12,7 @@ caller never hangs. :func:`run_local` is the one-run form.
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from harness.cluster.group_run import GroupError
 from harness.cluster.isolation import default_budget
@@ -79,9 +79,11 @@ def run_local_many(
     measure_memory: bool = True,
     executor: str = DEFAULT_EXECUTOR,
     memory_budget: Optional[int] = None,
+    on_record: Optional[Callable[[dict], None]] = None,
 ) -> list[dict]:
     """Records of ``runs`` (same order), each run executed by a local gloo group of its world size (one group
-    per world size, reused: :class:`LocalGroups`).
+    per world size, reused: :class:`LocalGroups`); ``on_record`` is called with each record as it finishes
+    (progress).
 
     ``timeout_s`` bounds each run (the process group's timeout is a little longer); ``measure_memory=False``
     skips the profiler pass; ``executor`` (``"module:function"``) replaces the rank executor (tests inject
@@ -98,6 +100,8 @@ def run_local_many(
     try:
         for i in order:
             records[i] = groups.run(runs[i])
+            if on_record is not None:
+                on_record(records[i])
     finally:
         groups.close()
     return [r for r in records if r is not None]

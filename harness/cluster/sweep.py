@@ -14,7 +14,6 @@ from typing import Iterator, Optional, Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import status as st
 from harness.cluster.isolation import KeptChild, default_budget
@@ -22,6 +21,7 @@ from harness.cluster.launch import DEFAULT_EXECUTOR as DEFAULT_RANK_EXECUTOR, Lo
 from harness.cluster.local_group import CHILD, rank_env, threads_per_rank
 from harness.cluster.outcomes import single_record
 from harness.cluster.priority import niceness
+from harness.progress import progress
 from harness.execution.machine import machine_info
 from harness.spec import Run
 from harness.results.store import ResultStore
@@ -41,6 +41,7 @@ def is_single(run: Run) -> bool:
 
 
 INLINE = "inline"  # the records' ``scheduler`` field
+FAILURE_LINE = 200  # characters of a failed run's reason in its progress line (the record keeps all)
 RANKS_PER_CPU = 4  # CPU ranks are processes sharing cores: beyond this many per core a group is pointless
 
 
@@ -127,21 +128,16 @@ def run_sweep(
     show_progress: bool = True,
     console: Console | None = None,
 ) -> SweepSummary:
-    """Schedule ``runs`` (minus those already stored, when resuming) and store every record as it arrives."""
+    """Schedule ``runs`` (minus those already stored, when resuming) and store every record as it arrives;
+    with ``show_progress``, progress on ``console`` (default: stderr): a bar, or lines where it is not a
+    terminal (:mod:`harness.progress`), and a line per failed run."""
     done = store.done_keys() if resume else set()
     todo = [r for r in runs if r.key not in done]
     session = store.start_session(suite_name, machine_info(), sys.argv)
     summary = SweepSummary(session=session, total=len(runs), skipped_done=len(runs) - len(todo))
-    console = console or Console(stderr=True)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("ok {task.fields[ok]} · failed {task.fields[failed]} · skipped {task.fields[skipped]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=not show_progress, transient=False,
-    )
+    labels = {r.key: r.label for r in todo}
     unkeyed = 0  # results that name no run (not a record): their runs are stored as errors at the end
-    with progress:
-        task = progress.add_task(suite_name, total=len(todo), ok=0, failed=0, skipped=0)
+    with progress(suite_name, len(todo), console, enabled=show_progress, unit="runs done") as report:
 
         def store_one(record: object) -> bool:
             stored = store.put(record, session, suite_name)  # checked: a malformed record is stored as an error
@@ -149,11 +145,12 @@ def run_sweep(
                 return False
             summary.counts[stored["status"]] += 1
             summary.records.append(stored)
+            if stored["status"] in st.FAILED:
+                reason = (stored.get("reason") or "").split("\n")[0][:FAILURE_LINE]
+                report.failure(f"{stored['status']}: {labels.get(stored['key'], stored['key'])}: {reason}")
             c = summary.counts
-            progress.update(
-                task, advance=1, ok=c["ok"], failed=sum(c[s] for s in st.FAILED),
-                skipped=sum(c[s] for s in st.NOT_RUN),
-            )
+            report.update(len(summary.records), failed=sum(c[s] for s in st.FAILED),
+                          skipped=sum(c[s] for s in st.NOT_RUN))
             return True
 
         for record in scheduler.run(todo):

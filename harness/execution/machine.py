@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from harness import quiet
 from harness.execution import allocator
 
 PACKAGES = ("torch", "ray", "numpy", "triton", "flash-attn", "deepspeed", "megatron-core", "yunchang")
@@ -65,6 +66,7 @@ def machine_info() -> dict:
         "commit": _commit(),
         "allocator": allocator.describe(),
         "peak_tflops": session_peaks(),  # calibrated at the start of the sweep (calibrate_for_sweep)
+        "silenced_warnings": quiet.describe(),  # third-party warnings not shown (harness/quiet.py)
     }
 
 

@@ -78,7 +78,13 @@ def validate_method(method: Method, mask_names: Optional[list[str]] = None, seql
                 yield check
 
 
+def count_checks(method_names: Optional[list[str]] = None, mask_names: Optional[list[str]] = None) -> int:
+    """How many checks :func:`validate_all` yields for these methods and masks (its progress total)."""
+    return len(method_names or methods()) * len(list(cases(mask_names))) * len(DTYPES) * len(DIRECTIONS)
+
+
 def validate_all(method_names: Optional[list[str]] = None, mask_names: Optional[list[str]] = None) -> Iterator[Check]:
+    """Every check of the methods (default: all registered) on the mask patterns (default: all)."""
     registry = methods()
     for name in method_names or list(registry):
         yield from validate_method(registry[name], mask_names)

@@ -22,12 +22,13 @@ from harness.results.records import (  # noqa: F401  (labels re-exported for old
     metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, source_label, who,
 )
 from harness.results.store import export_columns
+from harness.results.verdict import (  # noqa: F401  (TIE re-exported for older callers)
+    BETTER, INCONCLUSIVE, RULE, SAME, TIE, WORSE, Verdict, figure, judge,
+)
 from harness.status import FAILED, NOT_RUN, OK, PREDICTED
 
 SKIPPED = NOT_RUN  # not run: the reason is about the method/library, not the run
 
-# Relative difference below which two figures are a tie (run-to-run noise on these machines).
-TIE = 0.03
 TIME = "time_ms_median"  # the figure every comparison and every table has
 
 
@@ -231,45 +232,39 @@ def _workload_sort_key(r: dict) -> tuple:
 
 
 # ----- two sweeps --------------------------------------------------------------------------------------------
-def verdict(ratio: float, better: str) -> str:
-    """``tie`` within :data:`TIE`, else ``better``/``worse`` by which way the metric improves."""
-    if abs(ratio - 1) < TIE:
-        return "tie"
-    return "better" if (ratio < 1) == (better == "lower") else "worse"
-
-
-def ratios(base: dict, new: dict) -> list[tuple[str, float, float, float, str]]:
-    """(metric, base value, new value, new/base, verdict) for the median time and every metric both ok
-    records carry; figures that are missing or zero in base are left out."""
+def ratios(base: dict, new: dict) -> list[tuple[str, float, float, Verdict]]:
+    """(metric, base value, new value, verdict) for the median time and every metric both ok records carry,
+    each judged by :func:`harness.results.verdict.judge` (the time with its spreads and CPU time; a metric by
+    the 3% rule: no spread is stored for it); figures that are missing or zero in base are left out."""
     names = [TIME] + sorted(set(base.get("metrics") or {}) & set(new.get("metrics") or {}))
     out = []
     for name in names:
-        b = number(base.get(name) if name == TIME else base["metrics"][name])
-        n = number(new.get(name) if name == TIME else new["metrics"][name])
-        if b is None or n is None or b == 0:
+        b, n = figure(base, name), figure(new, name)
+        if b is None or n is None or b.median == 0:
             continue
-        ratio = n / b
-        out.append((name, b, n, ratio, verdict(ratio, metric_better(new, name))))
+        out.append((name, b.median, n.median, judge(b, n, metric_better(new, name))))
     return out
 
 
-COLOURS = {"tie": "white", "better": "green", "worse": "red", "broken": "red", "fixed": "green"}
+COLOURS = {SAME: "white", BETTER: "green", WORSE: "red", INCONCLUSIVE: "yellow", "broken": "red", "fixed": "green"}
+COMPARE_CAPTION = f"ratio new/base. {RULE}"
 
 
 def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
     """Ratios new/base per run matched by key: the median time and every workload metric both carry.
 
-    A verdict per ratio (better / worse by the metric's direction, tie within 3%); runs ok in one sweep and
-    failed in the other are listed as ``broken`` or ``fixed`` without numbers; the tally counts ratios
-    and runs."""
+    A verdict per ratio (:func:`harness.results.verdict.judge`: better / worse / tie / inconclusive, with its
+    reason); runs ok in one sweep and failed in the other are listed as ``broken`` or ``fixed`` without
+    numbers; the tally counts ratios and runs."""
     if any(is_predicted(r) for r in base + new):
         return prediction_table(base, new)
     base_by = {r["key"]: public_view(r) for r in base}
-    table = Table(title="compare (new / base)", header_style="bold",
-                  caption=f"ratio new/base; better/worse by each metric's direction; tie: |ratio-1| < {TIE:.0%}")
-    for col in ("method", "mask", "S", "shape", "dtype", "dir", "ws", "metric", "base", "new", "ratio", "verdict"):
-        table.add_column(col, justify="right" if col in ("S", "ws", "base", "new", "ratio") else "left")
-    tally = {"better": 0, "worse": 0, "tie": 0, "broken": 0, "fixed": 0, "not ok": 0, "unmatched": 0}
+    table = Table(title="compare (new / base)", header_style="bold", caption=escape(COMPARE_CAPTION))
+    for col in ("method", "mask", "S", "shape", "dtype", "dir", "ws", "metric", "base", "new", "ratio", "verdict",
+                "reason"):
+        table.add_column(col, justify="right" if col in ("S", "ws", "base", "new", "ratio") else "left",
+                         no_wrap=col not in ("reason", "method", "mask"))
+    tally = {BETTER: 0, WORSE: 0, SAME: 0, INCONCLUSIVE: 0, "broken": 0, "fixed": 0, "not ok": 0, "unmatched": 0}
     for r in sorted(new, key=_sort_key):
         n, b = public_view(r), base_by.get(r["key"])
         if b is None:
@@ -278,17 +273,17 @@ def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
         point = [escape(who(n)), escape(mask_label(n)), str(n.get("seqlen")), shape_label(n), str(n.get("dtype")),
                  str(n.get("direction")), str(n.get("world_size"))]
         if n["status"] == OK and b["status"] == OK:
-            for name, bv, nv, ratio, v in ratios(b, n):
-                tally[v] += 1
+            for name, bv, nv, v in ratios(b, n):
+                tally[v.verdict] += 1
                 unit = metric_unit([n, b], name)
-                table.add_row(*point, name, _metric_cell(bv, unit), _metric_cell(nv, unit), f"{ratio:.3f}",
-                              f"[{COLOURS[v]}]{v}[/]")
+                table.add_row(*point, name, _metric_cell(bv, unit), _metric_cell(nv, unit), f"{v.ratio:.3f}",
+                              f"[{COLOURS[v.verdict]}]{v.verdict}[/]", escape(v.reason))
         elif b["status"] == OK and n["status"] in FAILED:
             tally["broken"] += 1
-            table.add_row(*point, "", "ok", n["status"], "", f"[red]broken[/]: {escape(n.get('reason') or '')}")
+            table.add_row(*point, "", "ok", n["status"], "", "[red]broken[/]", escape(n.get("reason") or ""))
         elif n["status"] == OK and b["status"] in FAILED:
             tally["fixed"] += 1
-            table.add_row(*point, "", b["status"], "ok", "", "[green]fixed[/]")
+            table.add_row(*point, "", b["status"], "ok", "", "[green]fixed[/]", "")
         else:
             tally["not ok"] += 1
     return table, tally
