@@ -304,15 +304,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from harness.results.plot import plot_records
 
+    from harness.results.figures import Provenance
+
     store = _store(args.path)
     writable_dir(args.output, "plot -o")
+    notes: list[str] = []
     written = plot_records(store.records(), args.output, x=args.x, y=args.y, by=args.by,
-                           mark_crossings=args.crossings)
+                           mark_crossings=args.crossings, provenance=Provenance((str(store.path),), store.sessions()),
+                           notes=notes)
     report_skipped(store)
     if not written:
         raise UserError(f"no ok results in {args.path} to plot")
     for p in written:
         err_console.print(f"wrote {p}")
+    for note in notes:
+        err_console.print(f"crossings: {escape(note)}", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -146,7 +146,7 @@ def test_predictions_stay_dashed_and_hollow(every_figure):
 def test_roofline_draws_tflops_against_intensity_under_the_session_peak(every_figure):
     fig = dict(every_figure["defaults"])["roofline.png"]
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any("measured peak float32: 0.05 TFLOP/s" in t for t in texts)
+    assert any("measured GEMM peak: float32 0.05 TFLOP/s" in t for t in texts)
     r = report_records()[0]  # sdpa causal fwd S=256, B1 H4:2 d32, float32
     assert bytes_moved(r) == (2 * 256 * 4 * 32 + 2 * 256 * 2 * 32) * 4
     assert intensity(r) == pytest.approx(r["flops"] / bytes_moved(r))

@@ -119,7 +119,7 @@ def outside_legend(fig: Figure, handles: list, labels: list[str]) -> None:
 
 def legend_width_in(labels: list[str]) -> float:
     """Inches the outside legend needs for ``labels`` (widest label, marker, padding)."""
-    return 0.6 + max((len(s) for s in labels), default=0) / CHARS_PER_INCH * 1.1
+    return 0.7 + max((len(s) for s in labels), default=0) / (CHARS_PER_INCH * 1.2)
 
 
 # ----- the layout check ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from rich.errors import MarkupError
 from rich.table import Table
 from rich.text import Text
 
@@ -113,7 +114,7 @@ def _plain(renderable: Any) -> str:
     if isinstance(renderable, str):
         try:
             return Text.from_markup(renderable).plain
-        except Exception:  # not markup after all (rich raises its MarkupError on stray brackets): as it is
+        except MarkupError:  # not markup after all (stray brackets): as it is
             return renderable
     return str(renderable)
 

@@ -14,7 +14,8 @@ without the metric drawn).
 Defaults per kind: kernels get TFLOP/s and time vs sequence length (``tflops.png``, ``time.png``) and the
 roofline (``roofline.png``: achieved TFLOP/s against arithmetic intensity, :mod:`harness.results.roofline`,
 under the machine's measured peak); workloads get ms/token (the ``ms_per_token`` metric where they report it,
-else the median time), peak memory, and every metric that has an analytic or modelled twin
+else the median time; where only some phases report it, also ``workload_time.png``: the median time of every
+phase), peak memory, and every metric that has an analytic or modelled twin
 (``<metric>_analytic`` / ``<metric>_model``, drawn dotted beside the measured one; with ``--y`` too). ``x``,
 ``y`` and ``by`` may name a record field, ``params.<name>`` or ``metrics.<name>``; ``y`` may list several
 (``--y a,b``): they share one figure, one panel per subject with its phases or directions merged and one line
@@ -90,10 +91,13 @@ def _companions(name: str, names: set[str]) -> list[tuple[str, str]]:
 
 def _workload_ys(records: list[dict]) -> list[tuple[str, str]]:
     per_token = METRICS_PREFIX + "ms_per_token"
-    time = per_token if any(field_value(r, per_token) is not None for r in records) else TIME
+    reported = sum(field_value(r, per_token) is not None for r in records)
+    times = [(per_token if reported else TIME, "ms_per_token")]
+    if 0 < reported < len(records):  # phases without ms/token: their median time, in a figure of every phase
+        times.append((TIME, "time"))
     names = {METRICS_PREFIX + m for m in metric_names(records)}
     twins = [(name, name[len(METRICS_PREFIX):]) for name in sorted(names) if _companions(name, names)]
-    return [(time, "ms_per_token"), ("peak_mem_bytes", "peak_mem")] + twins
+    return times + [("peak_mem_bytes", "peak_mem")] + twins
 
 
 KERNELS = Group("", lambda r, merged: mask_label(r) if merged else f"{mask_label(r)} · {r.get('direction')}",
@@ -330,7 +334,7 @@ def build_figure(records: list[dict], family: list[dict], spec: Spec, palette: P
     lines, labels = [lines[i] for i in order], [labels[i] for i in order]
     styles = _variant_styles(lines, spec)
     drawn = list({id(r): r for ln in lines for r in ln.recs}.values())
-    names = {n for r in drawn for n in field_names([r])}
+    names = set(field_names(drawn))
     panels = sorted({ln.panel for ln in lines})
     ticks = _ticks([field_value(r, spec.x) for r in drawn])
     if spec.mark_crossings and ticks:
@@ -387,8 +391,9 @@ def build_figure(records: list[dict], family: list[dict], spec: Spec, palette: P
         more = len(crossing_notes) - len(listed)
         lines_out += ["crossings: " + ("; ".join(listed) + (f" (+{more} more)" if more else "")
                                        if crossing_notes else "none (no two lines cross in any panel)")]
-        notes.append(f"{spec.group.prefix}{'_and_'.join(spec.ys)}: "
-                     + (f"{len(crossing_notes)} crossing(s)" if crossing_notes else "no two lines cross"))
+        notes.append(f"{spec.group.prefix}{'_and_'.join(spec.ys)}: " + (
+            f"{len(crossing_notes)} crossing(s): " + "; ".join(crossing_notes) if crossing_notes
+            else "no two lines cross"))
     footer(fig, lines_out)
     return fig
 
@@ -409,13 +414,14 @@ def _roofline(records: list[dict], family: list[dict], palette: Palette, provena
         if not ax.has_data():
             continue
         ax.set_xscale("log")
-        for dtype, value in sorted(peak.items()):
+        for value in peak.values():
             ax.axhline(value, color="black", linewidth=1, linestyle=(0, (4, 2)))
-            ax.annotate(f"measured peak {dtype}: {value:.3g} TFLOP/s", (0.02, value), xycoords=("axes fraction", "data"),
+        if peak:  # one label for every roof: peaks of two dtypes may lie too close for two
+            text = "measured GEMM peak: " + ", ".join(f"{d} {v:.3g}" for d, v in sorted(peak.items())) + " TFLOP/s"
+            ax.annotate(wrap(text, 3.5), (0.02, max(peak.values())), xycoords=("axes fraction", "data"),
                         fontsize=FONT - 1, va="bottom", ha="left")
-        if peak:
             low, high = ax.get_ylim()
-            ax.set_ylim(low, max(high, 1.6 * max(peak.values())))
+            ax.set_ylim(low, max(high, 10 * max(peak.values())))  # a decade above the roof for its label
     return fig
 
 
