@@ -49,7 +49,8 @@ def report_records() -> list[dict]:
         for mask in MASKS:
             for direction in ("fwd", "bwd", "decode"):
                 for s in SEQLENS:
-                    out.append(_kernel(method, mask, s, direction, (1 + i) * s / 300 + (0.5 if mask == "causal" else 0)))
+                    time_ms = (1 + i) * s / 300 + (0.5 if mask == "causal" else 0)
+                    out.append(_kernel(method, mask, s, direction, time_ms))
     for ws in (2, 4):
         for s in SEQLENS:
             out.append(_kernel("sdpa", "causal", s, "fwd", s / 250 / ws, strategy="ring_zigzag", world_size=ws))

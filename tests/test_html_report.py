@@ -56,7 +56,8 @@ def test_page_has_every_section_and_needs_no_network(page):
 
 def test_every_text_is_escaped(page):
     assert "<script>alert" not in page
-    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in _section(page, "failures")
+    escaped = "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;"
+    assert escaped in _section(page, "failures")
 
 
 def test_every_table_show_prints_is_on_the_page(built, page):
@@ -132,7 +133,9 @@ window.addEventListener("load", function () {
   });
   var table = document.querySelector("#tables table.sortable");
   var col = Array.from(table.tHead.rows[0].cells).findIndex(function (th) { return th.textContent === "S"; });
-  function column() { return Array.from(table.tBodies[0].rows).map(function (r) { return +r.cells[col].textContent; }); }
+  function column() {
+    return Array.from(table.tBodies[0].rows).map(function (r) { return +r.cells[col].textContent; });
+  }
   table.tHead.rows[0].cells[col].click(); out.ascending = column();
   table.tHead.rows[0].cells[col].click(); out.descending = column();
   console.log("PROBE " + JSON.stringify(out));

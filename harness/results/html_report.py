@@ -36,7 +36,7 @@ from harness.results.records import (
     flop_convention, is_predicted, kind_of, mask_label, params_label, shape_label, who,
 )
 from harness.results.report import results_tables, skipped_table
-from harness.status import FAILED, OK, PREDICTED
+from harness.status import FAILED, OK, PREDICTED, WITH_FIGURES
 
 RECOMMEND_MODULE = "harness.results.recommend"
 SECTIONS = {  # id -> heading, in page order
@@ -165,9 +165,14 @@ def tables_section(sources: list[Source]) -> str:
 
 
 # ----- recommendation ----------------------------------------------------------------------------------------
+OPTION_PARAMS = ("method", "strategy")  # workload parameters that name the attention: the option, not the setting
+
+
 def _configuration(r: dict) -> tuple[str, ...]:
-    """What a recommendation compares options within: everything about a run but who ran it."""
-    subject = f"{r.get('workload')}({params_label(r)})" if kind_of(r) == "workload" else kind_of(r)
+    """What a recommendation compares options within: everything about a run but who ran it (for a workload,
+    its parameters but the attention it was given)."""
+    setting = {**r, "params": {k: v for k, v in (r.get("params") or {}).items() if k not in OPTION_PARAMS}}
+    subject = f"{r.get('workload')}({params_label(setting)})" if kind_of(r) == "workload" else kind_of(r)
     return (subject, mask_label(r), str(r.get("seqlen")), shape_label(r), str(r.get("dtype")),
             str(r.get("direction")), str(r.get("world_size") or 1))
 
@@ -257,8 +262,11 @@ def failures_section(sources: list[Source]) -> str:
 
 
 def conventions_section(records: list[dict]) -> str:
+    """How the figures shown were counted: the FLOP convention of every run with figures, times, roofline."""
     by_convention: dict[str, set[str]] = {}
     for r in records:
+        if r.get("status") not in WITH_FIGURES:
+            continue
         by_convention.setdefault(flop_convention(r), set()).add(r.get("workload") or who(r))
     items = "".join(f"<li><strong>{esc(', '.join(sorted(names)))}</strong>: {esc(conv)}</li>"
                     for conv, names in sorted(by_convention.items()))
@@ -272,8 +280,11 @@ def _iso(t: Any) -> str:
 
 
 def _mapping(value: Any) -> str:
+    """``{cpu: {float32: 0.0512}}`` as ``cpu float32 0.0512``; numbers to 3 significant digits."""
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_mapping(v)}" if isinstance(v, dict) else f"{k} {v}" for k, v in sorted(value.items()))
+        return ", ".join(f"{k} {_mapping(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, float):
+        return f"{value:.3g}"
     return "" if value is None else str(value)
 
 

@@ -103,7 +103,8 @@ def _workload_ys(records: list[dict]) -> list[tuple[str, str]]:
 KERNELS = Group("", lambda r, merged: mask_label(r) if merged else f"{mask_label(r)} · {r.get('direction')}",
                 lambda merged: frozenset({"mask"} if merged else {"mask", "dir"}),
                 lambda records: [("tflops", "tflops"), (TIME, "time")])
-WORKLOADS = Group("workload_", lambda r, merged: str(r.get("workload")) + ("" if merged else f" · {r.get('direction')}"),
+WORKLOADS = Group("workload_",
+                  lambda r, merged: str(r.get("workload")) + ("" if merged else f" · {r.get('direction')}"),
                   lambda merged: frozenset() if merged else frozenset({"dir"}), _workload_ys)
 ROOFLINE = Group("", lambda r, merged: f"roofline · {r.get('direction')}", lambda merged: frozenset({"dir"}),
                  lambda records: [])
@@ -310,7 +311,8 @@ def _labels(lines: list[Line], spec: Spec) -> list[str]:
 
 def _variant_styles(lines: list[Line], spec: Spec) -> list[Any]:
     """A line style per variant (the identity beyond its name): lines of one colour stay apart."""
-    variants = [tuple((k, v) for k, v in ln.parts.items() if k != "who") + (ln.y,) for ln in lines]
+    shown_by_panel = spec.group.panel_parts(len(spec.ys) > 1) | {"who"}
+    variants = [tuple((k, v) for k, v in ln.parts.items() if k not in shown_by_panel) + (ln.y,) for ln in lines]
     order = sorted(set(variants))
     return [VARIANT_STYLES[order.index(v) % len(VARIANT_STYLES)] for v in variants]
 
