@@ -10,14 +10,16 @@ and failed / invalid / not-run records.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.collections import PolyCollection
 
-from harness.results.figures import COLOURS, Palette, layout_problems
+from harness.results.figures import COLOURS, Palette, Provenance, layout_problems
 from harness.results.plot import build_figures
 from harness.results.roofline import bytes_moved, intensity
+from harness.results.store import ResultStore
 from synthetic_results import PROVENANCE, report_records
 
 FIGURE_KINDS = {  # name -> build_figures arguments: the defaults of every kind, and every option
@@ -27,10 +29,17 @@ FIGURE_KINDS = {  # name -> build_figures arguments: the defaults of every kind,
     "--by a parameter, --crossings": {"y": "metrics.ms_per_token", "by": "params.pattern", "mark_crossings": True},
     "a metric with an analytic twin": {"y": "metrics.mass"},
     "--crossings on kernels": {"y": "time_ms_median", "mark_crossings": True},
+    "a real results file (0.1.0)": {"fixture": True},
 }
 
 
+FIXTURE = Path(__file__).parent / "fixtures" / "results_v0_1_0.db"  # real records, as lcbench 0.1.0 wrote them
+
+
 def _figures(**kwargs) -> list:
+    if kwargs.pop("fixture", False):
+        store = ResultStore(FIXTURE, create=False)
+        return build_figures(store.records(), provenance=Provenance((str(FIXTURE),), store.sessions()), **kwargs)
     return build_figures(report_records(), provenance=PROVENANCE, **kwargs)
 
 

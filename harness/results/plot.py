@@ -127,17 +127,20 @@ class Line:
     panel: str
     y: str
     parts: dict[str, str]
-    by_value: Optional[str]
+    name: str  # what its colour and marker follow (:func:`style_name`)
     predicted: bool
     recs: list[dict] = field(default_factory=list)
 
-    def style_name(self, by: Optional[str]) -> str:
-        return f"{by}={self.by_value}" if by else self.parts.get("who", "")
+
+WHO_FIELDS = PARTS[0][1]
 
 
 def style_name(r: dict, x: str, by: Optional[str]) -> str:
-    """The name a record's colour and marker follow: the ``--by`` value, else who ran."""
-    return f"{by}={field_value(r, by)}" if by else who(_without(r, (x, by)))
+    """The name a record's colour and marker follow: the ``--by`` value, else who ran (empty when the x axis
+    spreads who ran: its points are then the names)."""
+    if by:
+        return f"{by}={field_value(r, by)}"
+    return "" if x in WHO_FIELDS else who(_without(r, (x, by)))
 
 
 def _identity(r: dict, x: str, by: Optional[str]) -> dict[str, str]:
@@ -288,9 +291,9 @@ def _lines(records: list[dict], spec: Spec) -> dict[tuple, Line]:
                 continue
             panel = spec.group.panel(_without(r, (spec.x, spec.by)), merged)
             parts = _identity(r, spec.x, spec.by)
-            by_value = None if spec.by is None else str(field_value(r, spec.by))
-            key = (panel, y, tuple(parts.items()), by_value, is_predicted(r))
-            lines.setdefault(key, Line(panel, y, parts, by_value, is_predicted(r))).recs.append(r)
+            name = style_name(r, spec.x, spec.by)
+            key = (panel, y, tuple(parts.items()), name, is_predicted(r))
+            lines.setdefault(key, Line(panel, y, parts, name, is_predicted(r))).recs.append(r)
     return lines
 
 
@@ -303,9 +306,9 @@ def _labels(lines: list[Line], spec: Spec) -> list[str]:
         varying.insert(0, "who")
     labels = []
     for ln in lines:
-        words = [ln.style_name(spec.by)] + [ln.parts[name] for name in varying if name in ln.parts]
+        words = [w for w in [ln.name] + [ln.parts[name] for name in varying if name in ln.parts] if w]
         metric = f" · {_short(ln.y)}" if len(spec.ys) > 1 else ""
-        labels.append(" ".join(words) + metric + (PREDICTED_TAG if ln.predicted else ""))
+        labels.append(" ".join(words or ["runs"]) + metric + (PREDICTED_TAG if ln.predicted else ""))
     return labels
 
 
@@ -357,8 +360,7 @@ def build_figure(records: list[dict], family: list[dict], spec: Spec, palette: P
     for ax, panel in zip(axes.flat, panels):
         in_panel = [(label, ln, style) for label, ln, style in zip(labels, lines, styles) if ln.panel == panel]
         for label, ln, style in in_panel:
-            name = ln.style_name(spec.by)
-            colour, marker = palette.colour(name), palette.marker(name)
+            colour, marker = palette.colour(ln.name), palette.marker(ln.name)
             handles.setdefault(label, _line(ax, ln.recs, spec.x, ln.y, ticks, label, colour, marker, style))
             for twin, what in _companions(ln.y, names):
                 twins = [r for r in ln.recs if number(field_value(r, twin)) is not None]
