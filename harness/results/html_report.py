@@ -132,15 +132,16 @@ def _cell_class(text: str, numeric: bool) -> str:
 
 
 def table_html(table: Table, note: str = "") -> str:
-    """A rich table (title, columns, cells, caption) as a sortable HTML table; a row whose status says
-    ``predicted`` is marked as such (class ``predicted``)."""
+    """A rich table (title, columns, cells, caption) as a sortable HTML table; a row whose ``status`` column
+    says ``predicted`` is marked as such (class ``predicted``)."""
     columns = [(_plain(c.header), c.justify == "right", [_plain(x) for x in c.cells]) for c in table.columns]
     n_rows = max((len(cells) for _, _, cells in columns), default=0)
     head = "".join(f"<th>{esc(name)}</th>" for name, _, _ in columns)
     rows = []
+    status = [j for j, (name, _, _) in enumerate(columns) if name == "status"]
     for i in range(n_rows):
         texts = [(cells[i] if i < len(cells) else "", numeric) for _, numeric, cells in columns]
-        predicted = any(t.startswith(PREDICTED) for t, _ in texts)
+        predicted = any(texts[j][0].startswith(PREDICTED) for j in status)
         tds = "".join(f"<td{_cell_class(t, numeric)}>{esc(t)}</td>" for t, numeric in texts)
         rows.append(f'<tr class="predicted">{tds}</tr>' if predicted else f"<tr>{tds}</tr>")
     caption = f"<caption>{esc(_plain(table.title))}</caption>" if table.title else ""
