@@ -353,7 +353,7 @@ def build_figure(records: list[dict], family: list[dict], spec: Spec, palette: P
     rows = (len(panels) + cols - 1) // cols
     legend_in = legend_width_in(labels)
     width = 4.6 * cols + legend_in
-    height = max(3.4 * rows + 1.4, 0.16 * len(labels) + 1.6)
+    height = max(3.4 * rows + 1.4, 0.2 * len(labels) + 1.8)  # the legend: ~0.19 in per entry
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained")
     handles: dict[str, Any] = {}
     crossing_notes: list[str] = []
