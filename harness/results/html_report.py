@@ -33,7 +33,7 @@ from harness.checks import write_output
 from harness.results import roofline
 from harness.results.figures import Provenance
 from harness.results.records import (
-    flop_convention, is_predicted, kind_of, mask_label, params_label, shape_label, who,
+    flop_convention, kind_of, mask_label, params_label, shape_label, who,
 )
 from harness.results.report import results_tables, skipped_table
 from harness.status import FAILED, OK, PREDICTED, WITH_FIGURES
