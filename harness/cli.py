@@ -363,15 +363,32 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from harness.results.plot import plot_records
 
+    from harness.results.figures import Provenance
+
     store = _store(args.path)
     writable_dir(args.output, "plot -o")
+    notes: list[str] = []
     written = plot_records(store.records(), args.output, x=args.x, y=args.y, by=args.by,
-                           mark_crossings=args.crossings)
+                           mark_crossings=args.crossings, provenance=Provenance((str(store.path),), store.sessions()),
+                           notes=notes)
     report_skipped(store)
     if not written:
         raise UserError(f"no ok results in {args.path} to plot")
     for p in written:
         err_console.print(f"wrote {p}")
+    for note in notes:
+        err_console.print(f"crossings: {escape(note)}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.results.html_report import read_sources, write_report
+
+    writable_dir(args.output, "report -o")
+    stores = [_store(path) for path in args.paths]
+    path = write_report(read_sources(stores), args.output)
+    report_skipped(*stores)
+    err_console.print(f"wrote {path}")
     return 0
 
 
@@ -537,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crossings", action="store_true",
                    help="mark where two lines cross (e.g. the length from which one pattern beats another)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of results files: recommendation, tables, "
+                       "plots, failures, conventions, machine")
+    p.add_argument("paths", nargs="+", metavar="DB", help="results files (.db) or directories holding results.db")
+    p.add_argument("-o", "--output", default="results/report",
+                   help="folder for index.html (default: results/report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="check methods against the float64 reference on every claimed mask")
     p.add_argument("--method", action="append", help="only this method (repeatable)")

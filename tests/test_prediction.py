@@ -238,24 +238,20 @@ def test_predict_show_compare_export_plot(tmp_path, capsys):
 
 
 def test_plot_draws_predictions_dashed(tmp_path):
+    import matplotlib.pyplot as plt
+
     from harness.results import plot
 
     cluster = load_cluster("local")
     recs = [Predictor(cluster).record(Run.make(method="blocksparse", strategy="ring_zigzag", mask="causal", seqlen=s,
                                                heads_q=8, heads_kv=4, head_dim=64, world_size=2)) for s in (512, 1024)]
     drawn = []
-    real = plot._line
-
-    def spy(ax, recs_, x, y, ticks, label):
-        real(ax, recs_, x, y, ticks, label)
-        drawn.append((label, ax.get_lines()[-1].get_linestyle()))
-
-    plot._line = spy
-    try:
-        plot.plot_records(recs, tmp_path)
-    finally:
-        plot._line = real
-    assert drawn and all(label.endswith("(predicted)") and style == "--" for label, style in drawn)
+    for _, fig in plot.build_figures(recs):
+        drawn += [(line.get_label(), line.get_linestyle(), line.get_markerfacecolor())
+                  for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")]
+        plt.close(fig)
+    assert drawn and all(label.endswith("(predicted)") and style == "--" and face == "none"
+                         for label, style, face in drawn)
 
 
 # ----- one-line errors ---------------------------------------------------------------------------------------------

@@ -254,7 +254,8 @@ def _pngs(directory) -> set[str]:
 def test_plot_defaults_per_kind(db, tmp_path):
     out = tmp_path / "plots"
     assert main(["plot", str(db), "-o", str(out)]) == 0
-    assert _pngs(out) == {"tflops.png", "time.png", "workload_ms_per_token.png", "workload_peak_mem.png"}
+    assert _pngs(out) == {"tflops.png", "time.png", "roofline.png", "workload_ms_per_token.png",
+                          "workload_peak_mem.png"}
 
 
 def test_plot_any_metric_against_any_parameter(db, tmp_path):

@@ -382,6 +382,7 @@ READERS_ARGV = {
     "export": lambda db, out: ["export", db, "--format", "csv"],
     "compare": lambda db, out: ["compare", db, db],
     "plot": lambda db, out: ["plot", db, "-o", out],
+    "report": lambda db, out: ["report", db, "-o", out],
 }
 
 
@@ -403,7 +404,9 @@ def test_a_read_only_results_file_or_directory_reads(what, reader, tmp_path):
     if reader == "compare":
         assert "24 tie" in proc.stdout  # the file against itself: every run's time ratio is 1
     if reader == "plot":
-        assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["tflops.png", "time.png"]
+        assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["roofline.png", "tflops.png", "time.png"]
+    if reader == "report":
+        assert "<section id=\"tables\">" in (tmp_path / "plots" / "index.html").read_text()
 
 
 # ----- two drivers on one results file ------------------------------------------------------------------------
