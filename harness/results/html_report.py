@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib
-import importlib.util
 import io
 import time
 from dataclasses import dataclass
@@ -33,12 +31,12 @@ from harness.checks import write_output
 from harness.results import roofline
 from harness.results.figures import Provenance
 from harness.results.records import (
-    flop_convention, kind_of, mask_label, params_label, shape_label, who,
+    flop_convention, mask_label, shape_label, who,
 )
+from harness.results.recommend import recommend, recommendation_tables
 from harness.results.report import results_tables, skipped_table
 from harness.status import FAILED, OK, PREDICTED, WITH_FIGURES
 
-RECOMMEND_MODULE = "harness.results.recommend"
 SECTIONS = {  # id -> heading, in page order
     "recommendation": "Recommendation", "tables": "Tables", "plots": "Plots",
     "failures": "Failed and invalid runs", "conventions": "Conventions", "machine": "Machine, versions, commit",
@@ -61,7 +59,6 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.predicted td{font-style:italic;background:#eef7fb}tr.predicted td:first-child{border-left:4px solid #3a9ac9}
 .status-ok{color:#17752b}.status-bad{color:#b3261e}.status-predicted{color:#1b6f99}
-.interim{border:2px dashed #c98a00;padding:.2em 1em;background:#fffaf0}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:12px;color:#555}
 """
 
@@ -166,67 +163,11 @@ def tables_section(sources: list[Source]) -> str:
 
 
 # ----- recommendation ----------------------------------------------------------------------------------------
-OPTION_PARAMS = ("method", "strategy")  # workload parameters that name the attention: the option, not the setting
-
-
-def _configuration(r: dict) -> tuple[str, ...]:
-    """What a recommendation compares options within: everything about a run but who ran it (for a workload,
-    its parameters but the attention it was given)."""
-    setting = {**r, "params": {k: v for k, v in (r.get("params") or {}).items() if k not in OPTION_PARAMS}}
-    subject = f"{r.get('workload')}({params_label(setting)})" if kind_of(r) == "workload" else kind_of(r)
-    return (subject, mask_label(r), str(r.get("seqlen")), shape_label(r), str(r.get("dtype")),
-            str(r.get("direction")), str(r.get("world_size") or 1))
-
-
-def _option(r: dict) -> str:
-    kernel = f"{r['strategy']}[{r.get('method')}]" if r.get("strategy") else r.get("method") or ""
-    return kernel if kind_of(r) == "workload" else who(r)
-
-
-def fastest_valid_table(records: list[dict], predicted: bool = False) -> Optional[Table]:
-    """Interim view until ``harness.results.recommend`` exists: per configuration the option with the lowest
-    median time among the measured ``ok`` runs (``predicted``: among the predicted ones), and the next."""
-    status = PREDICTED if predicted else OK
-    best: dict[tuple[str, ...], list[tuple[float, str]]] = {}
-    for r in records:
-        if r.get("status") == status and r.get("time_ms_median") is not None:
-            best.setdefault(_configuration(r), []).append((float(r["time_ms_median"]), _option(r)))
-    if not best:
-        return None
-    title = "predicted (not measured): fastest per configuration" if predicted else "fastest valid option"
-    table = Table(title=title, caption="margin: the next option's median time / the fastest's - 1; "
-                                       "no noise test (a small margin may be a tie)")
-    for col in ("subject", "mask", "S", "shape", "dtype", "dir", "ws", "fastest", "ms median", "next",
-                "next ms", "margin"):
-        table.add_column(col, justify="right" if col in ("S", "ws", "ms median", "next ms", "margin") else "left")
-    for config, options in sorted(best.items()):
-        options = sorted(options)
-        (t0, first), rest = options[0], options[1:]
-        nxt = rest[0] if rest else None
-        table.add_row(*config, first, f"{t0:.3f}", nxt[1] if nxt else "", f"{nxt[0]:.3f}" if nxt else "",
-                      f"{nxt[0] / t0 - 1:.1%}" if nxt and t0 > 0 else "")
-    return table
-
-
-def _as_tables(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _as_tables(v)]
-    return [value] if value is not None else []
-
-
 def recommendation_section(records: list[dict]) -> str:
-    """The recommendation view: ``harness.results.recommend``'s table where that module exists; until then
-    (and only then) a clearly marked interim list of the fastest valid option per configuration."""
-    if importlib.util.find_spec(RECOMMEND_MODULE) is not None:
-        module = importlib.import_module(RECOMMEND_MODULE)
-        out = []
-        for item in _as_tables(module.recommendation_table(module.recommend(records))):
-            out.append(table_html(item) if isinstance(item, Table) else f'<pre class="note">{esc(item)}</pre>')
-        return "".join(out) or "<p>No configuration has a valid run to recommend.</p>"
-    tables = [t for t in (fastest_valid_table(records), fastest_valid_table(records, predicted=True)) if t]
-    body = "".join(table_html(t) for t in tables) or "<p>No configuration has a valid run to recommend.</p>"
-    return ('<div class="interim"><p><strong>Interim view:</strong> the fastest valid option per configuration by '
-            "median time, without the noise test of <code>lcbench recommend</code>.</p>" + body + "</div>")
+    """The recommendation view: :func:`harness.results.recommend.recommend`'s tables (one per kind, measured and
+    predicted apart), with their ties and margins judged by the same rule as ``lcbench recommend``."""
+    tables = recommendation_tables(recommend(records))
+    return "".join(table_html(t) for t in tables) or "<p>No configuration has a valid run to recommend.</p>"
 
 
 # ----- plots -------------------------------------------------------------------------------------------------
