@@ -1,0 +1,140 @@
+"""A table of results as plain data, drawn by rich for the terminal or written as Markdown.
+
+A :class:`Sheet` is a title, its columns (each marked as part of the run's identity or not, with the legend
+of its abbreviation), its rows of cells (rich markup) and the notes printed once under it. ``show`` draws it
+with :func:`to_rich`, ``export --format md`` writes it with :func:`to_markdown`: one table definition, two
+renderings.
+
+A sheet wider than the console folds (:func:`fold`) into parts that each repeat the identity columns, so no
+identity cell is ever cut: identity columns never wrap and never shrink below their longest cell; the other
+columns are spread over as many parts as the width needs, and the notes come once, under the last part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+# What a column costs beyond its text in rich's default table: one space each side and one border.
+COLUMN_OVERHEAD = 3
+TABLE_OVERHEAD = 1  # the table's left edge
+# A wrapping column (the status and its reason) is budgeted at most this wide when parts are laid out.
+WRAP_BUDGET = 30
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its header, alignment, whether it identifies the run (never wrapped, never cut, repeated
+    in every part of a folded sheet), whether its text may wrap (the status and its reason), and the
+    explanation of its header printed under the table (empty when the header says it all)."""
+
+    header: str
+    justify: str = "right"
+    identity: bool = False
+    wrap: bool = False
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """A titled table of rich-markup cells, with the notes (conventions, legend) printed once under it."""
+
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[str, ...], ...]
+    notes: tuple[str, ...] = ()
+    part: Optional[tuple[int, int]] = field(default=None)  # (i, n) when it is part i of n of a folded sheet
+
+    def legend(self) -> list[str]:
+        """``header: explanation`` for every column with a legend, in column order, each once."""
+        seen: dict[str, str] = {}
+        for c in self.columns:
+            if c.legend and c.header not in seen:
+                seen[c.header] = c.legend
+        return [f"{header}: {text}" for header, text in seen.items()]
+
+    def caption(self) -> str:
+        """The notes, then the legend of the abbreviations, one per line."""
+        return "\n".join([*self.notes, *self.legend()])
+
+    def full_title(self) -> str:
+        return self.title + (f" (part {self.part[0]} of {self.part[1]})" if self.part else "")
+
+
+def plain(markup: str) -> str:
+    """The text of a rich-markup cell, without its styles."""
+    return Text.from_markup(markup).plain
+
+
+def _width(sheet: Sheet, index: int) -> int:
+    """The width column ``index`` wants: its header or its longest cell (a wrapping one: its budget)."""
+    column = sheet.columns[index]
+    cells = [Text.from_markup(row[index]).cell_len for row in sheet.rows]
+    natural = max([len(column.header), *cells])
+    return min(natural, max(WRAP_BUDGET, len(column.header))) if column.wrap else natural
+
+
+def fold(sheet: Sheet, width: int) -> list[Sheet]:
+    """The sheet as parts no wider than ``width`` (one part when it fits): every part holds the identity
+    columns, then as many of the other columns, in order, as fit beside them (at least one); the notes go
+    under the last part only."""
+    widths = [_width(sheet, i) + COLUMN_OVERHEAD for i in range(len(sheet.columns))]
+    identity = [i for i, c in enumerate(sheet.columns) if c.identity]
+    others = [i for i, c in enumerate(sheet.columns) if not c.identity]
+    if TABLE_OVERHEAD + sum(widths) <= width or not others:
+        return [sheet]
+    room = width - TABLE_OVERHEAD - sum(widths[i] for i in identity)
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i in others:
+        if groups[-1] and used + widths[i] > room:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += widths[i]
+    bare = tuple(replace(c, legend="") for c in sheet.columns)  # the legend moves into the last part's notes
+    parts = []
+    for n, group in enumerate(groups, start=1):
+        keep = sorted(identity + group)
+        parts.append(replace(
+            sheet, columns=tuple(bare[i] for i in keep), rows=tuple(tuple(row[i] for i in keep) for row in sheet.rows),
+            notes=(*sheet.notes, *sheet.legend()) if n == len(groups) else (), part=(n, len(groups))))
+    return parts
+
+
+def to_rich(sheet: Sheet) -> Table:
+    """The sheet as a rich table: identity columns never wrap and never shrink below their longest cell
+    (and fold their text rather than cut it, should the console be narrower than they are)."""
+    table = Table(title=escape(sheet.full_title()), caption=escape(sheet.caption()) or None, header_style="bold",
+                  caption_justify="left")
+    for i, c in enumerate(sheet.columns):
+        if c.identity:
+            table.add_column(escape(c.header), justify=c.justify, no_wrap=True, overflow="fold",
+                             min_width=_width(sheet, i))
+        else:
+            table.add_column(escape(c.header), justify=c.justify, no_wrap=not c.wrap,
+                             overflow="fold" if c.wrap else "ellipsis")
+    for row in sheet.rows:
+        table.add_row(*row)
+    return table
+
+
+def _md_cell(markup: str) -> str:
+    return plain(markup).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(sheet: Sheet) -> str:
+    """The sheet as Markdown: a heading, the table (every column: Markdown has no width) and its notes and
+    legend as a list under it."""
+    lines = [f"### {_md_cell(sheet.full_title())}", ""]
+    lines.append("| " + " | ".join(_md_cell(c.header) for c in sheet.columns) + " |")
+    lines.append("|" + "".join("---:|" if c.justify == "right" else "---|" for c in sheet.columns))
+    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in sheet.rows]
+    caption = sheet.caption()
+    if caption:
+        lines += [""] + [f"- {_md_cell(line)}" for line in caption.splitlines()]
+    return "\n".join(lines) + "\n"
