@@ -169,7 +169,7 @@ def workload_fields(records: list[dict]) -> list[Field]:
     names.sort(key=lambda n: n != "flavor")
     shown_elsewhere = {n for n in ("method", "strategy")
                        if all((r.get("params") or {}).get(n) in (None, r.get(n)) for r in records)}
-    fields = [Field("workload", lambda r: cell(r.get("workload")), always=True)]
+    fields = [Field("workload", lambda r: cell(r.get("workload")))]  # a table is of one workload: its title
     fields += [_entry(n, "params", n) for n in names if n not in shown_elsewhere]
     fields += [Field("attention", kernel_label), MASK, SEQLEN, BATCH, DTYPE, _direction("phase"), WORLD,
                DECODE_ROWS, DEVICE]

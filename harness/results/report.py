@@ -30,7 +30,7 @@ from harness.results.columns import (
     column, fmt as _fmt, identity_fields, kernel_figures, metric_cell as _metric_cell, phase_rank, sort_key, split_identity,
     workload_figures,
 )
-from harness.results.sheet import Column, Sheet, fold, to_markdown, to_rich
+from harness.results.sheet import Column, Sheet, layout, to_markdown, to_rich
 from harness.results.store import export_columns
 from harness.status import FAILED, NOT_RUN, OK, PREDICTED
 
@@ -119,9 +119,9 @@ def results_sheets(records: list[dict], title: str = "results") -> list[Sheet]:
 
 def results_tables(records: list[dict], title: str = "results", width: Optional[int] = None) -> list[Table]:
     """:func:`results_sheets` as rich tables; with ``width``, a sheet wider than that folds into parts that
-    each repeat the identity columns (:func:`harness.results.sheet.fold`)."""
+    each repeat the identity columns, or is turned to a column per run (:func:`harness.results.sheet.layout`)."""
     sheets = results_sheets(records, title)
-    parts = [part for sheet in sheets for part in (fold(sheet, width) if width else [sheet])]
+    parts = [part for sheet in sheets for part in (layout(sheet, width) if width else [sheet])]
     return [to_rich(part) for part in parts]
 
 

@@ -7,7 +7,9 @@ renderings.
 
 A sheet wider than the console folds (:func:`fold`) into parts that each repeat the identity columns, so no
 identity cell is ever cut: identity columns never wrap and never shrink below their longest cell; the other
-columns are spread over as many parts as the width needs, and the notes come once, under the last part.
+columns are spread over as many parts as the width needs, and the notes come once, under the last part. A
+sheet of few runs and many figures reads better turned (:func:`transpose`: a row per figure, a column per
+run); :func:`layout` takes whichever of the two needs fewer parts.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def _width(sheet: Sheet, index: int) -> int:
     """The width column ``index`` wants: its header or its longest cell (a wrapping one: its budget)."""
     column = sheet.columns[index]
     cells = [Text.from_markup(row[index]).cell_len for row in sheet.rows]
-    natural = max([len(column.header), *cells])
-    return min(natural, max(WRAP_BUDGET, len(column.header))) if column.wrap else natural
+    header = max(len(line) for line in column.header.split("\n"))
+    natural = max([header, *cells])
+    return min(natural, max(WRAP_BUDGET, header)) if column.wrap else natural
 
 
 def fold(sheet: Sheet, width: int) -> list[Sheet]:
@@ -104,6 +107,29 @@ def fold(sheet: Sheet, width: int) -> list[Sheet]:
             sheet, columns=tuple(bare[i] for i in keep), rows=tuple(tuple(row[i] for i in keep) for row in sheet.rows),
             notes=(*sheet.notes, *sheet.legend()) if n == len(groups) else (), part=(n, len(groups))))
     return parts
+
+
+def transpose(sheet: Sheet) -> Sheet:
+    """The sheet turned a quarter: one row per figure (its header first), one column per run headed by the
+    run's identity cells (one per line); for a few runs with many figures (a workload's ~20 metrics)."""
+    identity = [i for i, c in enumerate(sheet.columns) if c.identity]
+    figures = [i for i, c in enumerate(sheet.columns) if not c.identity]
+    runs = tuple(Column("\n".join(plain(row[i]) for i in identity), justify="right", wrap=True)
+                 for row in sheet.rows)
+    header = "/".join(sheet.columns[i].header for i in identity)
+    rows = tuple((escape(sheet.columns[i].header), *(row[i] for row in sheet.rows)) for i in figures)
+    return Sheet(title=f"{sheet.title} · one column per run", columns=(Column(header, "left", identity=True), *runs),
+                 rows=rows, notes=(*sheet.notes, *sheet.legend()))
+
+
+def layout(sheet: Sheet, width: int) -> list[Sheet]:
+    """The sheet as the fewest tables no wider than ``width``: :func:`fold` of the sheet, or of its
+    :func:`transpose` when that takes fewer parts (the sheet as it is on a tie)."""
+    folded = fold(sheet, width)
+    if len(folded) == 1 or not sheet.rows:
+        return folded
+    turned = fold(transpose(sheet), width)
+    return turned if len(turned) < len(folded) else folded
 
 
 def to_rich(sheet: Sheet) -> Table:
