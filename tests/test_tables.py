@@ -27,7 +27,7 @@ from harness.results.sheet import Column, Sheet, fold, layout, plain, to_markdow
 from harness.results.store import ResultStore
 from harness.spec import DIRECTIONS, Run
 from harness.status import INVALID, PREDICTED, UNSUPPORTED
-from suites.loader import available_suites, load_suite
+from suites.loader import available_suites, load_suite, suite_profiles
 
 NARROW = 100  # the console width every identity cell must survive
 FINISHED = 1_796_302_598.0  # 2026-12-03T12:56:38Z
@@ -44,8 +44,8 @@ def fake_record(run: Run, i: int, suite: str) -> dict:
     invalid (its figures kept, for public_view to hide), every 11th unsupported; cp_cluster's predicted."""
     record = {**run.to_dict(), "key": run.key, "kind": run.kind, "status": "ok", "reason": None,
               "time_ms_median": 1.5 + i, "time_ms_p20": 1.25 + i, "time_ms_p80": 2.5 + i, "samples": 9,
-              "cpu_ms": 3.0 + i, "flops": 1e9 * (i + 1), "tflops": 0.0123 * (i + 1), "peak_mem_bytes": 1 << (20 + i % 4),
-              "max_abs_err": 1e-7, "frac_peak": 0.05 * (i % 25), "peak_suspect": i % 25 > 20,
+              "cpu_ms": 3.0 + i, "flops": 1e9 * (i + 1), "tflops": 0.0123 * (i + 1),
+              "peak_mem_bytes": 1 << (20 + i % 4), "max_abs_err": 1e-7, "frac_peak": 0.05 * (i % 25), "peak_suspect": i % 25 > 20,
               "suite": suite, "finished_at": FINISHED + i}
     if run.world_size > 1:
         record.update(comm_bytes=json.dumps([4096 * (i + 1)] * run.world_size), time_imbalance=1.1,
@@ -64,8 +64,8 @@ def fake_record(run: Run, i: int, suite: str) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def suite_records(suite: str) -> tuple[dict, ...]:
-    return tuple(fake_record(run, i, suite) for i, run in enumerate(load_suite(suite, "smoke").runs))
+def suite_records(suite: str, profile: str = "smoke") -> tuple[dict, ...]:
+    return tuple(fake_record(run, i, suite) for i, run in enumerate(load_suite(suite, profile).runs))
 
 
 def identity(sheet: Sheet) -> list[tuple[str, ...]]:
@@ -95,9 +95,8 @@ def test_every_row_of_every_table_is_told_apart_by_its_identity_cells(suite):
         assert len(set(rows)) == len(rows), f"{sheet.title}: two rows look alike"
 
 
-@pytest.mark.parametrize("suite", SMOKE)
-def test_on_a_narrow_console_every_identity_cell_is_shown_in_full_and_the_notes_once(suite):
-    for sheet in results_sheets(list(suite_records(suite)), title=suite):
+def _check_narrow(sheets: list[Sheet]) -> None:
+    for sheet in sheets:
         parts = layout(sheet, NARROW)
         lines = rendered(parts, NARROW).splitlines()
         assert max(len(line) for line in lines) <= NARROW, sheet.title
@@ -107,6 +106,21 @@ def test_on_a_narrow_console_every_identity_cell_is_shown_in_full_and_the_notes_
                 assert any(text in line for line in lines), f"{sheet.title}: {text!r} is cut"
         assert sum(bool(p.notes) for p in parts) == 1  # the conventions and legend: once, under the last part
         assert parts[-1].notes[0] == sheet.notes[0]
+
+
+@pytest.mark.parametrize("suite", SMOKE)
+def test_on_a_narrow_console_every_identity_cell_is_shown_in_full_and_the_notes_once(suite):
+    _check_narrow(results_sheets(list(suite_records(suite)), title=suite))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite,profile", [(s, p) for s in SMOKE for p in suite_profiles(s) if p != "smoke"])
+def test_every_profiles_tables_tell_their_rows_apart_and_keep_the_identity_whole(suite, profile):
+    sheets = results_sheets(list(suite_records(suite, profile)), title=f"{suite}/{profile}")
+    for sheet in sheets:
+        rows = identity(sheet)
+        assert len(set(rows)) == len(rows), f"{sheet.title}: two rows look alike"
+    _check_narrow(sheets)
 
 
 def test_a_wide_metric_set_folds_or_turns_and_keeps_the_identity_whole():

@@ -27,12 +27,12 @@ from harness.results.records import (  # noqa: F401  (labels re-exported for old
     metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, source_label, who,
 )
 from harness.results.columns import (
-    column, fmt as _fmt, identity_fields, kernel_figures, metric_cell as _metric_cell, phase_rank, sort_key, split_identity,
-    workload_figures,
+    column, fmt as _fmt, identity_fields, kernel_figures, metric_cell as _metric_cell, phase_rank, sort_key,
+    split_identity, workload_figures,
 )
 from harness.results.sheet import Column, Sheet, layout, to_markdown, to_rich
 from harness.results.store import export_columns
-from harness.status import FAILED, NOT_RUN, OK, PREDICTED
+from harness.status import FAILED, NOT_RUN, OK
 
 SKIPPED = NOT_RUN  # not run: the reason is about the method/library, not the run
 
