@@ -288,3 +288,14 @@ def test_show_folds_to_the_consoles_width(tmp_path):
     records = list(suite_records("power_attention"))
     wide, narrow = results_tables(records, "p", width=400), results_tables(records, "p", width=NARROW)
     assert len(narrow) > len(wide)
+
+
+def test_brackets_in_titles_headers_and_cells_are_text_not_styles():
+    """``ring[sdpa]`` (a strategy and its local method) survives rich and Markdown alike."""
+    runs = [Run.make(workload="attention_layer", strategy="ring", method="sdpa", world_size=2, seqlen=s,
+                     direction="prefill", params={"flavor": "tiny"}) for s in (256, 512)]
+    records = [{**fake_record(r, 0, "cp"), "status": "ok"} for r in runs]
+    (sheet,) = results_sheets(records, title="cp")
+    assert "attention=ring[sdpa]" in sheet.title
+    assert "attention=ring[sdpa]" in to_markdown(sheet)
+    assert "attention=ring[sdpa]" in " ".join(rendered([sheet], 400).split())

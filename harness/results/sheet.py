@@ -149,18 +149,23 @@ def to_rich(sheet: Sheet) -> Table:
     return table
 
 
+def _md_text(text: str) -> str:
+    """Plain text (a title, a header, a note) as one Markdown table cell or line."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _md_cell(markup: str) -> str:
-    return plain(markup).replace("|", "\\|").replace("\n", " ")
+    return _md_text(plain(markup))
 
 
 def to_markdown(sheet: Sheet) -> str:
     """The sheet as Markdown: a heading, the table (every column: Markdown has no width) and its notes and
     legend as a list under it."""
-    lines = [f"### {_md_cell(sheet.full_title())}", ""]
-    lines.append("| " + " | ".join(_md_cell(c.header) for c in sheet.columns) + " |")
+    lines = [f"### {_md_text(sheet.full_title())}", ""]
+    lines.append("| " + " | ".join(_md_text(c.header) for c in sheet.columns) + " |")
     lines.append("|" + "".join("---:|" if c.justify == "right" else "---|" for c in sheet.columns))
     lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in sheet.rows]
     caption = sheet.caption()
     if caption:
-        lines += [""] + [f"- {_md_cell(line)}" for line in caption.splitlines()]
+        lines += [""] + [f"- {_md_text(line)}" for line in caption.splitlines()]
     return "\n".join(lines) + "\n"
