@@ -134,16 +134,16 @@ def layout(sheet: Sheet, width: int) -> list[Sheet]:
 
 def to_rich(sheet: Sheet) -> Table:
     """The sheet as a rich table: identity columns never wrap and never shrink below their longest cell
-    (and fold their text rather than cut it, should the console be narrower than they are)."""
+    (and fold their text rather than cut it, should the console be narrower than they are); no cell is ever
+    cut to an ellipsis."""
     table = Table(title=escape(sheet.full_title()), caption=escape(sheet.caption()) or None, header_style="bold",
                   caption_justify="left")
     for i, c in enumerate(sheet.columns):
         if c.identity:
             table.add_column(escape(c.header), justify=c.justify, no_wrap=True, overflow="fold",
                              min_width=_width(sheet, i))
-        else:
-            table.add_column(escape(c.header), justify=c.justify, no_wrap=not c.wrap,
-                             overflow="fold" if c.wrap else "ellipsis")
+        else:  # a part fits its width; on a console narrower still, a figure wraps rather than loses digits
+            table.add_column(escape(c.header), justify=c.justify, overflow="fold")
     for row in sheet.rows:
         table.add_row(*row)
     return table
