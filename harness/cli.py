@@ -295,19 +295,45 @@ def report_skipped(*stores) -> None:
 
 
 def print_results(records: list[dict], title: str) -> None:
-    """One results table per kind (method, strategy, workload), then the runs not run, grouped by reason."""
+    """One results table per kind (method, strategy, workload), folded to the console's width, then the runs
+    not run, grouped by reason."""
     from harness.results.report import results_tables, skipped_table
 
-    for table in results_tables(records, title=title):
+    for table in results_tables(records, title=title, width=console.width):
         console.print(table)
     skipped = skipped_table(records)
     if skipped is not None:
         console.print(skipped)
 
 
+NOTHING_TO_SHOW = 1  # exit status of show/export when the file holds no (matching) records
+
+
+def _nothing(store, suite: Optional[str] = None) -> int:
+    """One line saying the file has no records (of ``suite``: naming the suites it has), then its notes."""
+    if suite:
+        suites = sorted({r.get("suite") for r in store.records()} - {None})
+        note = f"no records of suite {suite!r} in {store.path} (its suites: {', '.join(suites) or 'none'})"
+    else:
+        note = f"{store.path} holds no records"
+    err_console.print(escape(note), highlight=False, soft_wrap=True)
+    report_skipped(store)
+    return NOTHING_TO_SHOW
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    store = _store(args.path)
-    print_results(store.records(suite=args.suite), title=str(store.path))
+    from harness.results.store import newest_results
+
+    path = args.path
+    if path is None:
+        path = newest_results(DEFAULT_RESULTS)
+        err_console.print(f"reading {escape(str(path))} (the newest results file in {DEFAULT_RESULTS}/)",
+                          highlight=False, soft_wrap=True)
+    store = _store(path)
+    records = store.records(suite=args.suite)
+    if not records:
+        return _nothing(store, args.suite)
+    print_results(records, title=str(store.path))
     report_skipped(store)
     return 0
 
@@ -345,12 +371,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.results.report import export
+    from harness.results.report import export, markdown
 
     store = _store(args.path)
     if args.output is not None:
         writable_file(args.output, "export -o")
-    text = export(store.export_rows(), args.format)
+    records = store.records()
+    if not records:
+        return _nothing(store)
+    text = markdown(records, str(store.path)) if args.format == "md" else export(store.export_rows(), args.format)
     if args.output is not None:
         write_output(args.output, text, "export -o")
         err_console.print(f"wrote {args.output}")
@@ -516,8 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="reuse kernel runs already stored in --results")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("show", help="table of stored results")
-    p.add_argument("path", nargs="?", default=DEFAULT_RESULTS, help="results directory or .db file")
+    p = sub.add_parser("show", help="tables of stored results (exit 1: the file holds no records)")
+    p.add_argument("path", nargs="?", help="results .db file, or a directory holding results.db "
+                                          f"(default: the newest {DEFAULT_RESULTS}/*.db, named on stderr)")
     p.add_argument("--suite", help="only this suite's runs (default: every run in the file)")
     p.set_defaults(func=cmd_show)
 
@@ -538,9 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="only this suite's runs (default: every run in the files)")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("export", help="export results as csv, json or md")
-    p.add_argument("path", help="results directory or .db file")
-    p.add_argument("--format", choices=("csv", "json", "md"), default="csv", help="csv, json or md")
+    p = sub.add_parser("export", help="export results: csv/json the raw records, md the tables show prints")
+    p.add_argument("path", help="results .db file, or a directory holding results.db")
+    p.add_argument("--format", choices=("csv", "json", "md"), default="csv",
+                   help="csv (default) or json: every field of every record (csv: times in ISO 8601); "
+                        "md: the tables of lcbench show, for reading")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 

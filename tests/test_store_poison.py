@@ -129,7 +129,8 @@ def _show(db: Path, work: Path) -> tuple[int, str, str]:
 
 def _export(fmt: str):
     def read(db: Path, work: Path) -> tuple[int, str, str]:
-        return cli("export", db, "--format", fmt)
+        code, out, err = cli("export", db, "--format", fmt)
+        return code, out.replace(str(db), "DB") if fmt == "md" else out, err  # md's tables name their file
 
     return read
 

@@ -1,5 +1,9 @@
 """Results as tables: one sweep (one table per kind), two sweeps compared, and exports (CSV, JSON, Markdown).
 
+The tables of one sweep are :class:`harness.results.sheet.Sheet` s built from the column definitions of
+:mod:`harness.results.columns`: ``show`` draws them with rich (folded to the console's width), ``export
+--format md`` writes the same sheets as Markdown; csv and json export the raw record.
+
 Every record is read through :func:`harness.results.records.public_view`: only runs with status ``ok``
 (correct and measured) carry numbers; every other status is shown with its reason, so a table never presents
 an unvalidated figure as a result.
@@ -11,6 +15,7 @@ import csv
 import io
 import json
 import math
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Optional
 
 from rich.console import Console
@@ -21,6 +26,11 @@ from harness.results.records import (  # noqa: F401  (labels re-exported for old
     DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, flop_convention, is_predicted, kind_of, mask_label,
     metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, source_label, who,
 )
+from harness.results.columns import (
+    column, fmt as _fmt, identity_fields, kernel_figures, metric_cell as _metric_cell, phase_rank, sort_key,
+    split_identity, workload_figures,
+)
+from harness.results.sheet import Column, Sheet, layout, to_markdown, to_rich
 from harness.results.store import export_columns
 from harness.results.verdict import (  # noqa: F401  (TIE re-exported for older callers)
     BETTER, INCONCLUSIVE, RULE, SAME, TIE, WORSE, Verdict, figure, judge,
@@ -32,54 +42,6 @@ SKIPPED = NOT_RUN  # not run: the reason is about the method/library, not the ru
 TIME = "time_ms_median"  # the figure every comparison and every table has
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
-def _bytes(n: Optional[float]) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
-def _documents(record: dict) -> str:
-    """The realised document count of a packed mask (empty for other masks)."""
-    info = record.get("mask_info") or "{}"
-    docs = (json.loads(info) if isinstance(info, str) else info).get("documents")
-    return f" [{docs['count']} docs]" if isinstance(docs, dict) and "count" in docs else ""
-
-
-def _comm_mb(record: dict) -> str:
-    """The most bytes any rank sent, in MiB (empty when the record lists no numbers)."""
-    sent = record.get("comm_bytes") or "[]"
-    sent = [number(b) for b in (json.loads(sent) if isinstance(sent, str) else sent)]
-    sent = [b for b in sent if b is not None]
-    return f"{max(sent) / 2**20:.1f}" if sent else ""
-
-
-def _timing(view: dict) -> list[str]:
-    """Median and p20-p80 cells (empty when the view carries no timing)."""
-    median, p20, p80 = view.get(TIME), view.get("time_ms_p20"), view.get("time_ms_p80")
-    spread = f"{p20:.2f}-{p80:.2f}" if p20 is not None and p80 is not None else ""
-    return [_fmt(median, ".2f"), spread]
-
-
-def _status(view: dict) -> str:
-    if view["status"] == OK:
-        return "[green]ok[/]"
-    if view["status"] == PREDICTED:
-        return "[cyan]predicted[/] (not measured)"
-    return f"[yellow]{view['status']}[/]: {escape(view.get('reason') or '')}"
-
-
-def _metric_cell(value: object, unit: str) -> str:
-    if number(value) is not None and unit.lower() in ("b", "byte", "bytes"):
-        return _bytes(value)
-    return cell(value)
 
 
 def conventions_caption(records: list[dict]) -> str:
@@ -93,91 +55,34 @@ def conventions_caption(records: list[dict]) -> str:
 
 
 # ----- one sweep ---------------------------------------------------------------------------------------------
-def _percent_of_peak(record: dict) -> str:
-    """%peak, or a flag when it exceeds 100% (the calibrated peak was measured under load): never a fact."""
-    frac = record.get("frac_peak")
-    if not frac:
-        return ""
-    if record.get("peak_suspect") or frac > 1:
-        return "[yellow]>100?[/]"
-    return f"{100 * frac:.1f}"
+def results_sheet(records: list[dict], title: str = "results") -> Sheet:
+    """The runs of one kind that ran, one row each: their identity (what varies among them a column, what
+    they share in the title), then what was measured (timing, TFLOP/s, memory, error, a workload's metrics,
+    the rank-group figures of a strategy), then the status; notes: the FLOP convention(s)."""
+    ran = [r for r in records if r["status"] not in SKIPPED]
+    fields = identity_fields(ran)
+    shown, shared = split_identity(fields, ran)
+    workload = all(kind_of(r) == "workload" for r in ran)
+    figures = workload_figures(ran) if workload else kernel_figures(ran)
+    columns = tuple(column(f.header, justify=f.justify, identity=True) for f in shown)
+    rows = []
+    for r in sorted(ran, key=sort_key(fields)):
+        v = public_view(r)
+        rows.append(tuple(escape(f.text(v)) for f in shown) + tuple(fig.cell(v) for fig in figures))
+    said = set(title.split(" · "))  # a table of one phase is titled by it already
+    shared = [label for label in shared if label.split("=", 1)[1] not in said]
+    return Sheet(title=" · ".join([title, *shared]), columns=columns + tuple(fig.column for fig in figures),
+                 rows=tuple(rows), notes=(conventions_caption(records),))
 
 
 def results_table(records: list[dict], title: str = "results") -> Table:
-    """Attention kernels (methods or strategies), one row per run that ran: who, mask, size, timing (median,
-    p20-p80), TFLOP/s, memory, error, status; captioned with their FLOP convention.
-
-    Shape and dtype become part of the title when every run shares them, to keep the table narrow; the
-    context-parallel columns (bytes sent per rank, time and area imbalance) appear when a run has ranks.
-    """
-    distributed = any((r.get("world_size") or 1) > 1 for r in records)
-    shapes = {shape_label(r) for r in records}
-    dtypes = {r.get("dtype") for r in records}
-    per_row_shape, per_row_dtype = len(shapes) > 1, len(dtypes) > 1
-    if not per_row_shape and shapes:
-        title += f" · {shapes.pop()}"
-    if not per_row_dtype and dtypes:
-        title += f" · {dtypes.pop()}"
-    table = Table(title=title, caption=escape(conventions_caption(records)), header_style="bold")
-    columns = [("method", "left"), ("mask", "left"), ("S", "right")]
-    columns += [("shape", "left")] * per_row_shape + [("dtype", "left")] * per_row_dtype
-    columns += [("dir", "left"), ("ws", "right"), ("ms median", "right"), ("p20-p80", "right"), ("cpu ms", "right"),
-                ("TFLOP/s", "right"), ("%peak", "right"), ("peak mem", "right"), ("max err", "right")]
-    columns += [("MB sent/rank", "right"), ("t-imb", "right"), ("a-imb", "right")] * distributed
-    columns += [("status", "left")]
-    for col, justify in columns:
-        table.add_column(col, justify=justify, no_wrap=col != "status")
-    for r in sorted(records, key=_sort_key):
-        if r["status"] in SKIPPED:
-            continue  # listed by skipped_table, grouped by reason
-        v = public_view(r)
-        cells = [escape(who(v)), escape(mask_label(v) + _documents(v)), str(v.get("seqlen"))]
-        cells += [shape_label(v)] * per_row_shape + [str(v.get("dtype"))] * per_row_dtype
-        cells += [str(v.get("direction")), str(v.get("world_size"))]
-        cells += _timing(v) + [
-            _fmt(v.get("cpu_ms"), ".1f"), _fmt(v.get("tflops"), ".3f"), _percent_of_peak(v),
-            _bytes(v.get("peak_mem_bytes")), _fmt(v.get("max_abs_err"), ".1e"),
-        ]
-        cells += [_comm_mb(v), _fmt(v.get("time_imbalance"), ".2f"), _fmt(v.get("area_imbalance"), ".2f")] * distributed
-        table.add_row(*cells, _status(v))
-    return table
+    """Attention kernels (methods or strategies) as one rich table (see :func:`results_sheet`)."""
+    return to_rich(results_sheet(records, title))
 
 
 def workload_table(records: list[dict], title: str = "results") -> Table:
-    """Workloads, one row per run that ran: workload, its parameters (flavor first), the attention it used,
-    size, phase, timing, TFLOP/s, memory, then one column per metric (with its unit), status."""
-    ran = [r for r in records if r["status"] not in SKIPPED]
-    dtypes = {r.get("dtype") for r in ran}
-    per_row_dtype = len(dtypes) > 1
-    if not per_row_dtype and dtypes:
-        title += f" · {dtypes.pop()}"
-    attention = any(r.get("method") or r.get("strategy") for r in ran)
-    metrics = metric_names([public_view(r) for r in ran])
-    table = Table(title=title, caption=escape(conventions_caption(records)), header_style="bold")
-    columns = [("workload", "left"), ("params", "left")] + [("attention", "left")] * attention
-    columns += [("S", "right"), ("B", "right")] + [("dtype", "left")] * per_row_dtype
-    columns += [("phase", "left"), ("ws", "right"), ("ms median", "right"), ("p20-p80", "right"),
-                ("TFLOP/s", "right"), ("peak mem", "right")]
-    columns += [(f"{m} ({metric_unit(ran, m)})" if metric_unit(ran, m) else m, "right") for m in metrics]
-    for col, justify in columns + [("status", "left")]:
-        table.add_column(col, justify=justify, no_wrap=col != "status")
-    for r in sorted(ran, key=_workload_sort_key):
-        v = public_view(r)
-        kernel = f"{v['strategy']}[{v.get('method')}]" if v.get("strategy") else v.get("method") or ""
-        cells = [escape(str(v.get("workload"))), escape(params_label(v))] + [escape(kernel)] * attention
-        cells += [str(v.get("seqlen")), str(v.get("batch"))] + [str(v.get("dtype"))] * per_row_dtype
-        cells += [str(v.get("direction")), str(v.get("world_size"))] + _timing(v)
-        cells += [_fmt(v.get("tflops"), ".3f"), _bytes(v.get("peak_mem_bytes"))]
-        values = v.get("metrics") or {}
-        cells += [_metric_cell(values.get(m), metric_unit([v], m) or metric_unit(ran, m)) for m in metrics]
-        table.add_row(*cells, _status(v))
-    return table
-
-
-# How each kind's runs are tabulated (kinds not listed here read as kernels).
-KIND_TABLES: dict[str, Callable[[list[dict], str], Table]] = {
-    "method": results_table, "strategy": results_table, "workload": workload_table,
-}
+    """Workload runs of one phase as one rich table (see :func:`results_sheet`)."""
+    return to_rich(results_sheet(records, title))
 
 
 # Kinds whose runs are split into several tables, and by what (a workload's phases carry different metrics).
@@ -186,10 +91,19 @@ KIND_SPLITS: dict[str, Callable[[dict], tuple[str, ...]]] = {
 }
 
 
-def results_tables(records: list[dict], title: str = "results") -> list[Table]:
-    """One table per kind present (method, strategy, workload), each with its own FLOP convention caption;
-    workloads get one table per (workload, phase), with the metrics that phase reports. Kinds whose runs were
-    all not run get no table (see :func:`skipped_table`)."""
+def _group_order(group: tuple[str, tuple[str, ...]]) -> tuple:
+    """Kinds in :data:`KINDS` order; a workload's phases in the order it declares them."""
+    kind, split = group
+    rank = KINDS.index(kind) if kind in KINDS else len(KINDS)
+    if kind == "workload" and len(split) >= 2:
+        return (rank, split[0], phase_rank({"workload": split[0], "direction": split[1]}), split[2:])
+    return (rank, "", (), split)
+
+
+def results_sheets(records: list[dict], title: str = "results") -> list[Sheet]:
+    """One sheet per kind present (method, strategy, workload), each with its own FLOP convention; workloads
+    get one per (workload, phase), with the metrics that phase reports, the phases in the workload's order;
+    predicted runs one of their own. Kinds whose runs were all not run get none (see :func:`skipped_sheet`)."""
     groups: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
     for r in records:
         kind = kind_of(r)
@@ -197,15 +111,22 @@ def results_tables(records: list[dict], title: str = "results") -> list[Table]:
         if is_predicted(r):  # a model's figures never share a table with measurements
             split = (*split, source_label(r).upper())
         groups.setdefault((kind, split), []).append(r)
-    order = sorted(groups, key=lambda g: (KINDS.index(g[0]) if g[0] in KINDS else len(KINDS), g))
     return [
-        KIND_TABLES.get(kind, results_table)(groups[kind, split], " · ".join((title, kind, *split)))
-        for kind, split in order
+        results_sheet(groups[kind, split], " · ".join((title, kind, *split)))
+        for kind, split in sorted(groups, key=_group_order)
         if any(r["status"] not in SKIPPED for r in groups[kind, split])
     ]
 
 
-def skipped_table(records: list[dict]) -> Optional[Table]:
+def results_tables(records: list[dict], title: str = "results", width: Optional[int] = None) -> list[Table]:
+    """:func:`results_sheets` as rich tables; with ``width``, a sheet wider than that folds into parts that
+    each repeat the identity columns, or is turned to a column per run (:func:`harness.results.sheet.layout`)."""
+    sheets = results_sheets(records, title)
+    parts = [part for sheet in sheets for part in (layout(sheet, width) if width else [sheet])]
+    return [to_rich(part) for part in parts]
+
+
+def skipped_sheet(records: list[dict]) -> Optional[Sheet]:
     """Runs that were not run (unavailable here, unsupported by the method/strategy/workload), by reason."""
     groups: dict[tuple, int] = {}
     for r in records:
@@ -214,21 +135,21 @@ def skipped_table(records: list[dict]) -> Optional[Table]:
             groups[key] = groups.get(key, 0) + 1
     if not groups:
         return None
-    table = Table(title=f"not run: {sum(groups.values())} runs", header_style="bold")
-    for col in ("method", "status", "runs", "reason"):
-        table.add_column(col, justify="right" if col == "runs" else "left", no_wrap=col == "method")
-    for (name, status, reason), n in sorted(groups.items()):
-        table.add_row(escape(name), f"[yellow]{status}[/]", str(n), escape(reason))
-    return table
+    columns = (Column("run", justify="left", identity=True), Column("status", justify="left"), Column("runs"),
+               Column("reason", justify="left", wrap=True))
+    rows = tuple((escape(name), f"[yellow]{status}[/]", str(n), escape(reason))
+                 for (name, status, reason), n in sorted(groups.items()))
+    return Sheet(title=f"not run: {sum(groups.values())} runs", columns=columns, rows=rows)
+
+
+def skipped_table(records: list[dict]) -> Optional[Table]:
+    """:func:`skipped_sheet` as a rich table (None when every run ran)."""
+    sheet = skipped_sheet(records)
+    return to_rich(sheet) if sheet is not None else None
 
 
 def _sort_key(r: dict) -> tuple:
-    return (str(r.get("mask")), str(r.get("direction")), r.get("seqlen") or 0, r.get("world_size") or 1, who(r))
-
-
-def _workload_sort_key(r: dict) -> tuple:
-    return (str(r.get("workload")), params_label(r), str(r.get("direction")), r.get("seqlen") or 0,
-            r.get("world_size") or 1, who(r))
+    return (str(r.get("mask")), phase_rank(r), r.get("seqlen") or 0, r.get("world_size") or 1, who(r))
 
 
 # ----- two sweeps --------------------------------------------------------------------------------------------
@@ -363,18 +284,24 @@ def _text(value: object) -> object:
     return json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
 
 
-def _md_header(column: str, rows: list[dict]) -> str:
-    if column.startswith(METRIC_PREFIX):
-        unit = metric_unit(rows, column[len(METRIC_PREFIX):])
-        return f"{column} [{unit}]" if unit else column
-    return column
+# Fields that hold a moment (seconds since the epoch, UTC): ISO 8601 in every view written for people (csv, md).
+TIMESTAMPS = ("finished_at",)
+
+
+def iso_time(seconds: object) -> str:
+    """A moment as ISO 8601 UTC to the second (``2026-12-03T12:56:38Z``); empty for no number."""
+    t = number(seconds)
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def export(rows: Iterable[dict], fmt: str) -> str:
-    """Rows (see ``ResultStore.export_rows``) as csv, json or md text, with every column any row has.
+    """Rows (see ``ResultStore.export_rows``) as csv or json text, with every column any row has: the raw
+    record, for programs (the tables for people are :func:`markdown`).
 
-    csv and json carry a non-ok run's figures only in its ``diagnostics`` column; md (for reading) leaves
-    that column out."""
+    A non-ok run's figures are only in its ``diagnostics`` column. csv writes :data:`TIMESTAMPS` in ISO
+    8601; json keeps them as stored (seconds since the epoch)."""
     rows = list(rows)
     columns = export_columns(rows)
     if fmt == "json":  # valid JSON: a number it cannot hold (NaN, infinity) is null
@@ -384,16 +311,23 @@ def export(rows: Iterable[dict], fmt: str) -> str:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        writer.writerows({c: _text(r.get(c)) for c in columns} for r in rows)
+        writer.writerows({c: iso_time(r.get(c)) if c in TIMESTAMPS else _text(r.get(c)) for c in columns}
+                         for r in rows)
         return buf.getvalue()
-    if fmt == "md":
-        md_cols = [c for c in columns if c != DIAGNOSTICS]
-        lines = ["| " + " | ".join(_md_header(c, rows) for c in md_cols) + " |", "|" + "---|" * len(md_cols)]
-        for r in rows:
-            cells = (cell(r.get(c)).replace("|", "/").replace("\n", " ") for c in md_cols)
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
-    raise ValueError(fmt)
+    raise ValueError(f"export writes csv or json, not {fmt!r} (markdown: report.markdown)")
+
+
+def markdown(records: list[dict], source: str) -> str:
+    """The tables ``lcbench show`` prints, as Markdown: a heading naming ``source`` and when its runs
+    finished (ISO 8601), then every results sheet with its conventions and legend, then the runs not run."""
+    finished = sorted(t for t in (number(r.get("finished_at")) for r in records) if t is not None)
+    span = f", finished {iso_time(finished[0])} to {iso_time(finished[-1])}" if finished else ""
+    parts = [f"# lcbench results: {source}\n\n{len(records)} runs{span}.\n"]
+    parts += [to_markdown(sheet) for sheet in results_sheets(records, title=source)]
+    skipped = skipped_sheet(records)
+    if skipped is not None:
+        parts.append(to_markdown(skipped))
+    return "\n".join(parts)
 
 
 def wide_console(stderr: bool = False) -> Console:

@@ -98,6 +98,17 @@ def parse_record(text: Any) -> tuple[Optional[dict], Optional[str]]:
     return (None, problems[0]) if problems else (record, None)
 
 
+def newest_results(folder: str | Path) -> Path:
+    """The most recently modified ``*.db`` file directly in ``folder`` (where ``lcbench run`` writes); none
+    there is the user's mistake (:class:`UserError`, naming the folder)."""
+    folder = Path(folder)
+    found = sorted((p for p in folder.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no results files (*.db) in {str(folder)!r}: give a path, or run a suite first "
+                        "(lcbench run SUITE --results FILE)")
+    return found[-1]
+
+
 class ResultStore:
     """Results of one or more sweeps at ``path`` (a ``.db`` file, or a directory holding ``results.db``)."""
 
