@@ -27,6 +27,7 @@ from harness.errors import UserError
 from harness.results.records import (
     KINDS, PARAMS_PREFIX, is_predicted, kind_of, mask_label, number, source_label,
 )
+from harness.results.columns import size
 from harness.results.verdict import BETTER, INCONCLUSIVE, RULE, SAME, Verdict, judge, time_figure
 from harness.status import OK
 
@@ -247,16 +248,6 @@ def recommend(records: Sequence[dict], by: Optional[Sequence[str]] = None,
 
 
 # ----- the table -----------------------------------------------------------------------------------------------
-def _bytes(n: Optional[float]) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
 def _timing(o: Option) -> str:
     spread = f" [{o.p20_ms:.2f}-{o.p80_ms:.2f}]" if o.p20_ms is not None and o.p80_ms is not None else ""
     return f"{o.median_ms:.2f}{spread}"
@@ -290,7 +281,7 @@ def recommendation_table(recs: Sequence[Recommendation], title: str = "recommend
     table.add_column("why")
     table.add_column("peak mem", justify="right", no_wrap=True)
     if limit is not None:
-        table.add_column(f"fastest within {_bytes(limit)}", no_wrap=True)
+        table.add_column(f"fastest within {size(limit)}", no_wrap=True)
     if predicted:
         table.add_column("source")
     for rec in recs:
@@ -304,7 +295,7 @@ def recommendation_table(recs: Sequence[Recommendation], title: str = "recommend
                       escape(rec.verdict.reason)]
         else:
             cells += ["", "", "", "only option", ""]
-        cells.append(_bytes(rec.memory))
+        cells.append(size(rec.memory))
         if limit is not None:
             cells.append(escape(rec.fits.label) if rec.fits is not None else "[red]none fits[/]")
         if predicted:
