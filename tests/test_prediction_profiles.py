@@ -124,8 +124,10 @@ def test_bench_predict_prints_both_sides(capsys, tmp_path):
     out = tmp_path / "p.json"
     assert run_bench("predict", ["--sections", "ring_flash,te", "--gpus", "H800", "--directions", "fwd",
                                  "--shapes", "256x2048", "--cp-sizes", "2,8", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "zigzag_ring" in text and "277.1" in text  # the published side (63 iter/s)
+    assert "2/2 sections done" in captured.err  # a progress line per section, on stderr
     data = json.loads(out.read_text())
     rows = data["ring_flash"]["rows"]
     assert {r["strategy"] for r in rows} == {"ideal", "ring", "ring_zigzag", "ring_striped"}

@@ -27,8 +27,10 @@ import statistics
 import time
 from typing import Optional, Sequence
 
+from rich.console import Console
+
 from harness.bench import published as pub
-from harness.bench.args import sections
+from harness.bench.args import run_sections, sections
 from harness.checks import OneLineParser, integer, writable_file
 from harness.prediction.cluster import Cluster, load_cluster
 from harness.prediction.predict import Predictor
@@ -283,7 +285,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench predic
         p.error(f"argument --cp-sizes: {bad[0]} is not a CP size of the TE study (2, 4, 8)")
     cps = a.cp_sizes or list(pub.TE_CP_SIZES)
     started, out = time.perf_counter(), {}
-    if "ring_flash" in a.sections:
+
+    def ring_flash() -> None:
         rows = ring_flash_rows(a.gpus, a.directions)
         winners = ring_flash_winners(rows)
         same = [w["same"] for w in winners]
@@ -298,7 +301,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench predic
         print(f"median |error| (CP rows): {_num(out['ring_flash']['median_abs_error'], '.1%')}; same fastest "
               f"strategy: {_num(out['ring_flash']['same_winner_share'], '.0%')} of {len(same)} ({ties} of them "
               "predicted ties < 3%)\n")
-    if "te" in a.sections:
+
+    def te() -> None:
         shapes = a.shapes or list(pub.TE_SHAPES)
         cells = te_cells(shapes, cps, list(pub.TE_STRATEGIES), pub.TE_METHOD)
         winners, speedups = te_winners(cells), te_speedups(cells)
@@ -307,7 +311,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench predic
         print(f"TransformerEngine CP study ({pub.TE_SOURCE}): fwd+bwd causal, B x S = 524288, 32q/8kv d128 bf16; "
               f"predicted on {pub.TE_CLUSTER} with {pub.TE_METHOD}; p2p = ring_zigzag per sequence, a2a = ulysses")
         print(format_te(winners, speedups, cells) + "\n")
-    if "swa" in a.sections:
+
+    def swa() -> None:
         shapes = [s for s in (a.shapes or pub.TE_SWA_SHAPES) if s in pub.TE_SWA_SHAPES]
         cells = te_cells(shapes, cps, ["all_gather", "a2a"], pub.TE_SWA_METHOD, "sliding_window_causal",
                          {"window": pub.TE_SWA_WINDOW})
@@ -315,6 +320,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench predic
         out["swa"] = {"source": pub.TE_SOURCE, "method": pub.TE_SWA_METHOD, "cells": cells, "advantage": adv}
         print(f"TE sliding window 1024 on {pub.TE_CLUSTER} with {pub.TE_SWA_METHOD}:")
         print(format_swa(adv) + "\n")
+
+    jobs = {"ring_flash": ring_flash, "te": te, "swa": swa}
+    run_sections(jobs, [name for name in jobs if name in a.sections], Console(), label=prog)
     same = [w["same"] for w in out.get("ring_flash", {}).get("winners", [])]
     te = out.get("te", {}).get("winners", {})
     n = len(same) + te.get("cells", 0)
