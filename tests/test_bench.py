@@ -100,6 +100,15 @@ def test_lcbench_bench_peers_rejects_a_bad_pair(capsys) -> None:
     assert "ours:peer" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~15 s: two ranks, one pair, both directions
+def test_lcbench_bench_peers_runs_with_a_progress_line_per_pair(capfd) -> None:
+    rc = main(["bench", "peers", "--seqlen", "256", "--reps", "2", "--pairs", "ulysses:yunchang_ulysses"])
+    out, err = capfd.readouterr()
+    assert rc == 0
+    assert "bench peers: 2/2 pairs timed (100%)" in err  # rank 0's line after each timed pair, on stderr
+    assert "ulysses vs yunchang_ulysses" in out
+
+
 @pytest.mark.slow  # ~30 s: every section of the hybrid study end to end (the workloads it times have their own tests)
 def test_lcbench_bench_hybrid_runs(capsys) -> None:
     rc = main(["bench", "hybrid", "--seqlens", "64,128", "--reps", "1", "--warmup", "0", "--decode-seqlens",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import queue as queue_mod
 import statistics
+import sys
 import time
 from typing import Optional, Sequence
 
@@ -62,6 +63,7 @@ def _build(name: str, run_kw: dict, direction: str, executor, gate: bool):
 def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
     from harness.bench.paired import alternate
     from harness.execution.distributed import RankGroupExecutor
+    from harness.progress import ProgressLines
 
     torch.set_num_threads(args["threads"])
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -73,6 +75,8 @@ def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
         )
         names = list(dict.fromkeys(n for pair in args["pairs"] for n in pair))
         out: dict = {"gate": {}, "bytes": {}, "times": {}}
+        report = ProgressLines("bench peers", 2 * len(args["pairs"]), lambda text: print(text, file=sys.stderr,
+                               flush=True), unit="pairs timed", interval_s=0.0) if rank == 0 else None
         for direction in ("fwd", "bwd"):
             calls = {}
             for name in names:
@@ -84,6 +88,8 @@ def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
             for a, b in args["pairs"]:
                 out["times"][(a, b, direction)] = alternate({a: calls[a], b: calls[b]}, args["reps"],
                                                             before=dist.barrier)
+                if report is not None:  # between pairs, outside the timed calls
+                    report.update(len(out["times"]))
         everyone: list = [None] * world
         dist.all_gather_object(everyone, out)
         if rank == 0:
