@@ -351,17 +351,18 @@ def without_nonfinite(record: dict) -> dict:
     paths = nonfinite_paths(record, "")
     if not paths:
         return record
+    return {**finite_values(record), "nonfinite": paths}
 
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [finite(v) for v in value]
-        return value
 
-    return {**finite(record), "nonfinite": paths}
+def finite_values(value: Any) -> Any:
+    """``value`` with every NaN or infinite float in it (at any depth of mappings and sequences) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_values(v) for v in value]
+    return value
 
 
 MAX_PROBLEMS_SHOWN = 4

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Optional
 
@@ -23,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.results.records import (  # noqa: F401  (labels re-exported for older callers)
-    DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, flop_convention, is_predicted, kind_of, mask_label,
+    DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, finite_values, flop_convention, is_predicted, kind_of,
+    mask_label,
     metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, source_label, who,
 )
 from harness.results.columns import (
@@ -268,17 +268,6 @@ def _median(values: list[float]) -> float:
 
 
 # ----- exports -----------------------------------------------------------------------------------------------
-def _finite(value: object) -> object:
-    """``value`` with every NaN or infinite float in it as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _text(value: object) -> object:
     """A csv cell: dicts and lists as JSON, everything else as is."""
     return json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
@@ -305,7 +294,7 @@ def export(rows: Iterable[dict], fmt: str) -> str:
     rows = list(rows)
     columns = export_columns(rows)
     if fmt == "json":  # valid JSON: a number it cannot hold (NaN, infinity) is null
-        return json.dumps([{c: _finite(r.get(c)) for c in columns} for r in rows], indent=1, default=str,
+        return json.dumps([{c: finite_values(r.get(c)) for c in columns} for r in rows], indent=1, default=str,
                           allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
