@@ -19,6 +19,7 @@ from harness.interfaces import WorkloadProblem
 from harness.interfaces.linear_kernel import LinearKernel
 from harness.spec import Run, Timing
 from harness.workloads import hybrid_lm, hybrid_model as hm
+from methods import _decay as decay
 
 QUICK = Timing(warmup=1, min_samples=2, min_run_time=0.0)
 SMALL = {"vocab": 256, "hidden": 128, "heads": 4, "heads_kv": 2, "head_dim": 32, "intermediate": 256,
@@ -74,7 +75,7 @@ def test_chunked_lightning_prefill_equals_its_recurrence_and_minimax_decay():
     q, k, v = (torch.randn(1, 300, shape.heads, shape.head_dim, generator=g, dtype=torch.float64).sigmoid()
                for _ in range(3))
     got = method.build(attn)(q, k, v)
-    rates = hm.minimax_rates(shape.heads, layer, shape.layers)
+    rates = decay.minimax(shape.heads, layer, shape.layers)
     assert torch.allclose(method.linear_kernel.rates(shape.heads, attn.options), rates, rtol=1e-12, atol=0)
     state = torch.zeros(1, shape.heads, shape.head_dim, shape.head_dim, dtype=torch.float64)
     outs = []

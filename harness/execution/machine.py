@@ -16,7 +16,7 @@ from harness import quiet
 from harness.execution import allocator
 
 PACKAGES = ("torch", "ray", "numpy", "triton", "flash-attn", "deepspeed", "megatron-core", "yunchang")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: harness/execution/machine.py -> repository root
 
 
 def _cpu_model() -> str:

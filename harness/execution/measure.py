@@ -18,7 +18,7 @@ import sys
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.utils.benchmark as benchmark
@@ -84,14 +84,30 @@ def time_call(fn: Callable[[], object], timing: Timing, device: torch.device) ->
     return summarize(samples, cpu)
 
 
-def _do_bench(fn: Callable[[], object], timing: Timing):
+def _do_bench(fn: Callable[[], object], timing: Timing) -> Optional[TimingStats]:
+    """CUDA: ``timing.warmup`` calls, then triton's ``do_bench`` (event timing, L2 flushed before each call)
+    for every per-call sample; ``cpu_ms`` is the process CPU time per counted call, as on CPU."""
     try:
         from triton.testing import do_bench
     except ImportError:
         return None
+    for _ in range(timing.warmup):
+        fn()
+    calls = [0]
+
+    def counted() -> None:
+        calls[0] += 1
+        fn()
+
     cpu0 = time.process_time()
-    med, p20, p80 = do_bench(fn, warmup=25, rep=max(100, int(timing.min_run_time * 1e3)), quantiles=[0.5, 0.2, 0.8])
-    return TimingStats(med, p20, p80, samples=-1, cpu_ms=(time.process_time() - cpu0) * 1e3)
+    rep_ms = max(100, int(timing.min_run_time * 1e3))
+    try:
+        times_ms = do_bench(counted, warmup=25, rep=rep_ms, return_mode="all")
+    except (TypeError, ValueError):  # a triton without return_mode="all": its quantiles only
+        med, p20, p80 = do_bench(counted, warmup=25, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        return TimingStats(med, p20, p80, samples=-1, cpu_ms=(time.process_time() - cpu0) * 1e3 / max(calls[0], 1))
+    cpu = (time.process_time() - cpu0) / max(calls[0], 1)
+    return summarize([t / 1e3 for t in list(times_ms)[: timing.max_samples]], cpu)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """The context-parallel strategy interface.
 
 A strategy is one file that defines ``STRATEGY = Strategy(...)``: what it supports, how it lays the global
-sequence out over the ranks of a torch.distributed group, and three steps that run on every rank::
+sequence out over the ranks of a torch.distributed group, and four steps that run on every rank::
 
     local = strategy.shard(ctx, x_global)          # [B, S, H, d] -> [B, S_r, H, d]: the rows ctx.positions[rank]
     strategy.prepare(ctx)                          # plans, subgroups, buffers: OUTSIDE the timed region

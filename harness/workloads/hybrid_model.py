@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from harness.workloads.model_blocks import (
     apply_partial_rope, lm_head_train_flops, residual_step, rms_norm, rope_tables, swiglu, swiglu_flops,
 )
-from methods._decay import minimax as decay_minimax
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``attend(q, k, v) -> out`` on ``[B, T, H, d]`` tensors (k/v: heads_kv heads for S layers, H for L layers)."""
@@ -198,12 +197,6 @@ def logits(w: dict, hidden: torch.Tensor) -> torch.Tensor:
 
 # ----- float64 / eager references of the two attentions (the workload's own math) -------------------------
 
-def minimax_rates(heads: int, layer: int, layers: int) -> torch.Tensor:
-    """MiniMax's decay ``s_h = m_h (1 - l / (L-1) + 1e-5)`` with ALiBi's slopes ``m_h`` (layer factor 1 + 1e-5
-    when L = 1): the lightning methods' own schedule, :func:`methods._decay.minimax`."""
-    return decay_minimax(heads, layer, layers)
-
-
 def lightning_quadratic(rates: torch.Tensor, state_in: Optional[torch.Tensor] = None) -> Attend:
     """Causal decayed linear attention in its quadratic form, ``O = ((Q K^T) * D) V`` with
     ``D[i, j] = exp(-s (i - j))`` for ``i >= j``, in the inputs' dtype (float64: the exact reference), plus
@@ -223,18 +216,6 @@ def lightning_quadratic(rates: torch.Tensor, state_in: Optional[torch.Tensor] = 
         return out
 
     return attend
-
-
-def lightning_state(rates: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    state_in: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The state rows ``k, v`` ``[B, T, H, d]`` leave: ``sum_j exp(-s (T-1-j)) k_j^T v_j`` (+ decayed ``state_in``)."""
-    t = k.shape[1]
-    s = rates.double().view(1, 1, -1, 1)
-    c = torch.exp(-s * (t - 1 - torch.arange(t, dtype=torch.float64)).view(1, -1, 1, 1)).to(k.dtype)
-    state = torch.einsum("bjhd,bjhe->bhde", k * c, v)
-    if state_in is not None:
-        state = state + torch.exp(-rates.double() * t).to(k.dtype).view(1, -1, 1, 1) * state_in.to(k.dtype)
-    return state
 
 
 def softmax_causal(q_offset: int = 0) -> Attend:

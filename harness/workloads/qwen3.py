@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from harness.workloads.hf_attention import AttentionAdapter, StaticKVCache, register
+from harness.workloads.hf_attention import StaticKVCache
 
 SHAPE_KEYS = ("layers", "hidden", "intermediate", "heads_q", "heads_kv", "head_dim", "vocab", "tie_embeddings")
 # Qwen3's published configs (config.json of Qwen/Qwen3-1.7B and Qwen/Qwen3-4B); tiny: a CPU model of the same form.
@@ -217,13 +217,6 @@ class Session:
             for i in range(count):
                 out.append(self._forward(position + i, position + i + 1, logits_to_keep=1))
         return torch.cat(out, 1)
-
-
-def adapter_model(shape: ModelShape, name: str, adapter: AttentionAdapter, max_positions: int, seed: int,
-                  dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """Register ``adapter`` as ``name`` and build the model that uses it."""
-    register(name, adapter)
-    return build_model(shape, name, max_positions, seed, dtype, device)
 
 
 def optional_import_error() -> Optional[str]:

@@ -4,7 +4,7 @@ reference; FLOPs from the method's own ``flops(problem, direction)``; decode ste
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -16,8 +16,9 @@ from harness.interfaces import Problem
 from harness.spec import Run
 
 
-def decode_metrics(problem: Problem, method) -> tuple[dict, dict, dict]:
-    """(static fields, metric function, units) of a decode step: KV bytes read per step and the cache size."""
+def decode_metrics(problem: Problem, method) -> tuple[Callable[[float], dict[str, float]], dict, dict]:
+    """(metric function of the step's seconds, units, better-direction) of a decode step: time per token,
+    tokens per second, the KV bytes one step reads, the cache size and the read bandwidth."""
     read = method.decode_bytes(problem)
     cache = method.cache_bytes(problem)
     tokens = problem.decode_tokens * problem.batch
