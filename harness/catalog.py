@@ -1,7 +1,7 @@
 """The catalog: every method, strategy and workload lcbench knows, by name.
 
 The only harness module that imports the plugin packages. Each registry is the built-ins (``methods.BUILTIN``,
-``context_parallel.BUILTIN``, ``harness.workloads.BUILTIN``), then the lists of the modules named in
+``context_parallel.BUILTIN``, ``workloads.BUILTIN``), then the lists of the modules named in
 ``LCBENCH_PLUGINS`` (``METHODS``, ``STRATEGIES``, ``WORKLOADS``), then the entry points of the groups
 ``lcbench.methods``, ``lcbench.strategies``, ``lcbench.workloads``. A broken plugin is one clear line.
 """
@@ -106,7 +106,7 @@ def strategies() -> dict[str, Strategy]:
 @_cached_per_plugins
 def workloads() -> dict[str, Workload]:
     """All registered model-level workloads by name."""
-    from harness.workloads import BUILTIN
+    from workloads import BUILTIN
 
     return collect(BUILTIN, "lcbench.workloads", "WORKLOADS", Workload)
 

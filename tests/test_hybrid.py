@@ -18,7 +18,9 @@ from harness.execution.single import SingleDevice, execute
 from harness.interfaces import WorkloadProblem
 from harness.interfaces.linear_kernel import LinearKernel
 from harness.spec import Run, Timing
-from harness.workloads import hybrid_lm, hybrid_model as hm
+from workloads import hybrid_lm
+from workloads.models import hybrid_problem as hp
+from workloads.models import hybrid as hm
 from methods import _decay as decay
 
 QUICK = Timing(warmup=1, min_samples=2, min_run_time=0.0)
@@ -40,12 +42,12 @@ def problem_of(run: Run) -> WorkloadProblem:
 def test_prefill_logits_equal_token_by_token_decode_float64():
     """Prefill all T tokens vs prefill of 1 token then T-1 single-token decode steps through the cache."""
     problem = problem_of(run_of("decode", seqlen=40, dtype="float64"))
-    shape, weights, tokens = hybrid_lm._setup(problem)
+    shape, weights, tokens = hp.setup(problem)
     t = 40
     with torch.no_grad():
         full = hm.logits(weights, hm.forward(weights, shape, tokens[:, :t], torch.arange(t),
-                                             hybrid_lm.attends(problem, shape, t, "fwd")))
-    kernel = hybrid_lm.linear_kernel(problem)
+                                             hp.attends(problem, shape, t, "fwd")))
+    kernel = hp.linear_kernel(problem)
     kv = {i: tuple(torch.zeros(1, t, shape.heads_kv, shape.head_dim, dtype=torch.float64) for _ in range(2))
           for i, k in enumerate(shape.pattern) if k == hm.SOFTMAX}
     states = {i: torch.zeros(1, shape.heads, shape.head_dim, shape.head_dim, dtype=torch.float64)
@@ -68,9 +70,9 @@ def test_chunked_lightning_prefill_equals_its_recurrence_and_minimax_decay():
     written here, for a layer deep in the model (the decay depends on the layer)."""
     method = catalog.get_method("lightning")
     problem = problem_of(run_of("prefill", seqlen=300, dtype="float64"))
-    shape = hybrid_lm.model_shape(problem.params)
+    shape = hp.model_shape(problem.params)
     layer = 5
-    attn = hybrid_lm.attention_problem(problem, shape, hm.LIGHTNING, 300, "fwd", layer=layer)
+    attn = hp.attention_problem(problem, shape, hm.LIGHTNING, 300, "fwd", layer=layer)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 300, shape.heads, shape.head_dim, generator=g, dtype=torch.float64).sigmoid()
                for _ in range(3))
@@ -122,8 +124,8 @@ def test_a_wrong_lightning_kernel_fails_the_check(monkeypatch):
 
 
 def test_cache_model_at_m1_widths_and_crossover():
-    shape = hybrid_lm.model_shape({**hybrid_lm.PARAMS, **hybrid_lm.FLAVORS["minimax-m1"]})
-    model = hybrid_lm.cache_model(shape, 131072, torch.bfloat16)
+    shape = hp.model_shape({**hp.PARAMS, **hp.FLAVORS["minimax-m1"]})
+    model = hp.cache_model(shape, 131072, torch.bfloat16)
     assert model["state_bytes_per_layer"] == 64 * 128 * 128 * 4 and model["kv_bytes_per_token_per_layer"] == 2 * 8 * 128 * 2
     assert model["cache_crossover_tokens"] == 1024
     assert shape.count(hm.SOFTMAX) == 10 and shape.count(hm.LIGHTNING) == 70
@@ -144,15 +146,15 @@ def test_flop_model_matches_torch_flop_counter(phase):
 
 def test_hf_minimax_peer_agrees_on_the_same_weights_float64():
     pytest.importorskip("transformers")
-    from harness.workloads import hybrid_lm_hf
+    from workloads import hybrid_lm_hf
 
     problem = problem_of(run_of("prefill", seqlen=300, dtype="float64", workload="hybrid_lm_hf", rope_dim=32))
-    shape, weights, tokens = hybrid_lm._setup(problem)
+    shape, weights, tokens = hp.setup(problem)
     model = hybrid_lm_hf.hf_model(shape, weights, torch.float64, torch.device("cpu"))
     with torch.no_grad():
         theirs = model(tokens[:, :300]).logits
         ours = hm.logits(weights, hm.forward(weights, shape, tokens[:, :300], torch.arange(300),
-                                             hybrid_lm.attends(problem, shape, 300, "fwd")))
+                                             hp.attends(problem, shape, 300, "fwd")))
     # HF computes its RoPE frequencies and decay buffers in float32 even in a float64 model, and its layer
     # factor differs by ~1e-5 / L^2: agreement to ~1e-6 relative is what a correct mapping gives (a wrong
     # one — partial vs full RoPE, or q/k/v not interleaved — is off by O(1)).
@@ -178,7 +180,7 @@ def _cp(world_size: int, phase: str, **params):
 def test_context_parallel_hybrid_is_exact_and_lasp2_bytes_are_states(world_size):
     record = _cp(world_size, "train_step")
     assert record["status"] == "ok", record["reason"]
-    shape = hybrid_lm.model_shape({**hybrid_lm.PARAMS, **SMALL})
+    shape = hp.model_shape({**hp.PARAMS, **SMALL})
     state = shape.heads * shape.head_dim**2 * 4
     for facts in record["rank_facts"]:  # one all-gather of W states per lightning layer, fwd and bwd
         assert facts["comm_bytes_linear"] == 2 * shape.count(hm.LIGHTNING) * (world_size - 1) * state

@@ -18,7 +18,7 @@ from harness.masks.reach import (
     block_graph, default_layers, pattern_receptive_field, reached_tokens, token_reach,
 )
 from harness.spec import Run
-from harness.workloads.power_reach import EMPIRICAL, EXACT
+from workloads.power_reach import EMPIRICAL, EXACT
 from suites.loader import load_suite
 
 PAPER_S, PAPER_BLOCKS = 32768, 128  # 32K tokens in blocks of 256
@@ -124,7 +124,7 @@ def test_empirical_reach_equals_the_exact_analysis_token_for_token(mask: str, me
 
 def test_the_empirical_dependence_tells_patterns_apart() -> None:
     """The check can fail: the layers of one pattern against the analysis of another differ."""
-    from harness.workloads import power_reach as pr
+    from workloads import power_reach as pr
 
     problem = reach_problem("sliding_window_sink", 512, EMPIRICAL, tokens_per_block=0)
     mask = pr.run_mask(problem)

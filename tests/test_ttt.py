@@ -20,7 +20,8 @@ from methods.ttt_linear import FLA_PEER, METHOD, fla_probe
 
 transformers = pytest.importorskip("transformers")
 
-from harness.workloads import qttt, qwen3  # noqa: E402  (after the importorskip)
+from workloads import qttt  # noqa: E402  (after the importorskip)
+from workloads.models import qwen3  # noqa: E402
 
 
 def problem(workload: str, phase: str, seqlen: int, dtype: str = "float32", decode_tokens: int = 1,

@@ -38,7 +38,7 @@ from harness.masks.reach import (
     ReceptiveField, block_graph, default_layers, pattern_block, reached_tokens, receptive_field,
 )
 from harness.interfaces.params import integer, registered, seed
-from harness.workloads.blocks import Attend, AttentionShape, AttentionWeights, attention_block, seeded_tokens
+from workloads.models.attention_block import Attend, AttentionShape, AttentionWeights, attention_block, seeded_tokens
 
 EXACT, EMPIRICAL = "exact_reach", "reach"
 PHASES = (EMPIRICAL, EXACT)

@@ -31,8 +31,9 @@ from harness.interfaces import (
 )
 from harness.masks import build_mask
 from harness.spec import Run
-from harness.workloads import hybrid_model as hm
-from harness.workloads.model_blocks import linear_cross_entropy
+from workloads.models import hybrid as hm
+from workloads.models import hybrid_problem as hp
+from workloads.models.decoder_layers import linear_cross_entropy
 
 KINDS = {hm.SOFTMAX: "softmax", hm.LIGHTNING: "linear"}
 
@@ -221,22 +222,12 @@ class HybridCP:
 
 # ----- the phases -------------------------------------------------------------------------------------
 
-def _setup(problem: WorkloadProblem):
-    from harness.workloads.hybrid_lm import _setup as setup
-
-    return setup(problem)
-
-
 def _references(problem: WorkloadProblem, shape: hm.HybridShape):
-    from harness.workloads.hybrid_lm import reference_attends, reference_dtype
-
-    return reference_attends(problem, shape), reference_dtype(problem, shape)
+    return hp.reference_attends(problem, shape), hp.reference_dtype(problem, shape)
 
 
 def build_cp_train_step(problem: WorkloadProblem) -> WorkloadStep:
-    from harness.workloads.hybrid_lm import _attention_flops, _check_length, _fields
-
-    shape, weights, tokens = _setup(problem)
+    shape, weights, tokens = hp.setup(problem)
     params = problem.params
     plan = HybridCP(problem, shape, problem.seqlen)
     trained = hm.cast(weights, problem.dtype, requires_grad=True)
@@ -261,7 +252,7 @@ def build_cp_train_step(problem: WorkloadProblem) -> WorkloadStep:
         return loss
 
     def check() -> CheckResult:
-        c = _check_length(problem)
+        c = hp.check_length(problem)
         small = HybridCP(problem, shape, c)
         w = hm.cast(weights, problem.dtype, requires_grad=True)
         hidden = small.hidden(w, tokens[:, :c + 1])
@@ -286,19 +277,17 @@ def build_cp_train_step(problem: WorkloadProblem) -> WorkloadStep:
         return check_against_eager(got, *out)
 
     tokens_n = problem.batch * problem.seqlen
-    flops = shape.train_flops(tokens_n, params["recompute"]) + _attention_flops(problem, shape, "fwd+bwd", problem.seqlen)
+    flops = shape.train_flops(tokens_n, params["recompute"]) + hp.attention_flops(problem, shape, "fwd+bwd", problem.seqlen)
     return WorkloadStep(
         call=call, flops=flops, check=check,
         metrics=lambda s: {"tokens_per_s": tokens_n / s, "ms": s * 1e3},
-        fields={**_fields(problem, shape), "cp_layout_rows": len(plan.local)},
+        fields={**hp.fields(problem, shape), "cp_layout_rows": len(plan.local)},
         inputs=(tokens, *leaves), per_rank=lambda: dict(measured),
     )
 
 
 def build_cp_prefill(problem: WorkloadProblem) -> WorkloadStep:
-    from harness.workloads.hybrid_lm import _attention_flops, _check_length, _fields
-
-    shape, weights, tokens = _setup(problem)
+    shape, weights, tokens = hp.setup(problem)
     plan = HybridCP(problem, shape, problem.seqlen)
     pos = plan.local.to(problem.device)
     local_tokens = tokens.index_select(1, pos)
@@ -318,7 +307,7 @@ def build_cp_prefill(problem: WorkloadProblem) -> WorkloadStep:
         return out
 
     def check() -> CheckResult:
-        c = _check_length(problem)
+        c = hp.check_length(problem)
         small = HybridCP(problem, shape, c)
         p = small.local.to(problem.device)
         with torch.no_grad():
@@ -334,10 +323,10 @@ def build_cp_prefill(problem: WorkloadProblem) -> WorkloadStep:
 
     tokens_n = problem.batch * problem.seqlen
     flops = (shape.dense_flops(tokens_n) + shape.head_flops(problem.batch)
-             + _attention_flops(problem, shape, "fwd", problem.seqlen))
+             + hp.attention_flops(problem, shape, "fwd", problem.seqlen))
     return WorkloadStep(
         call=call, flops=flops, check=check,
         metrics=lambda s: {"tokens_per_s": tokens_n / s, "ms": s * 1e3},
-        fields={**_fields(problem, shape), "cp_layout_rows": len(plan.local)},
+        fields={**hp.fields(problem, shape), "cp_layout_rows": len(plan.local)},
         inputs=(tokens, *weights.values()), per_rank=lambda: dict(measured),
     )

@@ -32,7 +32,7 @@ from harness.interfaces import CheckResult, Metric, Problem, Unsupported, Worklo
 from harness.interfaces.params import integer, number, registered, seed
 from harness.masks import build_mask
 from harness.spec import DECODE
-from harness.workloads.blocks import eager_attend, reference_attend
+from workloads.models.attention_block import eager_attend, reference_attend
 
 MASS, RESTORE = "mass", "restore"
 

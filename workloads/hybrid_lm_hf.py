@@ -27,16 +27,16 @@ from typing import Optional
 
 import torch
 
-from harness.interfaces import CheckResult, Workload, WorkloadProblem, WorkloadStep, check_against_eager
+from harness.interfaces import CheckResult, Metric, Workload, WorkloadProblem, WorkloadStep, check_against_eager
 from harness.spec import DECODE
-from harness.workloads import hybrid_lm
-from harness.workloads import hybrid_model as hm
+from workloads.models import hybrid_problem as hp
+from workloads.models import hybrid as hm
 
 LAYER_TYPES = {hm.LIGHTNING: "linear_attention", hm.SOFTMAX: "full_attention"}
 # hybrid_lm's flavors with RoPE on the whole head (HF's MiniMax has no partial rotary): run hybrid_lm with
 # the same rope_dim to compare like with like.
-FLAVORS = {name: {**values, "rope_dim": values["head_dim"]} for name, values in hybrid_lm.FLAVORS.items()}
-PARAMS = {**hybrid_lm.PARAMS, **FLAVORS[hybrid_lm.PARAMS["flavor"]]}
+FLAVORS = {name: {**values, "rope_dim": values["head_dim"]} for name, values in hp.FLAVORS.items()}
+PARAMS = {**hp.PARAMS, **FLAVORS[hp.PARAMS["flavor"]]}
 
 
 def probe() -> Optional[str]:
@@ -102,12 +102,12 @@ def hf_model(shape: hm.HybridShape, weights: dict, dtype: torch.dtype, device: t
 
 
 def limits(problem: WorkloadProblem) -> Optional[str]:
-    shape = hybrid_lm.model_shape(problem.params)
+    shape = hp.model_shape(problem.params)
     if shape.rope_dim != shape.head_dim:
         return f"rope_dim={shape.rope_dim}: HF's MiniMax rotates the whole head (set rope_dim={shape.head_dim})"
     if shape.residual != "minimax":
         return f"residual={shape.residual}: HF's MiniMaxDecoderLayer wires MiniMax's residual only"
-    return hybrid_lm.limits(problem)
+    return hp.limits(problem)
 
 
 def _check(problem: WorkloadProblem, shape: hm.HybridShape, weights: dict, tokens: torch.Tensor, model) -> CheckResult:
@@ -116,25 +116,25 @@ def _check(problem: WorkloadProblem, shape: hm.HybridShape, weights: dict, token
     pos = torch.arange(c, device=problem.device)
     with torch.no_grad():
         got = model(tokens[:, :c]).logits
-        ref_dtype = hybrid_lm.reference_dtype(problem, shape)
-        refs = hybrid_lm.reference_attends(problem, shape)
+        ref_dtype = hp.reference_dtype(problem, shape)
+        refs = hp.reference_attends(problem, shape)
         exact = hm.logits(hm.cast(weights, ref_dtype), hm.forward(hm.cast(weights, ref_dtype), shape, tokens[:, :c], pos, refs))
-        ours = hm.logits(weights, hm.forward(weights, shape, tokens[:, :c], pos, hybrid_lm.attends(problem, shape, c, "fwd")))
+        ours = hm.logits(weights, hm.forward(weights, shape, tokens[:, :c], pos, hp.attends(problem, shape, c, "fwd")))
     return check_against_eager({"logits": got}, {"logits": exact}, {"logits": ours})
 
 
 def build(problem: WorkloadProblem) -> WorkloadStep:
-    shape, weights, tokens = hybrid_lm._setup(problem)
+    shape, weights, tokens = hp.setup(problem)
     model = hf_model(shape, weights, problem.dtype, problem.device)
     s, b = problem.seqlen, problem.batch
-    fields = {**hybrid_lm._fields(problem, shape), "hf_attn_implementation": model.config._attn_implementation,
+    fields = {**hp.fields(problem, shape), "hf_attn_implementation": model.config._attn_implementation,
               "hf_experts_implementation": model.config._experts_implementation}
     if problem.phase == "prefill":
         def call():
             with torch.no_grad():
                 return model(tokens[:, :s], use_cache=True, logits_to_keep=1).logits
 
-        flops = shape.dense_flops(b * s) + shape.head_flops(b) + hybrid_lm._attention_flops(problem, shape, "fwd", s)
+        flops = shape.dense_flops(b * s) + shape.head_flops(b) + hp.attention_flops(problem, shape, "fwd", s)
         return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model),
                             metrics=lambda sec: {"tokens_per_s": b * s / sec, "ms": sec * 1e3}, fields=fields,
                             inputs=(tokens,))
@@ -155,7 +155,7 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
         copied = sorted(copy_s)[len(copy_s) // 2] if copy_s else 0.0
         return {"ms_per_token": sec * 1e3 / n, "tokens_per_s": b * n / sec, "cache_copy_ms": copied * 1e3}
 
-    flops = shape.dense_flops(b * n) + shape.head_flops(b * n) + hybrid_lm._attention_flops(problem, shape, DECODE, s, n)
+    flops = shape.dense_flops(b * n) + shape.head_flops(b * n) + hp.attention_flops(problem, shape, DECODE, s, n)
     return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model),
                         metrics=metrics, fields=fields, inputs=(tokens,))
 
@@ -167,11 +167,11 @@ WORKLOAD = Workload(
     params=PARAMS,
     flavors=FLAVORS,
     build=build,
-    specs=hybrid_lm.SPECS,
-    constraints=hybrid_lm.constraints,
-    metrics=hybrid_lm.METRICS + (hybrid_lm.Metric("cache_copy_ms", "ms", "lower",
+    specs=hp.SPECS,
+    constraints=hp.constraints,
+    metrics=hp.METRICS + (Metric("cache_copy_ms", "ms", "lower",
                                                   "part of a decode step spent copying HF's prefilled cache"),),
-    flop_convention=hybrid_lm.FLOP_CONVENTION,
+    flop_convention=hp.FLOP_CONVENTION,
     dtypes=frozenset({"float32", "bfloat16", "float64"}),
     limits=limits,
     probe=probe,

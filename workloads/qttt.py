@@ -18,7 +18,7 @@ Every phase reports the equal-FLOP thinking-token counts: tokens decoded at cont
 (``thinking_tokens_dq_only``: a frozen cache needs only dQ from the attention backward); ``decode`` also reports
 the spent tokens' measured time (thinking_ms), ``ttt_step`` the steps' time.
 
-FLOPs: matmuls (:mod:`harness.workloads.qwen3`), attention as the method executes it (``Method.executed`` with K
+FLOPs: matmuls (:mod:`workloads.models.qwen3`), attention as the method executes it (``Method.executed`` with K
 and V frozen, what torch.utils.flop_counter counts: sdpa's fused backward computes dK and dV anyway, 2.5x its
 forward; eager autograd skips them, 1x); ``attention_kv_grad_share`` reports what a dQ-only backward would save
 of a step. The dQ-only budget takes the forward by the method's own ``flops`` (exact mask area) and 1.5x that
@@ -43,9 +43,9 @@ from harness.interfaces import (
 from harness.interfaces.params import divides, flag, integer, number, one_of, registered, seed
 from harness.masks import build_mask
 from harness.spec import DECODE
-from harness.workloads import qwen3
-from harness.workloads.blocks import eager_attend, reference_attend
-from harness.workloads.hf_attention import AttentionAdapter, register
+from workloads.models import qwen3
+from workloads.models.attention_block import eager_attend, reference_attend
+from workloads.models.hf_attention import AttentionAdapter, register
 
 PREFILL, STEP, TOTAL = "prefill", "ttt_step", "qttt_total"
 PHASES = (PREFILL, STEP, DECODE, TOTAL)

@@ -1,9 +1,9 @@
-"""Every built-in model-level workload, one file each; shared model blocks in :mod:`harness.workloads.blocks`.
+"""Every built-in model-level workload, one file each; the model library they share in :mod:`workloads.models`.
 Third-party workloads use the ``lcbench.workloads`` entry point (or ``LCBENCH_PLUGINS`` modules' ``WORKLOADS``)."""
 
-from harness.workloads import attention_layer, power_reach
-from harness.workloads import qttt, score_dilution
-from harness.workloads import hybrid_lm, hybrid_lm_hf
+from workloads import attention_layer, power_reach
+from workloads import qttt, score_dilution
+from workloads import hybrid_lm, hybrid_lm_hf
 
 BUILTIN = [
     attention_layer.WORKLOAD,

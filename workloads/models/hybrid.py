@@ -3,7 +3,7 @@ of weights.
 
 A layer ``pattern`` of ``L`` (lightning) and ``S`` (softmax) letters sets the decoder layers (MiniMax-01/M1:
 ``LLLLLLLS`` repeated). Each layer: a residual attention sub-block, then a residual SwiGLU MLP sub-block
-(:func:`~harness.workloads.model_blocks.residual_step`). The two attention sub-blocks:
+(:func:`~workloads.models.decoder_layers.residual_step`). The two attention sub-blocks:
 
 * ``S`` — softmax GQA: fused QKV projection, partial RoPE (the first ``rope_dim`` dims of each head), an
   attention function, output projection;
@@ -15,7 +15,7 @@ cache-reading step when decoding, a context-parallel strategy on a rank's rows, 
 below. So one :func:`forward` serves training, prefill, decode, CP and the correctness twins.
 
 Weight layout: ``x @ W`` (``W`` is ``[in, out]``); a lightning layer's fused QKV is ``[q | k | v]`` (HF's
-MiniMax interleaves them per head: :mod:`harness.workloads.hybrid_hf` maps between the two).
+MiniMax interleaves them per head: :mod:`workloads.hybrid_hf` maps between the two).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.workloads.model_blocks import (
+from workloads.models.decoder_layers import (
     apply_partial_rope, lm_head_train_flops, residual_step, rms_norm, rope_tables, swiglu, swiglu_flops,
 )
 

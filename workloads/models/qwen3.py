@@ -2,7 +2,7 @@
 
 :class:`ModelShape` holds the config numbers a workload's parameters choose (the flavors: ``tiny`` for CPU, the
 real Qwen3-1.7B / Qwen3-4B shapes for GPU); :func:`build_model` makes the HF model with lcbench's attention
-registered (:mod:`harness.workloads.hf_attention`); :class:`Session` is one model + one KV cache + one token
+registered (:mod:`workloads.models.hf_attention`); :class:`Session` is one model + one KV cache + one token
 stream — prefill, a span forward against the frozen cache, a decode step.
 
 The FLOP model counts matmuls (what ``torch.utils.flop_counter.FlopCounterMode`` counts): per token and layer
@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from harness.workloads.hf_attention import StaticKVCache
+from workloads.models.hf_attention import StaticKVCache
 
 SHAPE_KEYS = ("layers", "hidden", "intermediate", "heads_q", "heads_kv", "head_dim", "vocab", "tie_embeddings")
 # Qwen3's published configs (config.json of Qwen/Qwen3-1.7B and Qwen/Qwen3-4B); tiny: a CPU model of the same form.
