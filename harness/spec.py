@@ -25,6 +25,11 @@ DIRECTIONS = ("fwd", "bwd", "fwd+bwd", DECODE)  # of an attention call (methods 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
+def needs_grad(direction: str) -> bool:
+    """Whether an attention call in ``direction`` runs a backward (the one rule; methods and strategies)."""
+    return direction in TRAINING_DIRECTIONS
+
+
 def _frozen(params: Optional[dict]) -> tuple:
     """A dict as a sorted tuple of pairs (lists become tuples) so that runs hash and compare by value."""
     if not params:

@@ -12,18 +12,18 @@ the field's FLOP convention, by default; linear attention or TTT layers bring th
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
 
 from harness.errors import unknown
+from harness.interfaces.capability import Capabilities
 from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.reference import reference_outputs
 from harness.masks.core import Mask
-from harness.spec import DECODE, DTYPES, TRAINING_DIRECTIONS
+from harness.spec import DECODE, DTYPES, needs_grad
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``fn(q, k, v) -> out`` on ``[batch, rows, heads, head_dim]`` tensors (q: heads_q, k/v: heads_kv)."""
@@ -52,7 +52,7 @@ class Problem:
     def __post_init__(self) -> None:
         if not self.direction:
             object.__setattr__(self, "direction", "fwd+bwd" if self.needs_grad else "fwd")
-        object.__setattr__(self, "needs_grad", self.direction in TRAINING_DIRECTIONS)
+        object.__setattr__(self, "needs_grad", needs_grad(self.direction))
 
     @property
     def scale(self) -> float:
@@ -123,7 +123,7 @@ def allowed_block_bytes(problem: Problem, block: int) -> int:
 
 
 @dataclass(frozen=True)
-class Method:
+class Method(Capabilities):
     """An attention kernel: what it supports, whether it is available here, and how to build it."""
 
     name: str
@@ -186,35 +186,15 @@ class Method:
     def directions(self) -> tuple[str, ...]:
         return ("fwd",) + (("bwd", "fwd+bwd") if self.backward else ()) + ((DECODE,) if self.decode else ())
 
-    def unavailable_reason(self) -> Optional[str]:
-        return _probe(self)
-
     def unsupported_reason(self, problem: Problem, direction: Optional[str] = None) -> Optional[str]:
         """Why this method cannot run ``problem`` (None when it can)."""
-        direction = direction or problem.direction
-        dtype = str(problem.dtype).removeprefix("torch.")
-        if dtype not in self.dtypes:
-            return f"dtype {dtype} (supports {', '.join(sorted(self.dtypes))})"
-        if problem.device.type not in self.devices:
-            return f"device {problem.device.type} (runs on {', '.join(sorted(self.devices))})"
-        missing = problem.mask.features - self.mask_features
-        if missing:
-            return f"mask feature {', '.join(sorted(missing))} of {problem.mask.name}"
-        if direction == DECODE and not self.decode:
-            return "decode (no decode path)"
-        if direction in TRAINING_DIRECTIONS and not self.backward:
-            return "backward (forward only)"
+        why = self.capability_reason(str(problem.dtype).removeprefix("torch."), problem.device.type, problem.mask,
+                                     direction or problem.direction)
+        if why:
+            return why
         if problem.heads_q != problem.heads_kv and not self.gqa:
             return "GQA (heads_q != heads_kv)"
         return self.limits(problem)
-
-
-@functools.lru_cache(maxsize=None)
-def _probe(method: Method) -> Optional[str]:
-    try:
-        return method.probe()
-    except Exception as e:  # a broken optional install must never crash a sweep
-        return f"probe failed: {type(e).__name__}: {e}"
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -36,11 +36,12 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 
 from harness.masks.core import ALL_FEATURES, Mask
+from harness.interfaces.capability import Capabilities
 from harness.interfaces.comm import Comm
 from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.schedule import Placement, Schedule
-from harness.spec import Run
+from harness.spec import Run, needs_grad
 
 
 Layout = Callable[["CPProblem"], list[torch.Tensor]]
@@ -114,7 +115,7 @@ class CPProblem:
 
     @property
     def needs_grad(self) -> bool:
-        return self.run.direction != "fwd"
+        return needs_grad(self.run.direction)
 
 
 @dataclass
@@ -202,7 +203,7 @@ def _nothing(ctx: CPContext) -> None:
 
 
 @dataclass(frozen=True)
-class Strategy:
+class Strategy(Capabilities):
     """A context-parallel strategy (see the module docstring)."""
 
     name: str
@@ -237,12 +238,6 @@ class Strategy:
     def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the registry)
         return hash(self.name)
 
-    def unavailable_reason(self) -> Optional[str]:
-        try:
-            return self.probe()
-        except Exception as e:  # a broken optional install must never crash a sweep
-            return f"probe failed: {type(e).__name__}: {e}"
-
     def unsupported_reason(self, problem: CPProblem) -> Optional[str]:
         """Why this strategy cannot run ``problem`` exactly (None when it can). Cheap; no process group."""
         run = problem.run
@@ -256,15 +251,9 @@ class Strategy:
                 return f"local method {run.method} is not causal linear attention (linear methods: {have})"
         elif run.method not in self.local_methods:
             return f"local method {run.method} (uses {', '.join(sorted(self.local_methods))})"
-        if run.dtype not in self.dtypes:
-            return f"dtype {run.dtype} (supports {', '.join(sorted(self.dtypes))})"
-        if problem.device.type not in self.devices:
-            return f"device {problem.device.type} (runs on {', '.join(sorted(self.devices))})"
-        missing = problem.mask.features - self.mask_features
-        if missing:
-            return f"mask feature {', '.join(sorted(missing))} of {problem.mask.name}"
-        if problem.needs_grad and not self.backward:
-            return "backward (forward only)"
+        why = self.capability_reason(run.dtype, problem.device.type, problem.mask, run.direction)
+        if why:
+            return why
         unknown_opts = set(problem.options) - set(self.options) - COMMON_OPTIONS
         if unknown_opts:
             return f"unknown option {', '.join(sorted(unknown_opts))} (known: {', '.join(sorted(self.options))})"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from harness.errors import UserError, unknown
+from harness.errors import same_kind, unknown, wrong_kind
+from harness.interfaces.capability import Capabilities
 from harness.interfaces.params import Constraints, Lookup, Param, check_params, no_constraints
 from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, rounding_floor
 from harness.spec import Run
@@ -105,7 +106,7 @@ def _no_limits(problem: WorkloadProblem) -> Optional[str]:
 
 
 @dataclass(frozen=True)
-class Workload:
+class Workload(Capabilities):
     """A model-level workload (see the module docstring)."""
 
     name: str
@@ -147,39 +148,21 @@ class Workload:
         resolved.update(given)
         for key, value in resolved.items():
             default = self.params[key]
-            if default is not None and value is not None and not _same_kind(default, value):
-                raise UserError(
-                    f"workload {self.name!r}: parameter {key}={value!r} has type {type(value).__name__}; "
-                    f"expected {type(default).__name__} like the default {default!r}"
-                )
+            if default is not None and value is not None and not same_kind(default, value):
+                raise wrong_kind(f"workload {self.name!r}", key, value, default)
         check_params(f"workload {self.name!r}", resolved, self.specs, self.constraints, lookup)
         return resolved
-
-    def unavailable_reason(self) -> Optional[str]:
-        try:
-            return self.probe()
-        except Exception as e:  # a broken optional install must never crash a sweep
-            return f"probe failed: {type(e).__name__}: {e}"
 
     def unsupported_reason(self, problem: WorkloadProblem) -> Optional[str]:
         run = problem.run
         if run.direction not in self.phases:
             return f"phase {run.direction} (phases: {', '.join(self.phases)})"
-        if run.dtype not in self.dtypes:
-            return f"dtype {run.dtype} (supports {', '.join(sorted(self.dtypes))})"
-        if problem.device.type not in self.devices:
-            return f"device {problem.device.type} (runs on {', '.join(sorted(self.devices))})"
+        why = self.capability_reason(run.dtype, problem.device.type)
+        if why:
+            return why
         if problem.world_size > 1 and not self.distributed:
             return f"world size {problem.world_size} (runs on one device)"
         return self.limits(problem)
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
-    return isinstance(value, type(default))
 
 
 # Throughput metrics most phases report (a workload lists the ones it fills).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.errors import UserError, unknown
+from harness.errors import UserError, same_kind, unknown, wrong_kind
 from harness.masks.core import Mask
 
 Builder = Callable[..., Mask]
@@ -26,27 +26,14 @@ class MaskPattern:
             if key not in self.defaults:
                 raise unknown(f"parameter of mask {self.name!r}", key, self.defaults)
             default = self.defaults[key]
-            if default is not None and not _same_kind(default, value):
-                raise UserError(
-                    f"mask {self.name}: parameter {key}={value!r} has the wrong type; "
-                    f"expected {type(default).__name__} (default {default!r})"
-                )
+            if default is not None and not same_kind(default, value):
+                raise wrong_kind(f"mask {self.name}", key, value, default)
         if not isinstance(seqlen, int) or seqlen <= 0:
             raise UserError(f"mask {self.name}: seqlen={seqlen!r}; expected an integer > 0")
         merged = {**self.defaults, **params}
         mask = self.builder(seqlen, num_heads, **merged)
         mask.params = merged
         return mask
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
 
 
 MASKS: dict[str, MaskPattern] = {}
