@@ -50,6 +50,7 @@ def test_the_record_says_which_allocator_ran():
     assert machine_info()["allocator"] == allocator.describe()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables")
 def test_keep_reuses_freed_memory_of_a_kernel_output_above_glibcs_mmap_ceiling():
     """A kernel whose output is 64 MiB: under ``keep`` the freed memory is reused call after call (almost no
@@ -62,6 +63,7 @@ def test_keep_reuses_freed_memory_of_a_kernel_output_above_glibcs_mmap_ceiling()
                                 f"{_faults_per_call(_env_without_tunables())}"
 
 
+@pytest.mark.integration
 def test_the_cli_restarts_itself_once_under_keep(tmp_path):
     """Every Python start appends its GLIBC_TUNABLES to a log (a ``sitecustomize`` on the path): the command
     starts without them, re-executes once with them, and runs."""

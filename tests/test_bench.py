@@ -125,6 +125,7 @@ def test_lcbench_bench_hybrid_runs(capsys) -> None:
     assert "crossover (train_step):" in out and "crossover (prefill):" not in out
 
 
+@pytest.mark.integration
 def test_lcbench_bench_ttt_runs(capsys) -> None:
     pytest.importorskip("transformers")
     rc = main(["bench", "ttt", "--contexts", "256,512", "--steps", "2", "--span", "16", "--decode-tokens", "2",

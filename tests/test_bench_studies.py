@@ -10,6 +10,8 @@ import pytest
 from harness.bench.linear import crossover_length
 from harness.cli import main
 
+pytestmark = pytest.mark.integration  # real Ray / process groups / the CLI end to end
+
 
 @pytest.mark.parametrize("faster, expected", [
     ({512: False, 1024: True, 2048: True}, "lightning faster from S=1024 (slower at S=512)"),

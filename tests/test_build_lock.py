@@ -226,6 +226,7 @@ def _needs_deepspeed() -> None:
         pytest.skip(f"deepspeed_ulysses: {why}")
 
 
+@pytest.mark.integration
 def test_deepspeed_op_build_held_by_a_live_build_is_unavailable(tmp_path, held):
     _needs_deepspeed()
     lock = tmp_path / "ext" / "deepspeed_shm_comm" / "lock"

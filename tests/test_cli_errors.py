@@ -1,5 +1,6 @@
 """Every user mistake on the command line is one line (``error: ...``), exit code 2, no traceback — and says
-what was wrong, with what value, and what is allowed. Runs in a subprocess, as a user would type it."""
+what was wrong, with what value, and what is allowed. The default tier calls ``main`` in this process (every
+mistake that starts nothing); the integration tier runs each in a subprocess, as a user would type it."""
 
 import socket
 import sqlite3
@@ -123,18 +124,43 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv,words", CASES, ids=[c[0].split(" {")[0][:60] for c in CASES])
-def test_user_mistake_is_one_line_exit_2(argv, words, paths):
-    args = argv.format(d=paths, port=_refused_port()).split()
+# Mistakes whose check reaches out of the process (a Ray address), or whose flag re-executes it: subprocess only.
+NEEDS_A_PROCESS = ("--address", "--malloc")
+
+
+def _in_process(args: list[str], capsys) -> tuple[int, str, str]:
+    from harness.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own exits
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _in_a_subprocess(args: list[str], capsys) -> tuple[int, str, str]:
     proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120)
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert proc.returncode == 2, (proc.returncode, lines[-5:])
-    assert "Traceback" not in proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("how", [_in_process, pytest.param(_in_a_subprocess, marks=pytest.mark.integration)],
+                         ids=["main", "subprocess"])
+@pytest.mark.parametrize("argv,words", CASES, ids=[c[0].split(" {")[0][:60] for c in CASES])
+def test_user_mistake_is_one_line_exit_2(argv, words, how, paths, capsys):
+    args = argv.format(d=paths, port=_refused_port()).split()
+    if how is _in_process and any(flag in args for flag in NEEDS_A_PROCESS):
+        pytest.skip("reaches out of the process: the integration tier runs it in a subprocess")
+    code, out, err = how(args, capsys)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert code == 2, (code, lines[-5:])
+    assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     for word in words:
         assert word in lines[0], (word, lines[0])
 
 
+@pytest.mark.integration
 def test_plugin_import_failures_name_the_module(tmp_path):
     (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom')\n")
     (tmp_path / "wrong_plugin.py").write_text("METHODS = ['not a method']\n")

@@ -1,7 +1,7 @@
 """Context-parallel strategies against the single-device float64 reference, parametrised over the registry.
 
-Every registered strategy (a new one is tested for free) x masks x world sizes {2, 4} runs forward +
-backward through the real launcher and rank executor; the correctness gate compares the gathered output
+Every registered strategy (a new one is tested for free) x masks x world sizes {2 (default tier), 4 (integration
+tier)} runs forward + backward through the real launcher and rank executor; the correctness gate compares the gathered output
 and dq/dk/dv with the reference on sampled rows. A strategy must either pass or be ``unsupported`` exactly
 when its own ``unsupported_reason`` says so (``unavailable`` peers are skipped). Measured communication
 bytes must equal each strategy's analytic model. All runs of a world size share one process group
@@ -68,6 +68,8 @@ def expected_reason(run: Run) -> str | None:
     return strategy.unsupported_reason(problem)
 
 
+# The default tier runs every strategy on every mask at world size 2 in one shared process group; world size 4
+# (a second group) is the integration tier's.
 MATRIX = [make_run(s, m, w) for s in STRATEGY_NAMES for m in MASKS_HERE for w in WORLD_SIZES]
 FORWARD_ONLY = [make_run(s, "causal", w, direction="fwd") for s in STRATEGY_NAMES for w in WORLD_SIZES]
 # 2-D and nested strategies with their degree options at the extremes and in between (world size 4).
@@ -99,13 +101,30 @@ P2P_CASES = [make_run(n, "causal_document", 4, options={"collectives": "p2p"})
              for n in ("ulysses", "usp", "all_gather") if n in strategies()]
 
 
+ALL_RUNS = MATRIX + FORWARD_ONLY + OPTION_CASES + P2P_CASES + list(UNEVEN)
+
+
+class _RecordsByWorldSize(dict):
+    """The records of :data:`ALL_RUNS`, one shared process group per world size, started when a test first
+    asks for a run of that size (so the default tier starts only the world-size-2 group)."""
+
+    def __missing__(self, run: Run) -> dict:
+        runs = [r for r in ALL_RUNS if r.world_size == run.world_size]
+        started = time.perf_counter()
+        self.update(zip(runs, run_local_many(runs, timeout_s=TIMEOUT_S, measure_memory=False)))
+        print(f"\n{len(runs)} context-parallel runs at world size {run.world_size} in "
+              f"{time.perf_counter() - started:.1f} s")
+        return self[run]
+
+
 @pytest.fixture(scope="module")
 def records() -> dict[Run, dict]:
-    runs = MATRIX + FORWARD_ONLY + OPTION_CASES + P2P_CASES + list(UNEVEN)
-    started = time.perf_counter()
-    done = run_local_many(runs, timeout_s=TIMEOUT_S, measure_memory=False)
-    print(f"\n{len(runs)} context-parallel runs in {time.perf_counter() - started:.1f} s")
-    return dict(zip(runs, done))
+    return _RecordsByWorldSize()
+
+
+def tiered(runs, ids):
+    """``runs`` as parameters: world size 2 in the default tier, larger groups in the integration tier."""
+    return [pytest.param(r, id=ids(r), marks=[pytest.mark.integration] if r.world_size > 2 else []) for r in runs]
 
 
 def check_record(rec: dict, run: Run) -> None:
@@ -123,27 +142,25 @@ def check_record(rec: dict, run: Run) -> None:
     assert max(errors.values()) <= TOLERANCE[run.dtype], errors
 
 
-@pytest.mark.parametrize("run", MATRIX, ids=lambda r: f"{r.strategy}-{r.mask}-ws{r.world_size}")
+@pytest.mark.parametrize("run", tiered(MATRIX, lambda r: f"{r.strategy}-{r.mask}-ws{r.world_size}"))
 def test_matches_reference(records, run):
     check_record(records[run], run)
 
 
-@pytest.mark.parametrize("run", OPTION_CASES, ids=lambda r: f"{r.strategy}-{r.mask}-{r.dtype}-{dict(r.options)}")
+@pytest.mark.parametrize("run", tiered(OPTION_CASES, lambda r: f"{r.strategy}-{r.mask}-{r.dtype}-{dict(r.options)}"))
 def test_options_dtypes_gqa(records, run):
     check_record(records[run], run)
 
 
-@pytest.mark.parametrize("run", list(UNEVEN), ids=lambda r: f"{r.strategy}-S{r.seqlen}-H{r.heads_q}:{r.heads_kv}")
+@pytest.mark.parametrize("run", tiered(list(UNEVEN), lambda r: f"{r.strategy}-S{r.seqlen}-H{r.heads_q}:{r.heads_kv}"))
 def test_uneven_is_unsupported(records, run):
     rec = records[run]
     assert rec["status"] == "unsupported", (rec["status"], rec["reason"])
     assert UNEVEN[run] in rec["reason"], rec["reason"]
 
 
-@pytest.mark.parametrize(
-    "run", [r for r in FORWARD_ONLY + MATRIX if r.mask == "causal"],
-    ids=lambda r: f"{r.strategy}-{r.direction}-ws{r.world_size}",
-)
+@pytest.mark.parametrize("run", tiered([r for r in FORWARD_ONLY + MATRIX if r.mask == "causal"],
+                                       lambda r: f"{r.strategy}-{r.direction}-ws{r.world_size}"))
 def test_comm_bytes_match_analytic_model(records, run):
     rec = records[run]
     if rec["status"] != "ok":
@@ -155,6 +172,7 @@ def test_comm_bytes_match_analytic_model(records, run):
     assert measured == model
 
 
+@pytest.mark.integration
 def test_record_fields_and_balance(records):
     """Per-rank fields are there; contiguous causal shards are unbalanced, head-tail ones are not."""
     ring = records[make_run("ring", "causal", 4)]
@@ -168,6 +186,7 @@ def test_record_fields_and_balance(records):
     assert zigzag["area_imbalance"] == pytest.approx(1.0, abs=1e-9)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("run", P2P_CASES, ids=lambda r: r.strategy)
 def test_p2p_emulated_collectives(records, run):
     """With the backend's all-to-all / reduce-scatter replaced by the P2P emulation: the same results and
@@ -190,13 +209,14 @@ def test_layouts_are_permutations():
 @pytest.mark.parametrize("name", ["ring", "ring_zigzag", "ring_doc_zigzag", "ring_striped"])
 def test_rank_areas_match_mask_library(records, name):
     """Per-rank areas from the tile plans equal the mask library's shard areas (independent code)."""
-    rec = records[make_run(name, "causal_document", 4)]
+    rec = records[make_run(name, "causal_document", 2)]
     layout = {"ring": "contiguous", "ring_zigzag": "zigzag", "ring_doc_zigzag": "doc_zigzag",
               "ring_striped": "striped"}[name]
-    expected = shard_areas(mask_for(make_run(name, "causal_document", 4)), layout, 4).areas
+    expected = shard_areas(mask_for(make_run(name, "causal_document", 2)), layout, 2).areas
     assert json.loads(rec["rank_area"]) == [a * HQ for a in expected]
 
 
+@pytest.mark.integration
 def test_launcher_survives_hang_and_crash():
     """A hanging rank and a crashing rank become records; the healthy run after them still runs."""
     pytest.importorskip("tests.fault_injection")
@@ -232,11 +252,12 @@ def test_bench_table(records):
     """The bench's table shows measured bytes next to the model for ok runs, and the reason otherwise."""
     from harness.bench.cp import format_table
 
-    recs = [records[make_run("ring", "causal", 4)], records[next(iter(UNEVEN))]]
+    recs = [records[make_run("ring", "causal", 2)], records[make_run("ring_zigzag", "causal", 2, seqlen=258)]]
     table = format_table(recs)
     assert "==" in table.splitlines()[2] and "unsupported" in table.splitlines()[3]
 
 
+@pytest.mark.integration
 def test_launcher_reports_the_failing_ranks_own_reason(monkeypatch):
     """A real strategy raising on rank 1 (through the real runner): its reason, at once, not rank 0's timeout."""
     pytest.importorskip("tests.fault_injection")

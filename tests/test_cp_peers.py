@@ -24,6 +24,8 @@ from harness.masks import MASKS
 from harness.interfaces import torch_dtype
 from harness.spec import Run, Timing
 
+pytestmark = pytest.mark.integration  # real Ray / process groups / the CLI end to end
+
 SEQ, HQ, HKV, DIM = 256, 8, 4, 16  # kv heads divisible by 4: the Ulysses peers split heads evenly
 FAST = Timing(warmup=1, min_samples=1, min_run_time=0.0, max_samples=1)
 TILES = {"block_q": 32, "block_k": 32}

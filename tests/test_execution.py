@@ -41,6 +41,7 @@ def cp_run(method: str, direction: str = "fwd+bwd", **kw) -> Run:
     return Run.make(**{**base, **kw})
 
 
+@pytest.mark.integration
 def test_a_strategy_counts_its_local_methods_own_flops():
     """A non-softmax FLOP model (here: a made-up one) is honoured under context parallelism."""
     record = run_local_with_plugins(cp_run("bs_own_flops"))
@@ -49,6 +50,7 @@ def test_a_strategy_counts_its_local_methods_own_flops():
     assert record["kernel"] == "bs_own_flops" and record["flop_convention"].startswith("test:")
 
 
+@pytest.mark.integration
 def test_a_strategy_is_gated_against_its_local_methods_reference():
     """A local method whose float64 reference disagrees with what the strategy computes fails the gate under
     CP: the reference used is the method's, not a hard-coded softmax one."""
@@ -56,6 +58,7 @@ def test_a_strategy_is_gated_against_its_local_methods_reference():
     assert record["status"] == "invalid", record["reason"]
 
 
+@pytest.mark.integration
 def test_peers_record_the_kernel_that_really_ran():
     assert catalog.get_strategy("torch_ring").kernel  # torch's own CPU flash op per ring step
     ours = run_local(cp_run("blocksparse", strategy="ulysses", direction="fwd"))
@@ -65,6 +68,7 @@ def test_peers_record_the_kernel_that_really_ran():
     assert peer["kernel"] == catalog.get_strategy("torch_ring").kernel != "blocksparse"
 
 
+@pytest.mark.integration
 def test_resume_on_a_results_file_of_lcbench_0_1_0_reruns_nothing(tmp_path, capsys):
     db = tmp_path / "old.db"
     shutil.copy(FIXTURE_DB, db)
@@ -129,6 +133,7 @@ def test_a_plugin_imported_by_one_registry_is_in_every_registry(tmp_path, monkey
     assert catalog.get_strategy("reentrant_ulysses").summary == "ulysses, registered by a plugin"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("world_size", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_a_plugin_strategy_from_outside_the_repository_passes_its_gate_on_ranks(tmp_path, world_size):
     """``LCBENCH_PLUGINS`` naming a module on ``PYTHONPATH`` outside the repository: the ranks (forked from a

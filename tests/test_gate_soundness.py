@@ -397,6 +397,7 @@ def _strategy_groups():
     yield pytest.param(peers, marks=pytest.mark.slow, id="peers")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("names", list(_strategy_groups()))
 def test_a_strategy_one_percent_off_is_invalid_in_bfloat16(tmp_path, names):
     """Each strategy (W=2, gloo), true and with a planted 1% output error, in bfloat16 forward and backward,

@@ -88,6 +88,7 @@ def test_executor_times_sdpa_on_cuda() -> None:
 
 
 # ----- the check itself, on any machine -----------------------------------------------------------------
+@pytest.mark.integration
 def test_gpu_check_without_cuda_has_nothing_to_check(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
@@ -100,6 +101,7 @@ def test_gpu_check_without_cuda_has_nothing_to_check(tmp_path: Path) -> None:
     assert not (tmp_path / "g.db").exists() and not (tmp_path / "g.txt").exists()
 
 
+@pytest.mark.integration
 def test_gpu_check_path_needs_no_ray() -> None:
     """With ``ray`` unimportable, everything the check runs imports and the catalog loads."""
     code = (
@@ -143,6 +145,7 @@ def test_summary_reports_failures_and_verdict(tmp_path: Path) -> None:
     assert gpu_check.summary_text(tests, suite, "Fake GPU", tmp_path / "g.db").endswith("verdict: PASS")
 
 
+@pytest.mark.integration
 def test_a_method_starts_no_run_once_its_share_of_the_time_is_spent() -> None:
     import time
 

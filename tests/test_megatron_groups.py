@@ -13,6 +13,8 @@ import time
 import pytest
 import torch.multiprocessing as mp
 
+pytestmark = pytest.mark.integration  # real Ray / process groups / the CLI end to end
+
 pytest.importorskip("megatron.core")
 
 A2A = 2  # hierarchical: all-to-all groups of 2 consecutive ranks (the GPUs of a node), a ring across

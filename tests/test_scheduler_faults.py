@@ -30,6 +30,8 @@ from harness.spec import Run, Timing
 from harness.results.store import ResultStore
 from harness.cluster.sweep import run_sweep
 
+pytestmark = pytest.mark.integration  # real Ray / process groups / the CLI end to end
+
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = "tests.fault_injection"
 EXECUTOR = "tests.fault_injection:execute_distributed"

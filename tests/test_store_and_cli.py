@@ -39,6 +39,7 @@ def swept(tmp_path_factory):
     return suite, db
 
 
+@pytest.mark.integration
 def test_every_run_is_stored_with_metadata(swept):
     suite, db = swept
     store = ResultStore(db)
@@ -52,6 +53,7 @@ def test_every_run_is_stored_with_metadata(swept):
     assert session["commit"] and session["versions"]["torch"]
 
 
+@pytest.mark.integration
 def test_resume_repeats_nothing(swept):
     suite, db = swept
     before = {r["key"]: r["finished_at"] for r in ResultStore(db).records()}
@@ -84,6 +86,7 @@ def test_compare_flags_ties_and_ratios(swept, capsys):
     assert "16 tie" in out and "1.000" in out
 
 
+@pytest.mark.integration
 def test_plot_writes_pngs(swept, tmp_path):
     _, db = swept
     assert main(["plot", str(db), "-o", str(tmp_path)]) == 0
@@ -131,6 +134,7 @@ def test_run_exit_status_counts_failures_only(statuses, allow, code, capsys):
     assert ("exit status 1" in err) == (code == 1) and ("--allow-failures" in err) == (code == 1 or allow)
 
 
+@pytest.mark.integration
 def test_run_reports_progress_and_exits_1_when_a_run_is_invalid(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LCBENCH_PLUGINS", "tests.fault_injection")  # fault_wrong: ignores the mask, fails the gate
     suite = tmp_path / "wrong.yaml"

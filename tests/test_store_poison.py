@@ -387,6 +387,7 @@ READERS_ARGV = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("reader", READERS_ARGV)
 @pytest.mark.parametrize("what", ["directory", "file"])
 def test_a_read_only_results_file_or_directory_reads(what, reader, tmp_path):
@@ -445,6 +446,7 @@ def _end(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
+@pytest.mark.integration
 def test_a_second_driver_on_a_results_file_is_one_line_naming_the_first(tmp_path, tiny_suite):
     db = tmp_path / "r.db"
     holder, pid = _holder(db, "hold")
@@ -457,6 +459,7 @@ def test_a_second_driver_on_a_results_file_is_one_line_naming_the_first(tmp_path
     assert ResultStore(db).records() == []  # the second driver ran nothing
 
 
+@pytest.mark.integration
 def test_a_lock_whose_owner_is_gone_is_taken_over_and_released_after_the_sweep(tmp_path, tiny_suite):
     db = tmp_path / "r.db"
     holder, pid = _holder(db, "orphan")  # the flock is still held (by the child), its owner's pid is gone

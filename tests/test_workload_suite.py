@@ -10,6 +10,8 @@ from harness.cli import main
 from harness.results.store import ResultStore
 from suites.loader import load_suite
 
+pytestmark = pytest.mark.integration  # real Ray / process groups / the CLI end to end
+
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):

@@ -6,13 +6,15 @@ length (partial tiles and tails), GQA shape, float32 and bfloat16, forward and f
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
 from harness.execution.gate import GateResult, check_method
-from harness.masks import MASKS, build_mask
+from harness.masks import MASKS, Mask, build_mask
 from harness.catalog import methods
 from harness.interfaces import Method, Problem
 
@@ -35,6 +37,46 @@ class Check:
     status: str  # ok | invalid | unsupported | unavailable
     detail: Optional[str] = None
     gate: Optional[GateResult] = None
+
+
+class SharedReferences:
+    """The references of one validation, shared between the methods that use the same reference function.
+
+    Every method is checked on the same seeded inputs per (mask case, dtype, direction), and most use the
+    default masked-softmax reference, so its float64, eager and yardstick results are the same for all of them:
+    computed once, they are most of a check's time. A result is reused only for the same reference function on
+    arguments with the same fingerprint (every tensor's shape, dtype, device and sums; every other argument's
+    repr), so a method whose outputs change the upstream gradient gets its own. Bounded (least recently used out)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size, self.cache = size, OrderedDict()
+
+    def wrap(self, reference: Callable[..., dict]) -> Callable[..., dict]:
+        @functools.wraps(reference)  # keeps the signature the gate inspects (compute_dtype, options)
+        def shared(*args, **kwargs):
+            key = (reference, tuple(map(_fingerprint, args)),
+                   tuple((name, _fingerprint(value)) for name, value in sorted(kwargs.items())))
+            if key in self.cache:
+                self.cache.move_to_end(key)
+                return self.cache[key]
+            self.cache[key] = computed = reference(*args, **kwargs)
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+            return computed
+
+        return shared
+
+
+def _fingerprint(value) -> object:
+    if isinstance(value, torch.Tensor):
+        x = value.detach().double()
+        return (tuple(value.shape), str(value.dtype), str(value.device), float(x.sum()), float((x * x).sum()))
+    if isinstance(value, Mask):
+        return (value.name, repr(value.params), value.seqlen, value.intervals.num_heads)
+    return repr(value)
+
+
+SHARED = SharedReferences()
 
 
 def cases(mask_names: Optional[list[str]] = None) -> Iterator[tuple[str, dict]]:
@@ -68,8 +110,9 @@ def validate_method(method: Method, mask_names: Optional[list[str]] = None, seql
                 k = torch.randn(1, seqlen, SHAPE["heads_kv"], SHAPE["head_dim"], generator=g).to(problem.dtype)
                 v = torch.randn(1, seqlen, SHAPE["heads_kv"], SHAPE["head_dim"], generator=g).to(problem.dtype)
                 q = q[:, problem.q_offset:]  # the decode rows (all rows otherwise)
+                reference = SHARED.wrap(method.reference)
                 gate = check_method(
-                    method.build(problem), q, k, v, mask, problem.scale, problem.needs_grad, method.reference,
+                    method.build(problem), q, k, v, mask, problem.scale, problem.needs_grad, reference,
                     q_offset=problem.q_offset, options=problem.options,
                 )
                 check.gate = gate
