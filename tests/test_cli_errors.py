@@ -55,6 +55,10 @@ def _refused_port() -> int:
 
 CASES = [
     # (argv, words the one line must contain)
+    ("run quickstrat", ["unknown suite 'quickstrat'", "did you mean 'quickstart'"]),
+    ("show /nonexistent/x.db", ["no results at"]),
+    ("validate --method flashattn", ["unknown method 'flashattn'"]),
+    ("mask sliding_window_causal --seqlen 64 --param window=-3", ["window=-3 is not allowed"]),
     ("run quickstart --max-concurrent 0", ["--max-concurrent", "0", ">= 1"]),
     ("run quickstart --threads 0", ["--threads", "0", ">= 1"]),
     ("run quickstart --threads abc", ["--threads", "'abc'", "integer"]),

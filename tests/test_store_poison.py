@@ -176,7 +176,11 @@ def clean_outputs(clean_db, tmp_path_factory) -> dict[str, str]:
     return outputs
 
 
-@pytest.mark.parametrize("reader", READERS)
+# Every reader in the default tier but plot (matplotlib, ~2 s a file), which the integration tier adds.
+TIERED_READERS = [pytest.param(name, marks=[pytest.mark.integration] if name == "plot" else []) for name in READERS]
+
+
+@pytest.mark.parametrize("reader", TIERED_READERS)
 @pytest.mark.parametrize("row_id,text,word", MALFORMED_ROWS, ids=[r[0] for r in MALFORMED_ROWS])
 def test_every_reader_skips_a_malformed_row_and_reads_every_other(row_id, text, word, reader, tmp_path, clean_db,
                                                                   clean_outputs):
