@@ -26,7 +26,8 @@ import torch.distributed as dist
 
 from context_parallel import layouts
 from harness.interfaces.strategy import CPContext, CPProblem, Strategy
-from context_parallel.peer_support import OWN_KERNEL, counted, gpu_probe
+from context_parallel.peer_support import counted, gpu_probe
+from harness.interfaces.strategy import OWN_KERNEL
 from harness.masks.core import CAUSAL, VARLEN
 
 HOMEPAGE = "https://github.com/SandAI-org/MagiAttention"

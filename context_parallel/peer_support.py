@@ -13,7 +13,6 @@ What the adapters share lives here:
 * :func:`counting_functional_collectives` — the same for code that uses functional collectives
   (``torch.distributed._functional_collectives``, which torch's own context parallelism uses);
 * :func:`gpu_probe` — the probe of a GPU-only peer: "unavailable: <package> not installed" / "needs CUDA";
-* :data:`OWN_KERNEL` — ``local_methods`` of a peer whose per-step kernel is the library's own.
 """
 
 from __future__ import annotations
@@ -28,20 +27,6 @@ from harness.interfaces.strategy import CPContext, CPProblem
 from harness.interfaces.comm import Comm, nbytes
 from harness.interfaces.local_kernel import local_attention
 from context_parallel.local import build_plan, kernel_of, plan_area
-
-
-class _AnyMethod(frozenset):
-    """A ``local_methods`` set that contains every name: the peer runs its own kernel whatever ``Run.method`` says."""
-
-    def __contains__(self, item: object) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        return "OWN_KERNEL"
-
-
-OWN_KERNEL: frozenset[str] = _AnyMethod()
-"""``local_methods`` of GPU peers whose per-step kernel is built in (TE, MagiAttention, ring-flash-attn)."""
 
 
 # ----- probes ---------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from context_parallel import layouts, usp
 from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from context_parallel.engine import consecutive, strided
 from context_parallel.family import a2a_degree
-from context_parallel.peer_support import OWN_KERNEL, counted, gpu_probe
+from context_parallel.peer_support import counted, gpu_probe
+from harness.interfaces.strategy import OWN_KERNEL
 from harness.masks.core import CAUSAL
 
 HOMEPAGE = "https://docs.nvidia.com/deeplearning/transformer-engine/user-guide/api/pytorch.html"

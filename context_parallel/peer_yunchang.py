@@ -37,7 +37,8 @@ import torch.distributed as dist
 from context_parallel import layouts, usp
 from harness.interfaces.strategy import CPContext, CPProblem, Strategy
 from context_parallel.family import a2a_degree, a2a_limits
-from context_parallel.peer_support import OWN_KERNEL, counted, missing_package, ulysses_limits, ulysses_local_kernel
+from context_parallel.peer_support import counted, missing_package, ulysses_limits, ulysses_local_kernel
+from harness.interfaces.strategy import OWN_KERNEL
 from context_parallel.volumes import a2a_ring_bytes, ring_bytes
 from harness.masks.core import CAUSAL
 

@@ -333,4 +333,6 @@ METHOD = Method(
     local_kernel=LOCAL_KERNEL,
     decode=True,
     decode_bytes=decode_bytes,
+    # the tile sizes (None: DEFAULT_BLOCK, or a plan of the mask's own when neither is set; see _plan)
+    options={"block_q": None, "block_k": None},
 )

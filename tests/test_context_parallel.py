@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from harness.catalog import local_kernels, strategies
+from harness.catalog import methods, strategies
 from harness.interfaces import CPProblem
 from harness.cluster.launch import run_local, run_local_many
 from context_parallel.layouts import LAYOUTS
@@ -24,7 +24,6 @@ from harness.execution.inputs import mask_for
 from harness.execution.gate import TOLERANCE
 from harness.masks import MASKS
 from harness.masks.sharding import shard_areas
-from harness.interfaces import torch_dtype
 from harness.spec import Run, Timing
 
 SEQ, HQ, HKV, DIM = 256, 4, 2, 16
@@ -63,8 +62,7 @@ def expected_reason(run: Run) -> str | None:
     why = strategy.unavailable_reason()
     if why:
         return f"unavailable: {why}"
-    problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
-                        local_kernels=local_kernels())
+    problem = CPProblem.of(run, mask_for(run), torch.device("cpu"), methods())
     return strategy.unsupported_reason(problem)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
+from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels, methods
 from harness.errors import UserError
 from harness.execution.gate import check_method
 from harness.interfaces import CPProblem, Problem
@@ -229,8 +229,7 @@ def test_flops_match_flop_counter(direction):
 def cp_problem(strategy: str, method: str = "lightning", mask: str = "causal", world: int = 2) -> CPProblem:
     run = Run.make(method=method, strategy=strategy, mask=mask, seqlen=256, heads_q=4, heads_kv=2, head_dim=16,
                    world_size=world, direction="fwd+bwd")
-    return CPProblem(run=run, mask=build_mask(mask, 256, 4), dtype=torch.float32, device=torch.device("cpu"),
-                     local_kernels=local_kernels(), linear_kernels=linear_kernels())
+    return CPProblem.of(run, build_mask(mask, 256, 4), torch.device("cpu"), methods())
 
 
 def test_strategies_pair_with_their_kind_of_method():

@@ -23,6 +23,7 @@ from harness.cluster.launch import run_local_many
 from harness.execution.inputs import mask_for
 from harness.interfaces import CPProblem, LocalKernel, local_attention, merge_into
 from harness.interfaces.local_kernel import PlanSpec
+from harness.interfaces.strategy import OwnKernel
 from harness.interfaces.reference import reference_attention
 from harness.masks import build_mask
 from harness.spec import Run, Timing
@@ -133,8 +134,7 @@ def make_run(strategy: str, method: str, mask: str = "causal_document", directio
 
 
 def cp_problem(run: Run) -> CPProblem:
-    return CPProblem(run=run, mask=mask_for(run), dtype=torch.float32, device=torch.device("cpu"),
-                     local_kernels=local_kernels())
+    return CPProblem.of(run, mask_for(run), torch.device("cpu"), methods())
 
 
 NO_KERNEL = next(name for name, m in sorted(methods().items()) if m.local_kernel is None and not m.probe())
@@ -177,7 +177,7 @@ def test_peer_records_its_own_kernel(records):
 
 def test_own_kernel_peers_take_any_method_and_name_their_kernel():
     for name, strategy in strategies().items():
-        if repr(strategy.local_methods) == "OWN_KERNEL":
+        if isinstance(strategy.local_methods, OwnKernel):
             assert strategy.kernel, f"{name} runs its own kernel but does not say which"
             why = strategy.unsupported_reason(cp_problem(make_run(name, NO_KERNEL)))
             assert not why or "local kernel" not in why, why

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.catalog import linear_kernels, local_kernels, strategies
+from harness.catalog import methods, strategies
 from harness.cli import main
 from harness.execution.inputs import mask_for
 from harness.interfaces import CPProblem
+from harness.interfaces.strategy import AnyLinearKernel
 from harness.interfaces.schedule import (ALL_GATHER, SEND_RECV, Compute, Placement, ProgramBuilder, Transfer)
 from harness.masks import MASKS, build_mask
 from harness.masks.sharding import LAYOUT_PAIR_AREAS, LAYOUTS, pair_areas
@@ -34,8 +35,7 @@ def _problem(strategy: str, mask: str = "causal", seqlen: int = 768, world: int 
              heads: tuple[int, int] = (8, 4), method: str = "blocksparse", mask_params=None, options=None) -> CPProblem:
     run = Run.make(method=method, strategy=strategy, mask=mask, seqlen=seqlen, heads_q=heads[0], heads_kv=heads[1],
                    head_dim=16, world_size=world, direction=direction, mask_params=mask_params, options=options)
-    return CPProblem(run=run, mask=mask_for(run), dtype=torch.float32, device=torch.device("cpu"),
-                     local_kernels=local_kernels(), linear_kernels=linear_kernels())
+    return CPProblem.of(run, mask_for(run), torch.device("cpu"), methods())
 
 
 # ----- exact areas ----------------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def test_pair_areas_equal_the_dense_mask(layout, name, world):
 @pytest.mark.parametrize("direction", ["fwd", "bwd", "fwd+bwd"])
 @pytest.mark.parametrize("world", [2, 4, 8])
 def test_schedule_bytes_equal_the_comm_model_and_areas_cover_the_mask(strategy, mask, params, direction, world):
-    method = "lightning" if strategies()[strategy].local_methods.__class__.__name__ == "_WithLinearKernel" else \
+    method = "lightning" if isinstance(strategies()[strategy].local_methods, AnyLinearKernel) else \
         "blocksparse"
     problem = _problem(strategy, mask, 1536, world, direction, method=method, mask_params=params or None)
     if strategies()[strategy].unsupported_reason(problem):

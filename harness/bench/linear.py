@@ -142,10 +142,10 @@ def cp(seqlens: Sequence[int], shape, world_size: int, samples: int, timeout_s: 
     heads, head_dim = shape
     timing = Timing(warmup=1, min_samples=samples, min_run_time=0.0, max_samples=samples)
     from harness.catalog import strategies
-    from harness.interfaces.strategy import WITH_LINEAR_KERNEL
+    from harness.interfaces.strategy import AnyLinearKernel
 
     linear = [n for n, st in strategies().items()  # the registry's linear CP strategies that run here
-              if st.local_methods is WITH_LINEAR_KERNEL and not st.unavailable_reason()]
+              if isinstance(st.local_methods, AnyLinearKernel) and not st.unavailable_reason()]
     sides = [(name, "lightning") for name in linear] + [("ring_zigzag", "blocksparse")]
     runs = [Run.make(method=method, strategy=name, mask="causal", seqlen=s, heads_q=heads, heads_kv=heads,
                      head_dim=head_dim, direction="fwd+bwd", world_size=world_size, timing=timing)

@@ -13,8 +13,9 @@ rows of every rank, in local row order (any order, any sizes). The default ``sha
 strategy normally only supplies ``layout``, ``prepare`` and ``attention``. The local attention is the
 :class:`~harness.interfaces.local_kernel.LocalKernel` of the method ``Run.method`` (``ctx.kernel``): it takes
 global positions, so any mask is exact on any layout, and returns log-sum-exps, so partial results merge
-exactly. A built-in strategy runs whichever method has a local kernel (``local_methods`` =
-:data:`WITH_LOCAL_KERNEL`); a peer that runs its library's own kernel says so in ``kernel``.
+exactly. Where a strategy's per-step attention comes from is a :class:`KernelSource` (``local_methods``): a
+built-in strategy runs whichever method has a local kernel (:data:`WITH_LOCAL_KERNEL`); a peer that runs its
+library's own kernel declares :data:`OWN_KERNEL` or :class:`NamedMethods` and names it in ``kernel``.
 
 Everything a step needs is in the :class:`CPContext`: the problem (plain data, no process group: it is also
 what :meth:`Strategy.unsupported_reason` sees before any process starts), the rank, ``comm`` (the
@@ -70,6 +71,20 @@ class CPProblem:
     local_kernels: Mapping[str, LocalKernel] = field(default_factory=dict, compare=False, repr=False)
     # Every causal linear-attention method, by name (``Method.linear_kernel``): what linear strategies run.
     linear_kernels: Mapping[str, LinearKernel] = field(default_factory=dict, compare=False, repr=False)
+    # The options the methods declare (``Method.options``, e.g. blocksparse's tiles): accepted beside the
+    # strategy's own, as on one device (where a method ignores another method's options).
+    method_options: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, run: Run, mask: Mask, device: torch.device, methods: Mapping[str, Any]) -> "CPProblem":
+        """The problem of ``run`` on ``mask``, the one way to build it: ``methods`` (name -> Method: the
+        catalog's, or the ones a workload chose) give every local and linear kernel and the methods' options."""
+        return cls(
+            run=run, mask=mask, dtype=getattr(torch, run.dtype), device=device,
+            local_kernels={n: m.local_kernel for n, m in methods.items() if m.local_kernel is not None},
+            linear_kernels={n: m.linear_kernel for n, m in methods.items() if m.linear_kernel is not None},
+            method_options=frozenset(name for m in methods.values() for name in m.options),
+        )
 
     @property
     def kernel(self) -> Optional[LocalKernel]:
@@ -172,26 +187,63 @@ def gather_by_layout(ctx: CPContext, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _WithLocalKernel(frozenset):
-    """The ``local_methods`` marker of strategies that run ``ctx.kernel``: every method with a local kernel."""
+class KernelSource:
+    """Where a strategy's per-step attention comes from (``Strategy.local_methods``), and so which ``Run.method``
+    values it runs: :meth:`reason` says why not for a problem (None: it runs it)."""
 
-    def __repr__(self) -> str:
-        return "WITH_LOCAL_KERNEL"
-
-
-WITH_LOCAL_KERNEL: frozenset[str] = _WithLocalKernel()
-"""Default ``local_methods``: any ``Run.method`` whose ``Method.local_kernel`` is set (checked on the problem)."""
+    def reason(self, problem: CPProblem) -> Optional[str]:
+        raise NotImplementedError
 
 
-class _WithLinearKernel(frozenset):
-    """The ``local_methods`` marker of linear-attention strategies: every method with a linear kernel."""
+@dataclass(frozen=True)
+class AnyLocalKernel(KernelSource):
+    """Any method with a :class:`LocalKernel` (``Method.local_kernel``), which runs as ``ctx.kernel``."""
 
-    def __repr__(self) -> str:
-        return "WITH_LINEAR_KERNEL"
+    def reason(self, problem: CPProblem) -> Optional[str]:
+        if problem.kernel is None:
+            have = ", ".join(sorted(problem.local_kernels)) or "none"
+            return f"local method {problem.run.method} has no local kernel (methods with one: {have})"
+        return None
 
 
-WITH_LINEAR_KERNEL: frozenset[str] = _WithLinearKernel()
+@dataclass(frozen=True)
+class AnyLinearKernel(KernelSource):
+    """Any causal linear-attention method (``Method.linear_kernel``): what the linear CP strategies run."""
+
+    def reason(self, problem: CPProblem) -> Optional[str]:
+        if problem.linear_kernel is None:
+            have = ", ".join(sorted(problem.linear_kernels)) or "none"
+            return f"local method {problem.run.method} is not causal linear attention (linear methods: {have})"
+        return None
+
+
+@dataclass(frozen=True)
+class NamedMethods(KernelSource):
+    """These methods only: a peer whose kernel is the library's own, chosen by the method's name."""
+
+    names: frozenset[str]
+
+    def reason(self, problem: CPProblem) -> Optional[str]:
+        if problem.run.method not in self.names:
+            return f"local method {problem.run.method} (uses {', '.join(sorted(self.names))})"
+        return None
+
+
+@dataclass(frozen=True)
+class OwnKernel(KernelSource):
+    """The library's own kernel whatever ``Run.method`` says (a GPU peer: TE, MagiAttention, ring-flash-attn);
+    ``Strategy.kernel`` names it in the record."""
+
+    def reason(self, problem: CPProblem) -> Optional[str]:
+        return None
+
+
+WITH_LOCAL_KERNEL = AnyLocalKernel()
+"""Default ``local_methods``: any ``Run.method`` whose ``Method.local_kernel`` is set."""
+WITH_LINEAR_KERNEL = AnyLinearKernel()
 """``local_methods`` of the linear CP strategies: any ``Run.method`` whose ``Method.linear_kernel`` is set."""
+OWN_KERNEL = OwnKernel()
+"""``local_methods`` of a peer whose per-step kernel is built in."""
 
 
 def _no_limits(problem: CPProblem) -> Optional[str]:
@@ -218,9 +270,10 @@ class Strategy(Capabilities):
     backward: bool = True
     dtypes: frozenset[str] = frozenset({"float32", "bfloat16", "float64"})
     devices: frozenset[str] = frozenset({"cpu"})
-    # ``Run.method`` values it runs: WITH_LOCAL_KERNEL (default: any method with a LocalKernel, which runs as
-    # ``ctx.kernel``), a fixed set (a peer whose kernel does not depend on the method), or OWN_KERNEL.
-    local_methods: frozenset[str] = WITH_LOCAL_KERNEL
+    # Where its per-step attention comes from (a KernelSource): WITH_LOCAL_KERNEL (default: any method with a
+    # LocalKernel, run as ``ctx.kernel``), WITH_LINEAR_KERNEL, NamedMethods (a plain set of names is taken as
+    # one), or OWN_KERNEL (the library's own, whatever the method).
+    local_methods: KernelSource = WITH_LOCAL_KERNEL
     # The kernel a peer really runs per step, when it is the library's own (recorded as the run's ``kernel``;
     # None: the local method ``Run.method`` is what runs).
     kernel: Optional[str] = None
@@ -235,28 +288,26 @@ class Strategy(Capabilities):
     probe: Callable[[], Optional[str]] = lambda: None  # None when usable here, else why not
     homepage: str = ""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.local_methods, KernelSource):  # a set of names (0.1.0 plugins wrote one)
+            object.__setattr__(self, "local_methods", NamedMethods(frozenset(self.local_methods)))
+
     def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the registry)
         return hash(self.name)
 
     def unsupported_reason(self, problem: CPProblem) -> Optional[str]:
         """Why this strategy cannot run ``problem`` exactly (None when it can). Cheap; no process group."""
         run = problem.run
-        if self.local_methods is WITH_LOCAL_KERNEL:
-            if problem.kernel is None:
-                have = ", ".join(sorted(problem.local_kernels)) or "none"
-                return f"local method {run.method} has no local kernel (methods with one: {have})"
-        elif self.local_methods is WITH_LINEAR_KERNEL:
-            if problem.linear_kernel is None:
-                have = ", ".join(sorted(problem.linear_kernels)) or "none"
-                return f"local method {run.method} is not causal linear attention (linear methods: {have})"
-        elif run.method not in self.local_methods:
-            return f"local method {run.method} (uses {', '.join(sorted(self.local_methods))})"
+        why = self.local_methods.reason(problem)
+        if why:
+            return why
         why = self.capability_reason(run.dtype, problem.device.type, problem.mask, run.direction)
         if why:
             return why
-        unknown_opts = set(problem.options) - set(self.options) - COMMON_OPTIONS
+        known = set(self.options) | COMMON_OPTIONS | problem.method_options
+        unknown_opts = set(problem.options) - known
         if unknown_opts:
-            return f"unknown option {', '.join(sorted(unknown_opts))} (known: {', '.join(sorted(self.options))})"
+            return f"unknown option {', '.join(sorted(unknown_opts))} (known: {', '.join(sorted(known))})"
         if problem.heads_q % problem.heads_kv:
             return f"heads_q={problem.heads_q} is not a multiple of heads_kv={problem.heads_kv}"
         why = self.limits(problem)
@@ -269,7 +320,7 @@ class Strategy(Capabilities):
         return None
 
 
-COMMON_OPTIONS = frozenset({"block_q", "block_k", "collectives"})
-"""Options every strategy accepts: the local blocksparse tile sizes, and ``collectives`` = ``"native"``
+COMMON_OPTIONS = frozenset({"collectives"})
+"""Options every strategy accepts (beside its own and its local method's): ``collectives`` = ``"native"``
 (default: the backend's all-to-all / reduce-scatter) or ``"p2p"`` (:class:`~harness.interfaces.comm.Comm`'s
 point-to-point emulation, what a backend without them would run)."""

@@ -19,14 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from harness import status as st
-from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
+from harness.catalog import get_method, get_strategy, local_kernels, methods
 from harness.errors import UserError
 from harness.interfaces import CPProblem, Problem, torch_dtype
 from harness.masks import build_mask
@@ -104,8 +104,8 @@ class Predictor:
             return
         strategy, method = get_strategy(run.strategy), get_method(run.method)
         mask = self.mask(run)
-        problem = CPProblem(run=run, mask=mask, dtype=torch_dtype(run.dtype), device=torch.device("cpu"),
-                            local_kernels=modelled_kernels(run.method), linear_kernels=linear_kernels())
+        problem = replace(CPProblem.of(run, mask, torch.device("cpu"), methods()),
+                          local_kernels=modelled_kernels(run.method))  # the local kernel modelled by its rate table
         why = method_reason(run, mask) or strategy.unsupported_reason(problem)
         if why:
             st.outcome(record, st.UNSUPPORTED, why)

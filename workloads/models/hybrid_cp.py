@@ -111,10 +111,7 @@ def cp_problem(problem: WorkloadProblem, shape: hm.HybridShape, kind: str, lengt
                    direction="fwd+bwd" if problem.phase == "train_step" else "fwd", batch=problem.batch,
                    world_size=problem.world_size, device=problem.run.device,
                    options={"layer": layer, "layers": shape.layers} if lightning else {})
-    local = {method_name: method.local_kernel} if method.local_kernel is not None else {}
-    linear = {method_name: method.linear_kernel} if getattr(method, "linear_kernel", None) is not None else {}
-    return CPProblem(run=run, mask=build_mask("causal", length, shape.heads), dtype=problem.dtype,
-                     device=problem.device, local_kernels=local, linear_kernels=linear)
+    return CPProblem.of(run, build_mask("causal", length, shape.heads), problem.device, {method_name: method})
 
 
 def cp_limits(problem: WorkloadProblem, shape: hm.HybridShape) -> Optional[str]:

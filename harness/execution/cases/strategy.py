@@ -15,11 +15,11 @@ from typing import Callable, Optional
 import torch
 
 from harness import status as st
-from harness.catalog import get_method, get_strategy, linear_kernels, local_kernels
+from harness.catalog import get_method, get_strategy, methods
 from harness.execution.executor import AgreedFailure, Built, Executor, classify_exception
 from harness.execution.gate import GateResult, check_outputs, gate_rows, run_seed, upstream_gradient
 from harness.execution.inputs import direction_call, make_inputs, mask_for, problem_for
-from harness.interfaces import Comm, CPContext, CPProblem, Unsupported, torch_dtype
+from harness.interfaces import Comm, CPContext, CPProblem, Unsupported
 from harness.spec import DECODE, Run
 
 COLLECTIVES = ("native", "p2p")
@@ -39,8 +39,7 @@ class StrategyCase:
         if run.direction == DECODE:
             return "decode (context-parallel strategies run fwd, bwd and fwd+bwd)"
         device = torch.device(run.device)
-        self.problem = CPProblem(run=run, mask=mask_for(run), dtype=torch_dtype(run.dtype), device=device,
-                                 local_kernels=local_kernels(), linear_kernels=linear_kernels())
+        self.problem = CPProblem.of(run, mask_for(run), device, methods())
         why = self.strategy.unsupported_reason(self.problem)
         if why:
             return why
