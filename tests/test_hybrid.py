@@ -119,8 +119,9 @@ def test_a_wrong_lightning_kernel_fails_the_check(monkeypatch):
     monkeypatch.setattr(case_module, "get_method", lambda name: fake if name == "lightning" else catalog.methods()[name])
     case = WorkloadCase(run_of("prefill"))
     executor = SingleDevice(measure_memory=False)
-    assert case.unsupported(executor) is None
-    assert not case.build(executor).check().ok
+    problem = case.problem(executor)
+    assert case.unsupported(problem) is None
+    assert not case.build(problem, executor).check().ok
 
 
 def test_cache_model_at_m1_widths_and_crossover():
@@ -135,8 +136,9 @@ def test_cache_model_at_m1_widths_and_crossover():
 def test_flop_model_matches_torch_flop_counter(phase):
     case = WorkloadCase(run_of(phase, seqlen=128, softmax_method="naive"))
     executor = SingleDevice(measure_memory=False)
-    assert case.unsupported(executor) is None
-    built = case.build(executor)
+    problem = case.problem(executor)
+    assert case.unsupported(problem) is None
+    built = case.build(problem, executor)
     built.call()
     with FlopCounterMode(display=False) as counter:
         built.call()

@@ -68,8 +68,9 @@ def test_flop_model_matches_torch_flop_counter(phase):
     counts the forward recompute a flash kernel does (0.5x the attention forward), which naive skips."""
     case = WorkloadCase(workload_run("attention_layer", phase, mask="full", params={"method": "naive"}))
     executor = SingleDevice()
-    assert case.unsupported(executor) is None
-    built = case.build(executor)
+    problem = case.problem(executor)
+    assert case.unsupported(problem) is None
+    built = case.build(problem, executor)
     built.call()
     with FlopCounterMode(display=False) as counter:
         built.call()

@@ -31,14 +31,16 @@ def build_run(run: Run) -> tuple[Built, object]:
     problem)."""
     case = case_for(run)
     executor = SingleDevice(measure_memory=False)
-    why = case.unavailable() or case.unsupported(executor)
+    why = case.unavailable()
+    problem = None if why else case.problem(executor)
+    why = why or case.unsupported(problem)
     if why:
         raise NotRunnable(f"{run.label}: {why}")
-    built = case.build(executor)
+    built = case.build(problem, executor)
     verdict = built.check()  # outside any timing, as in the executor
     if not verdict.ok:
         raise NotRunnable(f"{run.label}: failed its correctness check: {verdict.reason}")
-    return built, case.problem
+    return built, problem
 
 
 def built_call(run: Run) -> tuple[Callable[[], object], float, float]:

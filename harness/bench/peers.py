@@ -51,10 +51,12 @@ def _build(name: str, run_kw: dict, direction: str, executor, gate: bool):
     from harness.spec import Run
 
     case = case_for(Run.make(strategy=name, direction=direction, **run_kw))
-    why = case.unavailable() or case.unsupported(executor)
+    why = case.unavailable()
+    problem = None if why else case.problem(executor)
+    why = why or case.unsupported(problem)
     if why:
         raise RuntimeError(f"{name}: {why}")
-    built = case.build(executor)
+    built = case.build(problem, executor)
     verdict = built.check() if gate else None
     built.warm()  # the warm-up call (barrier first), bytes counted
     return built.call, built.per_rank()["sent"], verdict

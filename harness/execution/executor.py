@@ -59,13 +59,17 @@ class Built:
 
 
 class Case(Protocol):
-    """One run of one kind, resolved from the catalog (see :mod:`harness.execution.cases`)."""
+    """One run of one kind, resolved from the catalog (see :mod:`harness.execution.cases`). Its steps take
+    what the one before returned, so they cannot run out of order: ``unavailable()``, then ``problem(executor)``
+    (what the subject sees, plain data), ``unsupported(problem)``, ``build(problem, executor)``."""
 
     def unavailable(self) -> Optional[str]: ...
 
-    def unsupported(self, executor: "Executor") -> Optional[str]: ...
+    def problem(self, executor: "Executor") -> Any: ...
 
-    def build(self, executor: "Executor") -> Built: ...
+    def unsupported(self, problem: Any) -> Optional[str]: ...
+
+    def build(self, problem: Any, executor: "Executor") -> Built: ...
 
 
 class Executor(Protocol):
@@ -127,11 +131,12 @@ def _sequence(run: Run, executor: Executor, case_for: Callable[[Run], Case], rec
     if why:
         st.outcome(record, st.UNAVAILABLE, why)
         return
-    why = case.unsupported(executor)
+    problem = case.problem(executor)
+    why = case.unsupported(problem)
     if why:
         st.outcome(record, st.UNSUPPORTED, why)
         return
-    built = case.build(executor)
+    built = case.build(problem, executor)
     record.update(built.fields)
     check = built.check()
     built.warm()

@@ -41,15 +41,17 @@ class MethodCase:
     def unavailable(self) -> Optional[str]:
         return self.method.unavailable_reason()
 
-    def unsupported(self, executor: Executor) -> Optional[str]:
+    def problem(self, executor: Executor) -> Problem:
+        return problem_for(self.run, torch.device(self.run.device))
+
+    def unsupported(self, problem: Problem) -> Optional[str]:
         run = self.run
         if run.heads_q % run.heads_kv:
             return f"heads_q={run.heads_q} is not a multiple of heads_kv={run.heads_kv}"
-        self.problem = problem_for(run, torch.device(run.device))
-        return self.method.unsupported_reason(self.problem)
+        return self.method.unsupported_reason(problem)
 
-    def build(self, executor: Executor) -> Built:
-        run, method, problem = self.run, self.method, self.problem
+    def build(self, problem: Problem, executor: Executor) -> Built:
+        run, method = self.run, self.method
         fn = method.build(problem)
         q, k, v = make_inputs(run, problem.device)
         if problem.is_decode:

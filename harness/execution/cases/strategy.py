@@ -34,13 +34,15 @@ class StrategyCase:
     def unavailable(self) -> Optional[str]:
         return self.strategy.unavailable_reason()
 
-    def unsupported(self, executor: Executor) -> Optional[str]:
+    def problem(self, executor: Executor) -> CPProblem:
+        run = self.run
+        return CPProblem.of(run, mask_for(run), torch.device(run.device), methods())
+
+    def unsupported(self, problem: CPProblem) -> Optional[str]:
         run = self.run
         if run.direction == DECODE:
             return "decode (context-parallel strategies run fwd, bwd and fwd+bwd)"
-        device = torch.device(run.device)
-        self.problem = CPProblem.of(run, mask_for(run), device, methods())
-        why = self.strategy.unsupported_reason(self.problem)
+        why = self.strategy.unsupported_reason(problem)
         if why:
             return why
         collectives = run.option_kwargs.get("collectives", "native")
@@ -48,8 +50,8 @@ class StrategyCase:
             return f"option collectives={collectives!r}; expected one of {', '.join(map(repr, COLLECTIVES))}"
         return None
 
-    def build(self, executor: Executor) -> Built:
-        run, strategy, problem = self.run, self.strategy, self.problem
+    def build(self, problem: CPProblem, executor: Executor) -> Built:
+        run, strategy = self.run, self.strategy
         comm = Comm(native_collectives=run.option_kwargs.get("collectives", "native") == "native")
         ctx = CPContext(problem=problem, rank=executor.rank, comm=comm, positions=strategy.layout(problem),
                         kernel=self.method.local_kernel or self.method.linear_kernel)

@@ -23,19 +23,21 @@ class WorkloadCase:
     def unavailable(self) -> Optional[str]:
         return self.workload.unavailable_reason()
 
-    def unsupported(self, executor: Executor) -> Optional[str]:
+    def problem(self, executor: Executor) -> WorkloadProblem:
         run = self.run
         distributed = executor.world_size > 1
         comm = Comm(native_collectives=run.option_kwargs.get("collectives", "native") == "native") if distributed else None
-        self.problem = WorkloadProblem(
+        return WorkloadProblem(
             run=run, params=self.params, dtype=torch_dtype(run.dtype), device=torch.device(run.device),
             method=get_method, strategy=get_strategy, rank=executor.rank, world_size=executor.world_size,
             comm=comm,
         )
-        return self.workload.unsupported_reason(self.problem)
 
-    def build(self, executor: Executor) -> Built:
-        workload, problem = self.workload, self.problem
+    def unsupported(self, problem: WorkloadProblem) -> Optional[str]:
+        return self.workload.unsupported_reason(problem)
+
+    def build(self, problem: WorkloadProblem, executor: Executor) -> Built:
+        workload = self.workload
         step = workload.build(problem)
         units = {m.name: m.unit for m in workload.metrics}
         better = {m.name: m.better for m in workload.metrics}
