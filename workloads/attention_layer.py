@@ -26,6 +26,7 @@ import torch
 from harness.interfaces import (
     CheckResult, Problem, Workload, WorkloadProblem, WorkloadStep, check_against_eager,
 )
+from harness.interfaces.method import dense_cache_bytes
 from harness.interfaces.params import divides, integer, number, registered, seed
 from harness.interfaces.reference import gate_rows, run_seed
 from harness.interfaces.workload import STEP_METRICS
@@ -96,13 +97,9 @@ def _setup(problem: WorkloadProblem):
     return shape, attn, method, fn, weights, x
 
 
-def _cache_bytes(attn: Problem) -> int:
-    return 2 * attn.batch * attn.seqlen * attn.heads_kv * attn.head_dim * attn.element_bytes
-
-
 def _fields(shape: AttentionShape, attn: Problem, method) -> dict:
-    return {"parameters": shape.parameters(), "kv_cache_bytes": _cache_bytes(attn), "area": attn.area,
-            "attention_flops": method.flops(attn, attn.direction)}
+    return {"parameters": shape.parameters(), "kv_cache_bytes": dense_cache_bytes(attn), "area": attn.area,
+            "attention_flops": method.executed_call(attn, attn.direction)}
 
 
 def _checked_rows(problem: WorkloadProblem, attn: Problem) -> torch.Tensor:
@@ -129,7 +126,7 @@ def build_prefill(problem: WorkloadProblem) -> WorkloadStep:
         return check_against_eager({"out": got}, {"out": exact}, {"out": eager})
 
     return WorkloadStep(
-        call=call, flops=shape.projection_flops(tokens) + method.flops(attn, "fwd"), check=check,
+        call=call, flops=shape.projection_flops(tokens) + method.executed_call(attn, "fwd"), check=check,
         metrics=lambda s: {"tokens_per_s": tokens / s, "ms": s * 1e3}, fields=_fields(shape, attn, method),
         inputs=(x, weights.wqkv, weights.wo),
     )
@@ -164,7 +161,7 @@ def build_train_step(problem: WorkloadProblem) -> WorkloadStep:
         eager = grads(we, x, attention_block(x, we, eager_attend(attn.mask, attn.scale, rows)))
         return check_against_eager(got, exact, eager)
 
-    flops = shape.train_projection_flops(tokens) + method.flops(attn, "fwd+bwd")
+    flops = shape.train_projection_flops(tokens) + method.executed_call(attn, "fwd+bwd")
     return WorkloadStep(
         call=call, flops=flops, check=check, metrics=lambda s: {"tokens_per_s": tokens / s, "ms": s * 1e3},
         fields=_fields(shape, attn, method), inputs=(x, dout, trained.wqkv, trained.wo),
@@ -196,7 +193,7 @@ def build_decode(problem: WorkloadProblem) -> WorkloadStep:
     read = method.decode_bytes(attn)
     fields = {**_fields(shape, attn, method), "kv_bytes_read": read}
     return WorkloadStep(
-        call=call, flops=shape.projection_flops(n * attn.batch) + method.flops(attn, DECODE), check=check,
+        call=call, flops=shape.projection_flops(n * attn.batch) + method.executed_call(attn, DECODE), check=check,
         metrics=lambda s: {"ms_per_token": s * 1e3 / n, "tokens_per_s": n * attn.batch / s},
         fields=fields, inputs=(x, k_cache, v_cache, weights.wqkv, weights.wo),
     )
@@ -215,7 +212,9 @@ WORKLOAD = Workload(
     constraints=constraints,
     metrics=STEP_METRICS,
     flop_convention="projections 2*T*hidden*((Hq+2Hkv)d + Hq d) fwd (train_step: x2 for QKV, whose input needs no "
-                    "gradient, x3 for the output projection) + the method's own attention FLOPs (softmax: 4*area*Hq*d "
-                    "fwd, 3.5x fwd+bwd); AdamW's element-wise work not counted",
+                    "gradient, x3 for the output projection) + the FLOPs the attention method executes "
+                    "(Method.executed: naive and sdpa the whole score rectangle, as torch.utils.flop_counter counts; "
+                    "others their softmax convention, 4*area*Hq*d fwd, 3.5x fwd+bwd); AdamW's element-wise work not "
+                    "counted",
     limits=limits,
 )

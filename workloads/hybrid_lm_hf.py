@@ -23,11 +23,13 @@ from __future__ import annotations
 import copy
 import importlib.util
 import time
+from dataclasses import replace
 from typing import Optional
 
 import torch
 
 from harness.interfaces import CheckResult, Metric, Workload, WorkloadProblem, WorkloadStep, check_against_eager
+from harness.interfaces.method import dense_matmul_flops
 from harness.spec import DECODE
 from workloads.models import hybrid_problem as hp
 from workloads.models import hybrid as hm
@@ -35,6 +37,10 @@ from workloads.models import hybrid as hm
 LAYER_TYPES = {hm.LIGHTNING: "linear_attention", hm.SOFTMAX: "full_attention"}
 # hybrid_lm's flavors with RoPE on the whole head (HF's MiniMax has no partial rotary): run hybrid_lm with
 # the same rope_dim to compare like with like.
+BLOCK_SIZE = 256  # MiniMaxConfig.block_size: the lightning layers' chunk in prefill
+EXPERTS = 1  # num_local_experts: the router is a hidden x 1 matmul per token and layer
+
+
 FLAVORS = {name: {**values, "rope_dim": values["head_dim"]} for name, values in hp.FLAVORS.items()}
 PARAMS = {**hp.PARAMS, **FLAVORS[hp.PARAMS["flavor"]]}
 
@@ -54,8 +60,8 @@ def hf_config(shape: hm.HybridShape):
         vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
         num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads_kv,
         head_dim=shape.head_dim, rms_norm_eps=shape.eps, max_position_embeddings=1 << 20,
-        num_local_experts=1, num_experts_per_tok=1, layer_types=[LAYER_TYPES[k] for k in shape.pattern],
-        block_size=256, rope_parameters={"rope_type": "default", "rope_theta": shape.rope_base},
+        num_local_experts=EXPERTS, num_experts_per_tok=1, layer_types=[LAYER_TYPES[k] for k in shape.pattern],
+        block_size=BLOCK_SIZE, rope_parameters={"rope_type": "default", "rope_theta": shape.rope_base},
         full_attn_alpha_factor=shape.alpha, linear_attn_alpha_factor=shape.alpha, mlp_alpha_factor=shape.alpha,
         full_attn_beta_factor=1.0, linear_attn_beta_factor=1.0, mlp_beta_factor=1.0, tie_word_embeddings=False,
     )
@@ -110,17 +116,58 @@ def limits(problem: WorkloadProblem) -> Optional[str]:
     return hp.limits(problem)
 
 
-def _check(problem: WorkloadProblem, shape: hm.HybridShape, weights: dict, tokens: torch.Tensor, model) -> CheckResult:
-    """HF's logits vs ours (same weights) on ``check_tokens`` tokens, against our float64 model."""
-    c = max(2, min(problem.seqlen, problem.params["check_tokens"]))
+def decode_inputs(past: int, rows: int, device: torch.device) -> dict:
+    """The new rows' positions and masks, passed to HF explicitly: transformers 5.24's MiniMax infers both from
+    layer 0's KV length (``cache.get_seq_length()``, the causal mask's key count), which is 0 when layer 0 is a
+    lightning layer (MiniMax's own ``LLLLLLLS``): its decode would restart RoPE at 0 and its softmax layers
+    would attend to the new rows only. Softmax layers: row ``i`` sees keys ``0 .. past + i``; lightning layers
+    need no mask (no padding)."""
+    positions = torch.arange(past, past + rows, device=device)
+    allowed = torch.arange(past + rows, device=device).view(1, -1) <= positions.view(-1, 1)
+    return {"position_ids": positions.unsqueeze(0),
+            "attention_mask": {"full_attention": allowed.view(1, 1, rows, past + rows), "linear_attention": None}}
+
+
+def _check(problem: WorkloadProblem, shape: hm.HybridShape, weights: dict, tokens: torch.Tensor, model,
+           decode_tokens: int = 0) -> CheckResult:
+    """HF's logits vs ours (same weights) on ``check_tokens`` tokens, against our float64 model: the prefill's,
+    or with ``decode_tokens`` the decode step's — the last rows after HF prefilled the others into its cache,
+    the path the decode phase times."""
+    c = max(decode_tokens + 1, min(problem.seqlen, problem.params["check_tokens"]))
     pos = torch.arange(c, device=problem.device)
     with torch.no_grad():
-        got = model(tokens[:, :c]).logits
+        if decode_tokens:
+            cache = model(tokens[:, :c - decode_tokens], use_cache=True).cache
+            got = model(tokens[:, c - decode_tokens:c], cache=cache, use_cache=True,
+                        **decode_inputs(c - decode_tokens, decode_tokens, problem.device)).logits
+        else:
+            got = model(tokens[:, :c]).logits
         ref_dtype = hp.reference_dtype(problem, shape)
         refs = hp.reference_attends(problem, shape)
         exact = hm.logits(hm.cast(weights, ref_dtype), hm.forward(hm.cast(weights, ref_dtype), shape, tokens[:, :c], pos, refs))
         ours = hm.logits(weights, hm.forward(weights, shape, tokens[:, :c], pos, hp.attends(problem, shape, c, "fwd")))
-    return check_against_eager({"logits": got}, {"logits": exact}, {"logits": ours})
+    rows = slice(c - decode_tokens, c) if decode_tokens else slice(0, c)
+    return check_against_eager({"logits": got}, {"logits": exact[:, rows]}, {"logits": ours[:, rows]})
+
+
+def hf_flops(problem: WorkloadProblem, shape: hm.HybridShape, phase: str, length: int, rows: int) -> float:
+    """The matmul FLOPs HF's MiniMax executes for ``rows`` new tokens over ``length`` keys (what
+    torch.utils.flop_counter counts of it): our model's dense layers and LM head (the one expert's MLP is ours),
+    its router, its softmax layers' score rectangle (sdpa or eager), and its lightning layers by its own
+    algorithms — chunks of :data:`BLOCK_SIZE` in prefill (the lightning method's forward at that block), the
+    recurrence in decode (``4 d^2`` per row and head, the method's decode convention)."""
+    b = problem.batch
+    total = shape.dense_flops(b * rows) + shape.head_flops(b * (1 if phase == "prefill" else rows))
+    total += 2.0 * b * rows * shape.hidden * EXPERTS * shape.layers
+    lightning = hp.method_of(problem, hm.LIGHTNING)
+    for i, kind in enumerate(shape.pattern):
+        direction = "fwd" if phase == "prefill" else DECODE
+        attn = hp.attention_problem(problem, shape, kind, length, direction, layer=i, decode_tokens=rows)
+        if kind == hm.SOFTMAX:
+            total += 2 * dense_matmul_flops(attn)  # Q K^T and P V over the whole rectangle
+        else:
+            total += lightning.flops(replace(attn, options={**attn.options, "block": BLOCK_SIZE}), direction)
+    return total
 
 
 def build(problem: WorkloadProblem) -> WorkloadStep:
@@ -134,7 +181,7 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
             with torch.no_grad():
                 return model(tokens[:, :s], use_cache=True, logits_to_keep=1).logits
 
-        flops = shape.dense_flops(b * s) + shape.head_flops(b) + hp.attention_flops(problem, shape, "fwd", s)
+        flops = hf_flops(problem, shape, "prefill", s, s)
         return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model),
                             metrics=lambda sec: {"tokens_per_s": b * s / sec, "ms": sec * 1e3}, fields=fields,
                             inputs=(tokens,))
@@ -142,6 +189,7 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
     with torch.no_grad():
         prefilled = model(tokens[:, :s - n], use_cache=True).cache
     new = tokens[:, s - n:s]
+    positions = decode_inputs(s - n, n, problem.device)
     copy_s: list[float] = []
 
     def call():
@@ -149,14 +197,14 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
         cache = copy.deepcopy(prefilled)
         copy_s.append(time.perf_counter() - started)
         with torch.no_grad():
-            return model(new, cache=cache, use_cache=True).logits
+            return model(new, cache=cache, use_cache=True, **positions).logits
 
     def metrics(sec: float) -> dict:
         copied = sorted(copy_s)[len(copy_s) // 2] if copy_s else 0.0
         return {"ms_per_token": sec * 1e3 / n, "tokens_per_s": b * n / sec, "cache_copy_ms": copied * 1e3}
 
-    flops = shape.dense_flops(b * n) + shape.head_flops(b * n) + hp.attention_flops(problem, shape, DECODE, s, n)
-    return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model),
+    flops = hf_flops(problem, shape, DECODE, s, n)
+    return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model, n),
                         metrics=metrics, fields=fields, inputs=(tokens,))
 
 
@@ -171,7 +219,9 @@ WORKLOAD = Workload(
     constraints=hp.constraints,
     metrics=hp.METRICS + (Metric("cache_copy_ms", "ms", "lower",
                                                   "part of a decode step spent copying HF's prefilled cache"),),
-    flop_convention=hp.FLOP_CONVENTION,
+    flop_convention="what HF's MiniMax executes (hf_flops): our dense layers and LM head, its router, softmax layers' "
+                    "score rectangle 4*rows*keys*d per head, lightning in chunks of 256 (prefill) or by the "
+                    "recurrence 4*d^2 per row and head (decode); norms, RoPE, gates not counted",
     dtypes=frozenset({"float32", "bfloat16", "float64"}),
     limits=limits,
     probe=probe,

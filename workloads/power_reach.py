@@ -194,7 +194,8 @@ def build_empirical(problem: WorkloadProblem) -> WorkloadStep:
                                   f"{int(expected[depth - 1].sum())})")
 
     tokens = small.seqlen
-    per_layer = shape.train_projection_flops(tokens, input_needs_grad=True) + method.flops(attn, "fwd+bwd")
+    # frozen weights: each projection's forward and its input's gradient; the attention's whole backward
+    per_layer = 2 * shape.projection_flops(tokens) + method.executed_call(attn, "fwd+bwd")
 
     def metrics(seconds: float) -> dict[str, float]:
         coverage = measured.float().mean(-1).tolist()
@@ -256,8 +257,8 @@ WORKLOAD = Workload(
         Metric("tokens", "tokens", "lower", "length the empirical layers ran at"),
         Metric("ms", "ms", "lower", "time of the timed call"),
     ),
-    flop_convention="reach: per layer, the projections fwd+bwd (input gradient included) + the method's "
-                    "fwd+bwd attention FLOPs; exact_reach: 2*blocks^2 per reachability step (the boolean "
+    flop_convention="reach: per layer, the projections' forward and input gradient (frozen weights) + the "
+                    "FLOPs the method executes for the attention's fwd+bwd (Method.executed); exact_reach: 2*blocks^2 per reachability step (the boolean "
                     "vector-matrix products), the O(S*R) block-graph construction not counted",
     dtypes=frozenset({"float32", "bfloat16", "float64"}),
     limits=limits,

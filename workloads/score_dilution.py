@@ -129,7 +129,8 @@ def build_mass(problem: WorkloadProblem) -> WorkloadStep:
         return {"mass": mass, "mass_analytic": analytic, "mass_rel_error": abs(mass - analytic) / analytic,
                 "margin_needed": margin_needed(T, p["target_mass"]), "us": s * 1e6}
 
-    return WorkloadStep(call=call, flops=method.flops(r.attn, DECODE), check=lambda: _check(fn, r, problem.dtype),
+    return WorkloadStep(call=call, flops=2.0 * p["head_dim"] ** 2 + method.executed(r.attn, "fwd"),
+                        check=lambda: _check(fn, r, problem.dtype),
                         metrics=metrics, fields={"target_position": r.target}, inputs=(r.k, r.v))
 
 
@@ -161,7 +162,10 @@ def build_restore(problem: WorkloadProblem) -> WorkloadStep:
         others = torch.cat([logits[:r.target], logits[r.target + 1:]])
         reached = float(logits[r.target] - (torch.logsumexp(others, 0) - math.log(T - 1)))
         mass_after = float(_mass(fn, wq, r))
-    per_step = method.flops(r.attn, DECODE) * 3.5  # fwd + bwd of the attention (softmax convention)
+    # what train() executes: steps + 1 forwards (q = W_Q x, then the one-row attention) and ``steps`` backwards
+    # (the attention's dQ only: the keys and values are fixed; dW_Q = dq x^T is an outer product, element-wise)
+    forward = 2.0 * d * d + method.executed(r.attn, "fwd")
+    backward = method.executed(r.attn, "bwd", kv_grad=False)
 
     def metrics(s: float) -> dict[str, float]:
         return {"steps": float(steps), "restored": float(mass_after >= p["target_mass"]),
@@ -169,7 +173,7 @@ def build_restore(problem: WorkloadProblem) -> WorkloadStep:
                 "mass_after": mass_after, "mass": mass_after,
                 "mass_analytic": analytic_mass(T, p["margin"], p["noise"]), "ms": s * 1e3}
 
-    return WorkloadStep(call=train, flops=max(steps, 1) * per_step,
+    return WorkloadStep(call=train, flops=(steps + 1) * forward + steps * backward,
                         check=lambda: _check(fn, r, problem.dtype), metrics=metrics,
                         fields={"target_position": r.target}, inputs=(r.k, r.v))
 
@@ -199,7 +203,9 @@ WORKLOAD = Workload(
         Metric("us", "us", "lower", "time of one attention step"),
         Metric("ms", "ms", "lower", "time of the whole restoring loop"),
     ),
-    flop_convention="softmax decode: 4*T*d per step; restore: steps x 3.5x that (fwd+bwd convention)",
+    flop_convention="mass: q = W_Q x (2*d^2) + the one-row attention as the method executes it (Method.executed; "
+                    "softmax decode 4*T*d); restore: steps + 1 forwards and steps backwards (the "
+                    "attention's dQ only; dW_Q, an outer product, and Adam are element-wise, not counted)",
     dtypes=frozenset({"float32", "float64", "bfloat16"}),
     limits=limits,
     homepage="https://arxiv.org/abs/2512.13898",

@@ -179,6 +179,15 @@ class Method(Capabilities):
         full_fwd = self.flops(full, "fwd")
         return fwd * (self.flops(full, "fwd+bwd") - full_fwd) / full_fwd if full_fwd else 0.0
 
+    def executed_call(self, problem: Problem, direction: str, kv_grad: bool = True) -> float:
+        """FLOPs one call in ``direction`` executes (:meth:`executed`): its forward (a decode problem's: its
+        step), plus its backward when the direction needs one (``bwd``: the backward alone). What a workload that
+        states the work it really does (its FLOPs equal torch.utils.flop_counter's count) adds per attention."""
+        if direction == "bwd":
+            return self.executed(problem, "bwd", kv_grad)
+        forward = self.executed(problem, "fwd")
+        return forward + (self.executed(problem, "bwd", kv_grad) if needs_grad(direction) else 0.0)
+
     def __hash__(self) -> int:  # options is a dict: hash by name (names are unique in the catalog)
         return hash(self.name)
 

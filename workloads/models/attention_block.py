@@ -44,10 +44,10 @@ class AttentionShape:
     def out_flops(self, tokens: int) -> float:
         return 2.0 * tokens * self.heads_q * self.head_dim * self.hidden
 
-    def train_projection_flops(self, tokens: int, input_needs_grad: bool = False) -> float:
-        """Forward + backward of the projections: each matmul's backward is one matmul for the weight gradient
-        and one for its input's gradient — which the QKV projection skips when its input needs none."""
-        return self.qkv_flops(tokens) * (3 if input_needs_grad else 2) + 3 * self.out_flops(tokens)
+    def train_projection_flops(self, tokens: int) -> float:
+        """Forward + backward of the projections when the block's input needs no gradient: each matmul's
+        backward is one matmul for the weight gradient and one for its input's — which QKV skips."""
+        return 2 * self.qkv_flops(tokens) + 3 * self.out_flops(tokens)
 
     def parameters(self) -> int:
         return self.hidden * (self.qkv_width + self.heads_q * self.head_dim)

@@ -219,10 +219,16 @@ def fields(problem: WorkloadProblem, shape: hm.HybridShape) -> dict:
 
 def attention_flops(problem: WorkloadProblem, shape: hm.HybridShape, direction: str, length: int,
                      decode_tokens: int = 1) -> float:
+    """Every layer's attention FLOPs for ``length`` tokens in ``direction``, as its method executes them (a
+    lightning layer decodes its ``decode_tokens`` rows through its kernel: a forward of that many rows)."""
     total = 0.0
     for i, kind in enumerate(shape.pattern):
+        if kind == hm.LIGHTNING and direction == DECODE:
+            attn = attention_problem(problem, shape, kind, decode_tokens, "fwd", layer=i)
+            total += method_of(problem, kind).executed_call(attn, "fwd")
+            continue
         attn = attention_problem(problem, shape, kind, length, direction, layer=i, decode_tokens=decode_tokens)
-        total += method_of(problem, kind).flops(attn, direction)
+        total += method_of(problem, kind).executed_call(attn, direction)
     return total
 
 
@@ -234,5 +240,5 @@ METRICS = (
 
 FLOP_CONVENTION = ("matmuls: projections + SwiGLU MLP 2*T*(in*out) per matmul fwd, x3 train (x4 with recompute), "
                    "LM head 2*T*h*V (prefill: last token only; train: fused CE 6*T*h*V) + each layer's attention "
-                   "method's own FLOPs (softmax 4*area*d per head, lightning blocked matmuls); norms, RoPE, "
-                   "gates and AdamW not counted")
+                   "as its method executes it (Method.executed: naive/sdpa the score rectangle, lightning its "
+                   "blocked matmuls, a decode step through the kernel); norms, RoPE, gates and AdamW not counted")
