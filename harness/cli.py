@@ -139,10 +139,10 @@ def make_scheduler(args: argparse.Namespace):
     """The scheduler ``--scheduler`` names; ``--run-timeout``, ``--memory-budget`` and ``--threads`` apply to both."""
     budget = None if args.memory_budget is None else int(args.memory_budget * 2**30)
     if args.scheduler == "inline":
-        from harness.cluster.sweep import InlineScheduler
+        from harness.cluster.inline_scheduler import InlineScheduler
 
         return InlineScheduler(run_timeout_s=args.run_timeout, memory_budget_bytes=budget, threads=args.threads)
-    from harness.cluster.scheduler import RayScheduler
+    from harness.cluster.ray_scheduler import RayScheduler
 
     return RayScheduler(address=args.address, max_concurrent=args.max_concurrent, run_timeout_s=args.run_timeout,
                         memory_budget_bytes=budget, threads=args.threads)

@@ -5,7 +5,7 @@ under ``--budget`` seconds in all (default 8 minutes):
 
 1. every test marked ``gpu`` (pytest ``-m gpu`` on the test files that use the marker, in a child process):
    correctness of the CUDA kernels against the float64 reference, fwd+bwd and decode;
-2. a short GPU suite run INLINE (:class:`harness.cluster.sweep.InlineScheduler`: supervised processes, no Ray):
+2. a short GPU suite run INLINE (:class:`harness.cluster.inline_scheduler.InlineScheduler`: supervised processes, no Ray):
    every method that runs on CUDA and whose availability probe passes here (``sdpa``, ``cudnn_sdpa``,
    ``flex_cuda`` and any installed GPU library), bf16, causal / sliding window / documents at two lengths,
    fwd and fwd+bwd, plus decode for the methods that have it. Records go to ``results/gpu_check.db``
@@ -136,7 +136,7 @@ class UntilScheduler:
     """The inline scheduler, but no run starts after ``deadline``; the runs it leaves are counted in ``left``."""
 
     def __init__(self, deadline: float) -> None:
-        from harness.cluster.sweep import InlineScheduler
+        from harness.cluster.inline_scheduler import InlineScheduler
 
         self.deadline, self.left, self._inline = deadline, 0, InlineScheduler()
 

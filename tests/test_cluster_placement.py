@@ -83,3 +83,24 @@ def test_world_of_four_packs_two_ranks_per_node(simulated_cluster) -> None:
             assert envs[r] == {"CUDA_VISIBLE_DEVICES": visible}  # every GPU of the group on this node
             assert visible.split(",")[devices[r]] == info[r]["gpus"][0]  # set_device picks its own
         assert sorted(devices[r] for r in on_node) == list(range(GPUS_PER_NODE))
+
+
+@pytest.mark.parametrize("group", ["harness.cluster.rank_group:RankGroup", "harness.cluster.local_group:LocalRankGroup"])
+def test_both_rank_groups_have_the_declared_shape(group):
+    """Ray's and the local rank group are one interface (``RankGroupSupervisor``): the same steps, the same
+    positional parameters of ``run``, their own knobs keyword-only."""
+    import importlib
+    import inspect
+
+    from harness.cluster.group_run import RankGroupSupervisor
+
+    module, name = group.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    for step in ("build", "run", "teardown"):
+        assert callable(getattr(cls, step, None)), (name, step)
+
+    def positional(fn):
+        return [p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    assert positional(cls.run) == positional(RankGroupSupervisor.run)

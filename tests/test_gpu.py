@@ -106,9 +106,9 @@ def test_gpu_check_path_needs_no_ray() -> None:
     """With ``ray`` unimportable, everything the check runs imports and the catalog loads."""
     code = (
         "import sys; sys.modules['ray'] = None\n"
-        "import harness.gpu_check, harness.cluster.sweep, harness.execution.single, harness.results.store\n"
+        "import harness.gpu_check, harness.cluster.sweep, harness.cluster.inline_scheduler, harness.execution.single, harness.results.store\n"
         "from harness.catalog import methods; methods()\n"
-        "from harness.cluster.sweep import InlineScheduler; InlineScheduler()\n"
+        "from harness.cluster.inline_scheduler import InlineScheduler; InlineScheduler()\n"
         "print(harness.gpu_check.gpu_methods() if harness.gpu_check.cuda_available() else 'cpu')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -65,7 +65,7 @@ def plugins():
 
 @pytest.fixture(scope="module")
 def scheduler(plugins):
-    from harness.cluster.scheduler import RayScheduler
+    from harness.cluster.ray_scheduler import RayScheduler
 
     s = RayScheduler(run_timeout_s=RUN_TIMEOUT_S, memory_budget_bytes=BUDGET, rank_executor=EXECUTOR,
                      failure_grace_s=1.0)
@@ -77,7 +77,7 @@ def scheduler(plugins):
 
 @pytest.fixture(scope="module")
 def inline_scheduler(plugins):
-    from harness.cluster.sweep import InlineScheduler
+    from harness.cluster.inline_scheduler import InlineScheduler
 
     s = InlineScheduler(run_timeout_s=RUN_TIMEOUT_S, memory_budget_bytes=BUDGET, rank_executor=EXECUTOR)
     try:
@@ -119,7 +119,7 @@ def assert_ok(record: dict, threads: int | None = None) -> None:
 
 def single_threads(scheduler) -> int:
     """The torch threads a scheduler gives a timed single-device run: all of a node's cores (one at a time)."""
-    from harness.cluster.scheduler import RayScheduler
+    from harness.cluster.ray_scheduler import RayScheduler
 
     return int(scheduler.single_cpus()) if isinstance(scheduler, RayScheduler) else len(os.sched_getaffinity(0))
 
@@ -180,7 +180,7 @@ def test_single_run_driver_backstop_cancels_a_silent_worker(scheduler, tmp_path,
     limit plus its grace and cancels the task (ray.cancel(force=True)): a timeout record, then business as usual."""
     import ray
 
-    import harness.cluster.scheduler as sched
+    import harness.cluster.ray_scheduler as sched
     from tests.fault_injection import stuck_supervisor
 
     monkeypatch.setattr(sched, "run_single_task", ray.remote(max_retries=0)(stuck_supervisor))
@@ -272,7 +272,7 @@ def test_buckets_reuse_one_group_per_world_size(scheduler, tmp_path):
 
 def test_group_that_cannot_be_placed_is_unavailable(scheduler, tmp_path):
     """Bundles the cluster cannot hold: the group's wait times out and every run of the bucket says why."""
-    from harness.cluster.scheduler import RayScheduler
+    from harness.cluster.ray_scheduler import RayScheduler
 
     greedy = RayScheduler(rank_cpus=64, group_timeout_s=2, rank_executor=EXECUTOR)  # joins the module's Ray
     try:
@@ -473,3 +473,4 @@ def test_a_death_by_the_oom_killer_is_oom(monkeypatch, exitcode, kills, kind, re
     monkeypatch.setattr(isolation, "oom_kills", lambda: kills[1])
     o = isolation._death(exitcode, kills[0], 1.0, 2 << 30)
     assert (o.kind, o.reason) == (kind, reason)
+

@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 from rich.table import Table
 
 from harness.checks import OneLineParser, integer
-from harness.cluster.sweep import InlineScheduler, run_sweep
+from harness.cluster.inline_scheduler import InlineScheduler
+from harness.cluster.sweep import run_sweep
 from harness.results.report import wide_console
 from harness.results.store import ResultStore
 from harness.spec import Run, Timing

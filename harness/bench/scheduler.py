@@ -130,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench schedu
                         help="rank-group sizes measured (space-separated)")
     args = parser.parse_args(argv)
 
-    from harness.cluster.scheduler import RayScheduler
+    from harness.cluster.ray_scheduler import RayScheduler
 
     t0 = time.perf_counter()
     scheduler = RayScheduler(rank_executor="harness.bench.scheduler:trivial_execute")

@@ -2,15 +2,16 @@
 
 Shared by the two rank-group supervisors — :class:`harness.cluster.rank_group.RankGroup` (one Ray actor per
 rank) and :class:`harness.cluster.local_group.LocalRankGroup` (the rank processes are children of this
-process) — so both stop waiting by the same rule and give :func:`harness.cluster.outcomes.group_record` the
-same :class:`GroupRun`. Neither Ray nor torch is imported here.
+process) — which both have the shape :class:`RankGroupSupervisor` declares, stop waiting by the same rule and
+give :func:`harness.cluster.outcomes.group_record` the same :class:`GroupRun`. Neither Ray nor torch is
+imported here.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Optional
+from typing import Any, Callable, Hashable, Iterable, Optional, Protocol
 
 from harness.cluster.isolation import Outcome
 
@@ -83,3 +84,20 @@ def collect(handles: dict[Hashable, int], wait_any: WaitAny, outcome_of: Callabl
     out.missing = sorted(handles[h] for h in pending)
     out.elapsed_s = time.perf_counter() - started
     return out
+
+
+class RankGroupSupervisor(Protocol):
+    """A group of W rank processes that runs one run at a time on all of them: built once, reused while
+    ``healthy``, torn down (and built afresh by its owner) after a run that failed."""
+
+    healthy: bool
+
+    def build(self) -> "RankGroupSupervisor":
+        """Start the ranks and their process group (a :class:`GroupError` when it cannot)."""
+
+    def run(self, executor: str, run: Any, time_limit_s: float, memory_budget: Optional[int],
+            failure_grace_s: float, answer_grace_s: float, **extra: Any) -> GroupRun:
+        """``executor`` on every rank, waited for by :func:`collect` (``extra``: the supervisor's own knobs)."""
+
+    def teardown(self) -> None:
+        """Stop every rank; the group is unhealthy afterwards."""

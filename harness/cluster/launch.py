@@ -61,7 +61,7 @@ class LocalGroups:
             self.built += 1
         budget = self.memory_budget or default_budget(run.world_size)
         result = self.group.run(self.executor, run, self.timeout_s, budget, FAILURE_GRACE_S, ANSWER_GRACE_S,
-                                self.executor_kwargs)
+                                executor_kwargs=self.executor_kwargs)
         record = group_record(run, result, threads, self.timeout_s, scheduler=self.scheduler)
         if not result.ok or breaks_group(record):
             self.close()

@@ -84,7 +84,7 @@ class LocalRankGroup:
         return self
 
     def run(self, executor: str, run: Run, time_limit_s: float, memory_budget: Optional[int],
-            failure_grace_s: float, answer_grace_s: float, executor_kwargs: Optional[dict] = None) -> GroupRun:
+            failure_grace_s: float, answer_grace_s: float, *, executor_kwargs: Optional[dict] = None) -> GroupRun:
         """``executor(run, **executor_kwargs)`` on every rank; the children enforce ``time_limit_s`` and
         ``memory_budget`` (None: no budget) themselves; the wait is :func:`collect`'s."""
         if self.pool is None or not self.healthy:

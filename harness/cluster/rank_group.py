@@ -138,8 +138,8 @@ class RankGroup:
             raise GroupError(f"failed to {what}: {str(e).splitlines()[0][:300]}") from None
 
     # ----- running ------------------------------------------------------------------------------------
-    def run(self, executor: str, run, time_limit_s: float, memory_budget: Optional[int], budget_share: int,
-            failure_grace_s: float, answer_grace_s: float) -> GroupRun:
+    def run(self, executor: str, run, time_limit_s: float, memory_budget: Optional[int], failure_grace_s: float,
+            answer_grace_s: float, *, budget_share: int = 1) -> GroupRun:
         """Run on every rank and wait for them (:func:`harness.cluster.group_run.collect`: the same rule as a
         local group's); a group whose run failed is marked unhealthy."""
         started = time.perf_counter()

@@ -41,7 +41,7 @@ COMM_REPS = 7
 def calibrate_kernels(method: str, results: Path, threads: int, profile: Optional[str], resume: bool,
                       device: str) -> RateTable:
     """Run the kernel_rates suite for ``method`` (stored in ``results``) and make its rate table."""
-    from harness.cluster.scheduler import RayScheduler
+    from harness.cluster.ray_scheduler import RayScheduler
     from harness.cluster.sweep import run_sweep
     from harness.results.store import ResultStore
     from suites.loader import load_suite
