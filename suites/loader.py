@@ -295,14 +295,19 @@ class _Expansion:
     def _options(self, methods: list, strategies: list, points: list["_Point"]) -> list[dict[str, Any]]:
         """The option sets (sweep axes expanded), after checking the keys against the declared options.
 
-        Strategies declare theirs (plus the common ones); methods only when their ``options`` is non-empty;
+        Strategies declare theirs (plus the common ones and every method's, which their local kernels take);
+        methods only when their ``options`` is non-empty;
         a workload the options of the methods and strategies its parameters name (plus the common ones when it
         runs on rank groups). An option must be known to at least one declaring subject; the check is skipped
         when none declares (a suite of methods that declare no options)."""
+        from harness.catalog import methods as registered_methods
         from harness.interfaces.strategy import COMMON_OPTIONS
 
         given: dict[str, Any] = self.k.get("options", {})
-        declaring = [(f"strategy {s.name!r}", {**dict.fromkeys(COMMON_OPTIONS), **s.options}) for s in strategies]
+        # as at run time (CPProblem.of): a strategy takes the common options, its own and any method's
+        local = {name: None for m in registered_methods().values() for name in m.options} if strategies else {}
+        declaring = [(f"strategy {s.name!r}", {**dict.fromkeys(COMMON_OPTIONS), **local, **s.options})
+                     for s in strategies]
         declaring += [(f"method {m.name!r}", m.options) for m in methods if m.options]
         declaring += _workload_options(points)
         defaults: dict[str, Any] = {}

@@ -20,6 +20,13 @@ QUICK = Timing(warmup=1, min_samples=3, min_run_time=0.01)
 WORKLOADS = sorted(catalog.workloads())
 
 
+# Shapes small enough for the default tier (a workload's own defaults where it has none here).
+SMALL_MODEL = {"vocab": 256, "hidden": 128, "heads": 4, "heads_kv": 2, "head_dim": 32, "intermediate": 256,
+               "layers": 2, "rope_dim": 32, "pattern": "LS"}
+SMALL_PARAMS = {"hybrid_lm": SMALL_MODEL, "hybrid_lm_hf": SMALL_MODEL,
+               "qttt": {"steps": 2, "span": 64, "span_at": "end", "answer_tokens": 2}}
+
+
 def workload_run(name: str, phase: str, **kw) -> Run:
     base = dict(workload=name, mask="causal", seqlen=256, direction=phase, timing=QUICK, decode_tokens=2)
     return Run.make(**{**base, **kw})
@@ -35,7 +42,7 @@ def cases():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name,phase", list(cases()))
 def test_every_phase_runs_checked_and_measured(name, phase, dtype):
-    record = execute(workload_run(name, phase, dtype=dtype))
+    record = execute(workload_run(name, phase, dtype=dtype, params=SMALL_PARAMS.get(name, {})))
     assert record["status"] == "ok", record["reason"]
     assert record["kind"] == "workload" and record["flops"] > 0 and record["time_ms_median"] > 0
     assert record["metrics"] and set(record["metric_units"]) == set(record["metrics"])
@@ -129,13 +136,6 @@ def test_a_workload_checks_the_kernel_gates_rows(monkeypatch):
 
 # ----- the FLOP model against torch.utils.flop_counter: every workload, phase and method it runs on -------------
 
-# Shapes small enough to count in the default tier (a workload's own defaults where it has none here).
-SMALL_MODEL = {"vocab": 256, "hidden": 128, "heads": 4, "heads_kv": 2, "head_dim": 32, "intermediate": 256,
-               "layers": 2, "rope_dim": 32, "pattern": "LS"}
-FLOP_PARAMS = {"hybrid_lm": SMALL_MODEL, "hybrid_lm_hf": SMALL_MODEL,
-               "qttt": {"steps": 2, "span": 64, "span_at": "end", "answer_tokens": 2}}
-
-
 def _runs_here(method: Method) -> bool:
     return "cpu" in method.devices and not method.unavailable_reason()
 
@@ -159,7 +159,7 @@ def flop_cases():
                 continue
             for method in _flop_methods(spec):
                 for phase in w.phases:
-                    yield pytest.param(name, phase, {**FLOP_PARAMS.get(name, {}), key: method},
+                    yield pytest.param(name, phase, {**SMALL_PARAMS.get(name, {}), key: method},
                                        id=f"{name}-{phase}-{key}={method}")
 
 
