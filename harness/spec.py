@@ -7,9 +7,12 @@ A :class:`Run` is one point of a sweep, of one of three kinds:
 - a **workload** (a whole-model phase): ``workload`` set, ``params`` its parameters (a ``flavor`` among them),
   ``method``/``strategy`` the attention it uses where it takes one.
 
-``direction`` is what is timed: a direction of an attention call (``fwd``, ``bwd``, ``fwd+bwd``, ``decode``)
-or a workload's phase (``train_step``, ``prefill``, ...). It is what the suite expands into, what the store
-keys results by (:attr:`Run.key`) and what is shipped to Ray workers.
+What is timed is a **direction** of an attention call (``fwd``, ``bwd``, ``fwd+bwd``, ``decode``) for a method
+or a strategy, or a **phase** of a workload (``train_step``, ``prefill``, ``decode``, ...): a workload run has a
+``phase`` and no ``direction``, the others a ``direction`` and no ``phase`` (:meth:`Run.__post_init__`).
+
+The store keys results by :attr:`Run.key`, stable across versions: results written before ``phase`` was a field
+of its own spelled a workload's phase in ``direction``, and the key still does, so those files resume unchanged.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class Run:
     heads_kv: Optional[int] = None
     head_dim: Optional[int] = None
     dtype: str = "float32"
-    direction: str = "fwd"
+    direction: Optional[str] = "fwd"  # of an attention call; None for a workload run (it has a phase)
     batch: int = 1
     world_size: int = 1
     strategy: Optional[str] = None  # context-parallel strategy; ``method`` is then its local kernel
@@ -86,6 +89,16 @@ class Run:
     workload: Optional[str] = None  # a model-level workload (harness.interfaces.workload)
     params: tuple = ()  # the workload's parameters (``flavor`` among them)
     decode_tokens: int = 1  # query rows of a decode step (the last ones of the sequence)
+    phase: Optional[str] = None  # a workload's phase (``prefill``, ``train_step``, ...); only a workload has one
+
+    def __post_init__(self) -> None:
+        if self.workload:
+            if not self.phase:
+                raise ValueError(f"workload run {self.workload!r} names no phase")
+            object.__setattr__(self, "direction", None)  # a workload's step is a phase, not one attention call
+        elif self.phase is not None:
+            raise ValueError(f"phase {self.phase!r} given to a {self.kind} run (only a workload has phases; "
+                             f"a method or strategy takes a direction)")
 
     @staticmethod
     def make(
@@ -103,6 +116,11 @@ class Run:
         if self.workload:
             return "workload"
         return "strategy" if self.strategy else "method"
+
+    @property
+    def timed(self) -> str:
+        """What the run times: its phase (a workload) or its direction (a method or strategy)."""
+        return self.phase or self.direction or ""
 
     @property
     def mask_kwargs(self) -> dict:
@@ -127,7 +145,7 @@ class Run:
         mask = f"{self.mask}({params})" if params else self.mask
         ws = f" ws={self.world_size}" if self.world_size > 1 else ""
         shape = f" H={self.heads_q}:{self.heads_kv} d={self.head_dim}" if self.heads_q else ""
-        return f"{who} {mask} S={self.seqlen} B={self.batch}{shape} {self.dtype} {self.direction}{ws}"
+        return f"{who} {mask} S={self.seqlen} B={self.batch}{shape} {self.dtype} {self.timed}{ws}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -146,12 +164,15 @@ class Run:
         """Stable identity of the run: the 0.1.0 fields, plus every later field that differs from its default.
 
         So a field added in a later version never changes the key of a run that does not use it, and
-        ``--resume`` on a results file written by an older lcbench re-runs nothing.
+        ``--resume`` on a results file written by an older lcbench re-runs nothing. A workload's phase is
+        keyed as ``direction``, as it was spelled before ``phase`` was a field of its own.
         """
         d = self.to_dict()
+        if self.workload:
+            d["direction"] = d.pop("phase")
         defaults = Run()
         for f in fields(Run):
             if f.name in NOT_IN_KEY or (f.name not in KEY_FIELDS_V0 and getattr(self, f.name) == getattr(defaults, f.name)):
-                d.pop(f.name)
+                d.pop(f.name, None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

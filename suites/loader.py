@@ -362,7 +362,7 @@ class _Expansion:
                     self.mask_checks.add((j, self._seqlen(seqlen, ws), heads))
                 runs.append(Run.make(
                     workload=workload.name, params=params, world_size=ws, mask=mask.name,
-                    mask_params=mask.params, seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=phase,
+                    mask_params=mask.params, seqlen=self._seqlen(seqlen, ws), dtype=dtype, phase=phase,
                     device=self.device, timing=self.timing, options=opts,
                     decode_tokens=self._decode_tokens(phase), **point.subject,
                 ))
@@ -432,7 +432,7 @@ class _Expansion:
 
     def _check_decode_tokens(self, runs: Iterable[Run]) -> None:
         """A decode step's rows are the last ``decode_tokens`` of the sequence: never more than the sequence."""
-        shortest = min((r.seqlen for r in runs if r.direction == DECODE), default=None)
+        shortest = min((r.seqlen for r in runs if r.timed == DECODE), default=None)
         if shortest is not None and self.decode_tokens > shortest:
             raise UserError(f"{self.where}: {self.k.path('decode_tokens')}={self.decode_tokens} is not allowed; "
                             f"expected at most the shortest decode run's length ({shortest} tokens)")

@@ -24,6 +24,7 @@ from harness.execution.inputs import mask_for
 from harness.execution.gate import TOLERANCE
 from harness.masks import MASKS
 from harness.masks.sharding import shard_areas
+from harness.results.schema import DECLARED
 from harness.spec import Run, Timing
 
 SEQ, HQ, HKV, DIM = 256, 4, 2, 16
@@ -126,6 +127,7 @@ def tiered(runs, ids):
 
 
 def check_record(rec: dict, run: Run) -> None:
+    assert set(rec) <= set(DECLARED), set(rec) - set(DECLARED)  # every field of the record is declared
     why = expected_reason(run)
     if why and why.startswith("unavailable"):
         assert rec["status"] == "unavailable", rec

@@ -28,7 +28,7 @@ SMALL = {"vocab": 256, "hidden": 128, "heads": 4, "heads_kv": 2, "head_dim": 32,
 
 
 def run_of(phase: str, seqlen: int = 96, dtype: str = "float32", workload: str = "hybrid_lm", **params) -> Run:
-    return Run.make(workload=workload, mask="causal", seqlen=seqlen, direction=phase, dtype=dtype, timing=QUICK,
+    return Run.make(workload=workload, mask="causal", seqlen=seqlen, phase=phase, dtype=dtype, timing=QUICK,
                     params={**SMALL, **params})
 
 
@@ -103,7 +103,7 @@ def test_every_pattern_and_phase_passes_its_float64_check(phase, pattern):
     errors = json.loads(record["gate_errors"])
     if phase == "train_step":
         assert {"d0.wqkv", "dembed", "dlm_head"} <= set(errors)
-    assert record["layers_softmax"] == pattern.count("S") and record["parameters"] > 0
+    assert record["facts"]["layers_softmax"] == pattern.count("S") and record["facts"]["parameters"] > 0
     metrics = record["metrics"]
     assert metrics["cache_bytes"] == metrics["cache_bytes_model"] if "cache_bytes" in metrics else True
 
@@ -158,7 +158,7 @@ def test_hf_peer_reports_what_it_cannot_express():
 def _cp(world_size: int, phase: str, **params):
     from harness.cluster.launch import run_local
 
-    run = Run.make(workload="hybrid_lm", mask="causal", seqlen=128, direction=phase, timing=QUICK,
+    run = Run.make(workload="hybrid_lm", mask="causal", seqlen=128, phase=phase, timing=QUICK,
                    world_size=world_size, params={**SMALL, "softmax_method": "blocksparse", **params})
     return run_local(run, timeout_s=300, measure_memory=False)
 

@@ -68,7 +68,7 @@ def method_run(method: str) -> Run:
 
 def workload_run(mode: str) -> Run:
     return Run.make(workload="raising_workload", params={"mode": mode}, mask="causal", seqlen=64,
-                    direction="prefill", timing=QUICK)
+                    phase="prefill", timing=QUICK)
 
 
 CASES = [

@@ -95,7 +95,7 @@ def reach_problem(mask: str, seqlen: int, phase: str, dtype: str = "float32", ma
     if mask_params is None:
         mask_params = {"block": 16} if "block" in MASKS[mask].defaults else {}
     run = Run.make(workload="power_reach", params=params, mask=mask, mask_params=mask_params,
-                   seqlen=seqlen, dtype=dtype, direction=phase, device="cpu")
+                   seqlen=seqlen, dtype=dtype, phase=phase, device="cpu")
     return WorkloadProblem(run=run, params=workload.resolve_params(params), dtype=getattr(torch, dtype),
                            device=torch.device("cpu"), method=get_method, strategy=get_strategy)
 
@@ -184,7 +184,7 @@ def test_cli_mask_prints_the_receptive_field(capsys, tmp_path) -> None:
 
 def test_suite_profiles_load() -> None:
     suite = load_suite("power_attention", "smoke")
-    kinds = {(r.kind, r.direction) for r in suite.runs}
+    kinds = {(r.kind, r.timed) for r in suite.runs}
     assert {("workload", EMPIRICAL), ("workload", EXACT), ("method", "fwd"), ("method", "decode")} <= kinds
     assert {r.mask for r in suite.runs} == {"power", "sliding_window_sink", "causal"}
 

@@ -54,7 +54,7 @@ def test_the_method_example_passes_its_gate(plugins):
 
 
 def test_the_workload_example_runs_checked_and_measured(plugins):
-    record = execute(Run.make(workload="one_call", mask="causal_document", seqlen=256, direction="prefill",
+    record = execute(Run.make(workload="one_call", mask="causal_document", seqlen=256, phase="prefill",
                               timing=QUICK))
     assert record["status"] == "ok", record["reason"]
     assert record["metrics"]["tokens_per_s"] > 0 and record["flops"] > 0

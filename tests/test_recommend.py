@@ -168,7 +168,7 @@ def test_a_single_option_is_said_so():
 
 def _workload(phase: str, seqlen: int, median: float, **params) -> dict:
     r = _record(params.get("method", "sdpa"), median, (median * 0.99, median * 1.01), kind="workload",
-                workload="hybrid_lm", direction=phase, seqlen=seqlen, heads_q=None, params=params)
+                workload="hybrid_lm", phase=phase, direction=None, seqlen=seqlen, heads_q=None, params=params)
     r["key"] = f"{phase}-{seqlen}-{sorted(params.items())}"
     return r
 

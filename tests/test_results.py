@@ -46,7 +46,7 @@ def _attention(method: str, seqlen: int, time_ms: float, **extra) -> dict:
 
 
 def _workload(phase: str, seqlen: int, time_ms: float, tokens_per_s: float, **extra) -> dict:
-    record = _attention("sdpa", seqlen, time_ms, kind="workload", workload="llama", direction=phase,
+    record = _attention("sdpa", seqlen, time_ms, kind="workload", workload="llama", phase=phase, direction=None,
                         params={"flavor": "tiny", "layers": 2}, heads_q=None, heads_kv=None, head_dim=None,
                         flop_convention=LM_FLOPS, key=f"llama-{phase}-{seqlen}")
     record["metrics"] = {"tokens_per_s": tokens_per_s, "ms_per_token": 1000 / tokens_per_s,

@@ -2,6 +2,7 @@
 
 import pickle
 
+import pytest
 import torch
 
 from harness.masks import build_mask
@@ -44,3 +45,28 @@ def test_sliding_window_area_is_exact():
     s, w = 500, 37
     mask = build_mask("sliding_window_causal", s, window=w)
     assert mask.area() == sum(min(q, w) + 1 for q in range(s))
+
+
+# Keys of workload runs as lcbench wrote them at commit e65a617, when a workload's phase was spelled
+# ``direction=<phase>``: results files of that time must resume without re-running them.
+PHASE_KEYS_BEFORE_PHASE_FIELD = {
+    ("hybrid_lm", "decode"): "47860d822fac94f478d3",
+    ("qttt", "ttt_step"): "f8cceed47fc7bda03a34",
+}
+
+
+def test_a_workload_run_has_a_phase_and_no_direction_and_keeps_its_old_key():
+    hybrid = Run.make(workload="hybrid_lm", params={"flavor": "tiny", "pattern": "LS"}, mask="causal", seqlen=512,
+                      phase="decode", decode_tokens=4)
+    qttt = Run.make(workload="qttt", params={"flavor": "tiny", "method": "sdpa"}, method="sdpa", mask="causal",
+                    seqlen=256, phase="ttt_step")
+    assert hybrid.direction is None and hybrid.phase == hybrid.timed == "decode"
+    assert {("hybrid_lm", "decode"): hybrid.key, ("qttt", "ttt_step"): qttt.key} == PHASE_KEYS_BEFORE_PHASE_FIELD
+    assert Run.from_dict(hybrid.to_dict()) == hybrid
+
+
+def test_a_phase_belongs_to_a_workload_and_a_workload_names_one():
+    with pytest.raises(ValueError, match="only a workload has phases"):
+        make(phase="prefill")
+    with pytest.raises(ValueError, match="names no phase"):
+        Run.make(workload="hybrid_lm", mask="causal", seqlen=256)

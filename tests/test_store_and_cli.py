@@ -131,3 +131,17 @@ def test_run_reports_progress_and_exits_1_when_a_run_is_invalid(tmp_path, monkey
     assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline", "--quiet", "--resume"]) == 1
     assert main(["run", str(suite), "--results", str(db), "--scheduler", "inline", "--quiet", "--resume",
                  "--allow-failures"]) == 0
+
+
+def test_a_workload_record_written_with_its_phase_in_direction_reads_with_its_phase(tmp_path):
+    """Records stored before ``phase`` and ``facts`` were fields spelled the phase as ``direction`` and put the
+    workload's facts beside the declared fields: read, they say phase and hold their facts under ``facts``."""
+    store = ResultStore(tmp_path / "old.db")
+    session = store.start_session("old", {"cpu": "x"})
+    old = {"key": "k1", "kind": "workload", "workload": "hybrid_lm", "method": "", "direction": "prefill",
+           "seqlen": 256, "status": "ok", "reason": None, "kernel": "hybrid_lm", "kv_cache_bytes": 4096}
+    store.put(old, session, "old")
+    (read,) = store.records()
+    assert read["phase"] == "prefill" and read["direction"] is None
+    assert read["facts"] == {"kv_cache_bytes": 4096} and "kv_cache_bytes" not in read
+    assert read["key"] == "k1" and ResultStore(tmp_path / "old.db").done_keys() == {"k1"}  # resumes unchanged

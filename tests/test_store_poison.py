@@ -33,7 +33,8 @@ from harness import status as st
 from harness.cli import main
 from harness.cluster.sweep import run_sweep
 from harness.errors import UserError
-from harness.results.records import FIELD_TYPES, validate_record
+from harness.results.records import validate_record
+from harness.results.schema import FIELD_TYPES
 from harness.results.store import ResultStore
 from harness.spec import Run
 
@@ -58,7 +59,7 @@ def _kernel(method: str, seqlen: int, time_ms: float, /, **extra) -> dict:
 
 def _workload(phase: str, seqlen: int, time_ms: float, /, **extra) -> dict:
     """An ok workload record with metrics, their units and directions."""
-    run = Run.make(workload="good_lm", params={"flavor": "tiny", "layers": 2}, direction=phase, seqlen=seqlen,
+    run = Run.make(workload="good_lm", params={"flavor": "tiny", "layers": 2}, phase=phase, seqlen=seqlen,
                    method="sdpa")
     record = {**_kernel("sdpa", seqlen, time_ms), **st.base_record(run), "kind": "workload", "status": "ok"}
     record.update(metrics={"tokens_per_s": seqlen / time_ms * 1e3, "ms_per_token": time_ms / seqlen},

@@ -56,7 +56,7 @@ def test_every_shipped_suite_has_a_small_smoke_profile(name):
     assert all(r.device == "cpu" and r.timing.min_run_time <= SMOKE_MAX_RUN_TIME for r in suite.runs)
     # representative: more than one subject (with its parameters), and more than one mask or direction/phase
     assert len({(r.method, r.strategy, r.workload, r.params) for r in suite.runs}) > 1
-    assert len({(r.mask, r.mask_params) for r in suite.runs}) > 1 or len({r.direction for r in suite.runs}) > 1
+    assert len({(r.mask, r.mask_params) for r in suite.runs}) > 1 or len({r.timed for r in suite.runs}) > 1
 
 
 def test_legacy_suite_keeps_the_keys_of_lcbench_0_1_0():
@@ -167,7 +167,7 @@ def toy_workloads(tmp_path, monkeypatch):
 def test_workloads_expand_per_phase_they_have(toy_workloads):
     suite = parse_suite({**WL_BASE, "workloads": ["toy_layer", {"name": "toy_decoder", "layers": 3}],
                          "phases": ["prefill", "train_step"], "world_sizes": [1, 2]})
-    got = {(r.workload, r.direction, r.world_size) for r in suite.runs}
+    got = {(r.workload, r.phase, r.world_size) for r in suite.runs}
     assert got == {("toy_layer", "prefill", 1), ("toy_layer", "train_step", 1),  # one device: world size 1
                    ("toy_decoder", "prefill", 1), ("toy_decoder", "prefill", 2)}  # no train_step phase
     assert all(r.kind == "workload" and r.mask == "causal" and r.heads_q is None for r in suite.runs)
@@ -176,7 +176,7 @@ def test_workloads_expand_per_phase_they_have(toy_workloads):
 
 def test_workloads_without_phases_run_all_of_theirs_and_decode_tokens(toy_workloads):
     suite = parse_suite({**WL_BASE, "workloads": ["toy_layer"], "decode_tokens": 8})
-    assert {(r.direction, r.decode_tokens) for r in suite.runs} == {("train_step", 1), ("prefill", 1), ("decode", 8)}
+    assert {(r.phase, r.decode_tokens) for r in suite.runs} == {("train_step", 1), ("prefill", 1), ("decode", 8)}
     assert {r.method for r in suite.runs} == {""}  # no method unless the parameters name one
 
 

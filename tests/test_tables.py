@@ -125,7 +125,7 @@ def test_every_profiles_tables_tell_their_rows_apart_and_keep_the_identity_whole
 
 def test_a_wide_metric_set_folds_or_turns_and_keeps_the_identity_whole():
     """A workload phase with 24 metrics (power_reach's ~20 and more) at 100 columns."""
-    runs = [Run.make(workload="power_reach", method="blocksparse", mask=mask, seqlen=1024, direction="reach",
+    runs = [Run.make(workload="power_reach", method="blocksparse", mask=mask, seqlen=1024, phase="reach",
                      params={"method": "blocksparse", "layers": layers}, mask_params={"block": 32})
             for mask in ("power", "sliding_window_sink", "causal") for layers in (8, 24)]
     records = [fake_record(run, i, "wide") for i, run in enumerate(runs)]
@@ -293,7 +293,7 @@ def test_show_folds_to_the_consoles_width(tmp_path):
 def test_brackets_in_titles_headers_and_cells_are_text_not_styles():
     """``ring[sdpa]`` (a strategy and its local method) survives rich and Markdown alike."""
     runs = [Run.make(workload="attention_layer", strategy="ring", method="sdpa", world_size=2, seqlen=s,
-                     direction="prefill", params={"flavor": "tiny"}) for s in (256, 512)]
+                     phase="prefill", params={"flavor": "tiny"}) for s in (256, 512)]
     records = [{**fake_record(r, 0, "cp"), "status": "ok"} for r in runs]
     (sheet,) = results_sheets(records, title="cp")
     assert "attention=ring[sdpa]" in sheet.title

@@ -27,7 +27,7 @@ from workloads.models import qwen3  # noqa: E402
 def problem(workload: str, phase: str, seqlen: int, dtype: str = "float32", decode_tokens: int = 1,
             **params) -> WorkloadProblem:
     w = get_workload(workload)
-    run = Run.make(workload=workload, params=params, seqlen=seqlen, dtype=dtype, direction=phase, device="cpu",
+    run = Run.make(workload=workload, params=params, seqlen=seqlen, dtype=dtype, phase=phase, device="cpu",
                    decode_tokens=decode_tokens)
     return WorkloadProblem(run=run, params=w.resolve_params(params), dtype=getattr(torch, dtype),
                            device=torch.device("cpu"), method=get_method, strategy=get_strategy)

@@ -25,11 +25,12 @@ def test_every_run_of_the_smoke_profile_is_stored_ok_with_metrics(swept):
     records = ResultStore(swept).records()
     assert {r["key"] for r in records} == {r.key for r in suite.runs}
     for r in records:
-        assert r["status"] == "ok", (r["direction"], r["reason"])
+        assert r["status"] == "ok", (r["phase"], r["reason"])
         assert r["kind"] == "workload" and r["scheduler"] == "ray"
         assert r["metrics"]["tokens_per_s"] > 0 and r["flops"] > 0
-    decode = [r for r in records if r["direction"] == "decode"]
-    assert decode and all(r["metrics"]["ms_per_token"] > 0 and r["kv_cache_bytes"] > 0 for r in decode)
+        assert r["kernel"] == r["resolved_params"]["method"]  # the attention method the layer really ran
+    decode = [r for r in records if r["phase"] == "decode"]
+    assert decode and all(r["metrics"]["ms_per_token"] > 0 and r["facts"]["kv_cache_bytes"] > 0 for r in decode)
 
 
 def test_resume_runs_nothing_again(swept, capsys):
@@ -43,7 +44,7 @@ def test_export_compare_and_plot_carry_the_workload_metrics(swept, tmp_path, cap
     out = tmp_path / "w.csv"
     assert main(["export", str(swept), "--format", "csv", "-o", str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert rows and {"metric.tokens_per_s", "metric.ms_per_token", "kv_cache_bytes", "parameters"} <= set(rows[0])
+    assert rows and {"metric.tokens_per_s", "metric.ms_per_token", "fact.kv_cache_bytes", "fact.parameters"} <= set(rows[0])
     capsys.readouterr()
     assert main(["compare", str(swept), str(swept)]) == 0
     text = capsys.readouterr().out

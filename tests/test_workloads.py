@@ -13,6 +13,7 @@ from harness.errors import UserError
 from harness.execution.cases.workload import WorkloadCase
 from harness.execution.single import SingleDevice, execute
 from harness.interfaces import Method
+from harness.results.schema import DECLARED
 from harness.spec import Run, Timing
 from tests import flop_counting
 
@@ -28,7 +29,7 @@ SMALL_PARAMS = {"hybrid_lm": SMALL_MODEL, "hybrid_lm_hf": SMALL_MODEL,
 
 
 def workload_run(name: str, phase: str, **kw) -> Run:
-    base = dict(workload=name, mask="causal", seqlen=256, direction=phase, timing=QUICK, decode_tokens=2)
+    base = dict(workload=name, mask="causal", seqlen=256, phase=phase, timing=QUICK, decode_tokens=2)
     return Run.make(**{**base, **kw})
 
 
@@ -48,6 +49,8 @@ def test_every_phase_runs_checked_and_measured(name, phase, dtype):
     assert record["metrics"] and set(record["metric_units"]) == set(record["metrics"])
     assert all(0 <= v < float("inf") for v in record["metrics"].values())  # counts (power_reach's holes) may be 0
     assert record["flop_convention"]
+    assert set(record) <= set(DECLARED) and isinstance(record["facts"], dict)  # the typed record, nothing loose
+    assert record["kernel"] and record["kernel"] != name  # the attention kernel(s) that ran, not the workload
 
 
 def test_flavors_and_parameters_resolve_and_bad_ones_are_one_line_errors():

@@ -176,6 +176,7 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
     s, b = problem.seqlen, problem.batch
     fields = {**hp.fields(problem, shape), "hf_attn_implementation": model.config._attn_implementation,
               "hf_experts_implementation": model.config._experts_implementation}
+    kernel = f"transformers MiniMax (attn_implementation={model.config._attn_implementation})"
     if problem.phase == "prefill":
         def call():
             with torch.no_grad():
@@ -184,7 +185,7 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
         flops = hf_flops(problem, shape, "prefill", s, s)
         return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model),
                             metrics=lambda sec: {"tokens_per_s": b * s / sec, "ms": sec * 1e3}, fields=fields,
-                            inputs=(tokens,))
+                            inputs=(tokens,), kernel=kernel)
     n = problem.run.decode_tokens
     with torch.no_grad():
         prefilled = model(tokens[:, :s - n], use_cache=True).cache
@@ -205,7 +206,7 @@ def build(problem: WorkloadProblem) -> WorkloadStep:
 
     flops = hf_flops(problem, shape, DECODE, s, n)
     return WorkloadStep(call=call, flops=flops, check=lambda: _check(problem, shape, weights, tokens, model, n),
-                        metrics=metrics, fields=fields, inputs=(tokens,))
+                        metrics=metrics, fields=fields, inputs=(tokens,), kernel=kernel)
 
 
 WORKLOAD = Workload(

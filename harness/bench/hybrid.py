@@ -45,9 +45,9 @@ console = wide_console()
 
 def workload_run(seqlen: int, phase: str, pattern: str, workload: str = "hybrid_lm", decode_tokens: int = 1,
                  **params) -> Run:
-    """The run a suite expands to for one (workload, pattern, seqlen, phase): the phase is the direction."""
+    """The run a suite expands to for one (workload, pattern, seqlen, phase)."""
     return Run.make(workload=workload, params={"flavor": "tiny", "pattern": pattern, **params}, mask="causal",
-                    seqlen=seqlen, dtype="float32", direction=phase,
+                    seqlen=seqlen, dtype="float32", phase=phase,
                     decode_tokens=decode_tokens if phase == DECODE else 1)
 
 

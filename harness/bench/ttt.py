@@ -49,11 +49,11 @@ def _ratio_lines(what: str, label: str, sizes: Sequence[int], seconds: dict[int,
 # ----- qTTT --------------------------------------------------------------------------------------------------
 
 def qttt_runs(T: int, params: dict, decode_tokens: int) -> tuple[Run, Run]:
-    """(the ttt_step run, the decode run) at context ``T``, as the suite expands them (phase = direction)."""
+    """(the ttt_step run, the decode run) at context ``T``, as the suite expands them."""
     common = dict(workload="qttt", params=params, method=params["method"], mask="causal", seqlen=T,
                   dtype="float32", device="cpu")
-    return (Run.make(direction="ttt_step", **common),
-            Run.make(direction=DECODE, decode_tokens=decode_tokens, **common))
+    return (Run.make(phase="ttt_step", **common),
+            Run.make(phase=DECODE, decode_tokens=decode_tokens, **common))
 
 
 def bench_qttt(contexts: Sequence[int], params: dict, decode_tokens: int, reps: int) -> tuple[Table, list[str]]:

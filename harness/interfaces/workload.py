@@ -61,8 +61,11 @@ class WorkloadStep:
 
     ``check`` runs once before timing (outside it); ``metrics`` turns the timing into the workload's own
     metrics (tokens/s, ms per token, ...); ``fields`` are static facts recorded with the run (parameter
-    counts, cache bytes modelled and measured, ...). ``inputs`` are the tensors alive during the call (for
-    the memory accounting)."""
+    counts, cache bytes modelled and measured, ...), stored under the record's ``facts``. ``kernel`` says
+    which attention kernel(s) really ran when the workload's parameters do not (a model library's own
+    attention); left empty, the record names the methods (and on a rank group the strategies) the parameters
+    name (:meth:`Workload.named_kernels`). ``inputs`` are the tensors alive during the call (for the memory
+    accounting)."""
 
     call: Callable[[], object]
     flops: float
@@ -71,6 +74,7 @@ class WorkloadStep:
     fields: dict[str, Any] = field(default_factory=dict)
     inputs: tuple = ()
     per_rank: Callable[[], dict] = dict  # on a rank group: this rank's facts (bytes sent, ...), gathered to rank 0
+    kernel: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class WorkloadProblem:
 
     @property
     def phase(self) -> str:
-        return self.run.direction
+        return self.run.phase or ""
 
     @property
     def seqlen(self) -> int:
@@ -153,10 +157,18 @@ class Workload(Capabilities):
         check_params(f"workload {self.name!r}", resolved, self.specs, self.constraints, lookup)
         return resolved
 
+    def named_kernels(self, params: dict[str, Any], world_size: int) -> str:
+        """The methods (and, on a rank group, the strategies) the resolved ``params`` name through declared
+        registry parameters, ``+``-joined in declaration order: what a step runs unless it says otherwise."""
+        registries = ("method", "strategy") if world_size > 1 else ("method",)
+        names = [params[key] for key, spec in self.specs.items()
+                 if spec.registry in registries and isinstance(params.get(key), str)]
+        return "+".join(dict.fromkeys(names))
+
     def unsupported_reason(self, problem: WorkloadProblem) -> Optional[str]:
         run = problem.run
-        if run.direction not in self.phases:
-            return f"phase {run.direction} (phases: {', '.join(self.phases)})"
+        if run.phase not in self.phases:
+            return f"phase {run.phase} (phases: {', '.join(self.phases)})"
         why = self.capability_reason(run.dtype, problem.device.type)
         if why:
             return why

@@ -22,9 +22,10 @@ from typing import Any, Callable, Optional
 from rich.markup import escape
 
 from harness.errors import UserError
-from harness.results.records import cell, kind_of, mask_label, metric_unit, number, public_view, shape_label
+from harness.results.records import cell, kind_of, mask_label, metric_unit, public_view, shape_label, timed
+from harness.results.schema import number
 from harness.results.sheet import Column
-from harness.spec import DIRECTIONS
+from harness.spec import DECODE, DIRECTIONS
 from harness.status import OK, PREDICTED
 
 # Every abbreviation a results table uses, explained once; a table prints the lines of the columns it has.
@@ -67,15 +68,15 @@ def declared_phases(workload: str) -> tuple[str, ...]:
 
 
 def phase_rank(record: dict) -> tuple:
-    """Sort key of a record's direction or phase: a workload's phase in the order the workload declares its
+    """Sort key of a record's phase or direction: a workload's phase in the order the workload declares its
     phases, an attention direction in :data:`DIRECTIONS` order, anything else by name after them."""
-    direction = str(record.get("direction"))
+    step = timed(record)
     phases = declared_phases(str(record.get("workload"))) if record.get("workload") else ()
-    if direction in phases:
-        return (0, phases.index(direction), "")
-    if direction in DIRECTIONS:
-        return (1, DIRECTIONS.index(direction), "")
-    return (2, 0, direction)
+    if step in phases:
+        return (0, phases.index(step), "")
+    if step in DIRECTIONS:
+        return (1, DIRECTIONS.index(step), "")
+    return (2, 0, step)
 
 
 def _natural(value: Any) -> tuple:
@@ -128,13 +129,13 @@ DTYPE = Field("dtype", lambda r: cell(r.get("dtype")))
 WORLD = _number_field("ws", "world_size", 1)
 BATCH = _number_field("B", "batch", 1)
 DEVICE = Field("device", lambda r: cell(r.get("device")))
-DECODE_ROWS = Field("decode rows", lambda r: cell(r.get("decode_tokens", 1)) if r.get("direction") == "decode" else "",
+DECODE_ROWS = Field("decode rows", lambda r: cell(r.get("decode_tokens", 1)) if timed(r) == DECODE else "",
                     sort=lambda r: _natural(r.get("decode_tokens", 1)), justify="right",
                     blank_means_none=True)  # only a decode step has them
 
 
-def _direction(header: str) -> Field:
-    return Field(header, lambda r: cell(r.get("direction")), sort=phase_rank)
+DIRECTION = Field("dir", lambda r: cell(r.get("direction")), sort=phase_rank)
+PHASE = Field("phase", lambda r: cell(r.get("phase")), sort=phase_rank)
 
 
 def _keys(records: list[dict], holder: str) -> list[str]:
@@ -157,7 +158,7 @@ def _options(records: list[dict], taken: set[str]) -> list[Field]:
 def kernel_fields(records: list[dict]) -> list[Field]:
     """Identity of a method or strategy run, in column order."""
     who = Field("strategy" if any(r.get("strategy") for r in records) else "method", kernel_label, always=True)
-    fields = [who, MASK, SEQLEN, SHAPE, DTYPE, _direction("dir"), WORLD, DECODE_ROWS, DEVICE]
+    fields = [who, MASK, SEQLEN, SHAPE, DTYPE, DIRECTION, WORLD, DECODE_ROWS, DEVICE]
     return fields + _options(records, {f.header for f in fields})
 
 
@@ -171,7 +172,7 @@ def workload_fields(records: list[dict]) -> list[Field]:
                        if all((r.get("params") or {}).get(n) in (None, r.get(n)) for r in records)}
     fields = [Field("workload", lambda r: cell(r.get("workload")))]  # a table is of one workload: its title
     fields += [_entry(n, "params", n) for n in names if n not in shown_elsewhere]
-    fields += [Field("attention", kernel_label), MASK, SEQLEN, BATCH, DTYPE, _direction("phase"), WORLD,
+    fields += [Field("attention", kernel_label), MASK, SEQLEN, BATCH, DTYPE, PHASE, WORLD,
                DECODE_ROWS, DEVICE]
     return fields + _options(records, {f.header for f in fields})
 

@@ -15,6 +15,7 @@ from typing import Iterable
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from harness.results.records import timed
 from harness.status import NOT_RUN, WITH_FIGURES
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -96,7 +97,7 @@ def left_out_line(family: list[dict], drawn: list[dict], y_names: list[str]) -> 
     if not_run:
         parts.append(f"{not_run} not run (unsupported/unavailable)")
     drawn_keys = {r.get("key") for r in drawn}
-    missing = Counter(str(r.get("direction")) for r in family
+    missing = Counter(timed(r) for r in family
                       if r.get("status") in WITH_FIGURES and r.get("key") not in drawn_keys)
     if missing:
         names = ", ".join(n.removeprefix("metrics.") for n in y_names)

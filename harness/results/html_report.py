@@ -31,7 +31,7 @@ from harness.checks import write_output
 from harness.results import roofline
 from harness.results.figures import Provenance
 from harness.results.records import (
-    flop_convention, mask_label, shape_label, who,
+    flop_convention, mask_label, shape_label, timed, who,
 )
 from harness.results.recommend import recommend, recommendation_tables
 from harness.results.report import results_tables, skipped_table
@@ -195,11 +195,11 @@ def failures_section(sources: list[Source]) -> str:
     n = 0
     for source in sources:
         for r in sorted((r for r in source.records if r.get("status") in FAILED),
-                        key=lambda r: (who(r), mask_label(r), r.get("seqlen") or 0, str(r.get("direction")))):
+                        key=lambda r: (who(r), mask_label(r), r.get("seqlen") or 0, timed(r))):
             n += 1
             table.add_row(*(Text(str(v)) for v in (
                 source.path, who(r), mask_label(r), r.get("seqlen"), shape_label(r), r.get("dtype"),
-                r.get("direction"), r.get("world_size") or 1, r.get("status"), r.get("reason") or "")))
+                timed(r), r.get("world_size") or 1, r.get("status"), r.get("reason") or "")))
     return table_html(table) if n else "<p>None: every run that was tried passed its correctness check.</p>"
 
 

@@ -47,8 +47,9 @@ from harness.results.figures import (  # noqa: E402
 )
 from harness.results.records import (  # noqa: E402
     METRICS_PREFIX, field_names, field_value, is_predicted, kind_of, mask_label, metric_better, metric_names,
-    metric_unit, number, public_view, shape_label, who,
+    metric_unit, public_view, shape_label, timed, who,
 )
+from harness.results.schema import number  # noqa: E402
 from harness.results.report import conventions_caption  # noqa: E402
 from harness.status import WITH_FIGURES  # noqa: E402
 
@@ -67,7 +68,7 @@ PARTS: tuple[tuple[str, tuple[str, ...], Callable[[dict], str]], ...] = (
     ("shape", ("batch", "heads_q", "heads_kv", "head_dim"), shape_label),
     ("dtype", ("dtype",), lambda r: str(r.get("dtype"))),
     ("ws", ("world_size",), lambda r: f"ws{r.get('world_size') or 1}"),
-    ("dir", ("direction",), lambda r: str(r.get("direction"))),
+    ("dir", ("direction", "phase"), timed),
 )
 
 
@@ -100,13 +101,13 @@ def _workload_ys(records: list[dict]) -> list[tuple[str, str]]:
     return times + [("peak_mem_bytes", "peak_mem")] + twins
 
 
-KERNELS = Group("", lambda r, merged: mask_label(r) if merged else f"{mask_label(r)} · {r.get('direction')}",
+KERNELS = Group("", lambda r, merged: mask_label(r) if merged else f"{mask_label(r)} · {timed(r)}",
                 lambda merged: frozenset({"mask"} if merged else {"mask", "dir"}),
                 lambda records: [("tflops", "tflops"), (TIME, "time")])
 WORKLOADS = Group("workload_",
-                  lambda r, merged: str(r.get("workload")) + ("" if merged else f" · {r.get('direction')}"),
+                  lambda r, merged: str(r.get("workload")) + ("" if merged else f" · {timed(r)}"),
                   lambda merged: frozenset() if merged else frozenset({"dir"}), _workload_ys)
-ROOFLINE = Group("", lambda r, merged: f"roofline · {r.get('direction')}", lambda merged: frozenset({"dir"}),
+ROOFLINE = Group("", lambda r, merged: f"roofline · {timed(r)}", lambda merged: frozenset({"dir"}),
                  lambda records: [])
 GROUPS = {"method": KERNELS, "strategy": KERNELS, "workload": WORKLOADS}
 

@@ -25,9 +25,11 @@ from rich.table import Table
 
 from harness.errors import UserError
 from harness.results.records import (
-    KINDS, PARAMS_PREFIX, is_predicted, kind_of, mask_label, number, source_label,
+    PARAMS_PREFIX, is_predicted, kind_of, mask_label, source_label, timed,
 )
+from harness.results.schema import KINDS, number
 from harness.results.columns import size
+from harness.spec import DECODE
 from harness.results.verdict import BETTER, INCONCLUSIVE, RULE, SAME, Verdict, judge, time_figure
 from harness.status import OK
 
@@ -49,8 +51,9 @@ IDENTITY: dict[str, Callable[[dict], object]] = {
     "shape": _shape,
     "dtype": lambda r: r.get("dtype"),
     "direction": lambda r: r.get("direction"),
+    "phase": lambda r: r.get("phase"),
     "world_size": lambda r: r.get("world_size"),
-    "decode_tokens": lambda r: r.get("decode_tokens") if r.get("direction") == "decode" else None,
+    "decode_tokens": lambda r: r.get("decode_tokens") if timed(r) == DECODE else None,
     "device": lambda r: r.get("device"),
 }
 

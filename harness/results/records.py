@@ -3,7 +3,8 @@
 The one rule that keeps an unvalidated number from ever looking like a result lives here:
 :func:`public_view` strips every timing, throughput and memory figure from a record whose status is not
 ``ok`` (optionally keeping them aside in a ``diagnostics`` field that only the csv/json exports carry).
-Everything that prints or draws a record reads it through that view.
+Everything that prints or draws a record reads it through that view. Which fields are figures, and what
+each field may hold, is declared in :mod:`harness.results.schema`.
 
 Records of lcbench 0.1.0 (no ``kind``, ``metrics`` or ``flop_convention``) read as method/strategy records
 under the softmax FLOP convention they were measured with.
@@ -13,34 +14,40 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
+from harness.results.schema import (FIELD_TYPES, FIGURES, METRIC_FIELDS, is_finite_number, nonfinite_paths,
+                                    part_of, shown)
 from harness.status import ERROR, PREDICTED, STATUSES, WITH_FIGURES
-
-KINDS = ("method", "strategy", "workload")  # the order tables and plots take
 
 # The FLOP convention of records written before records stated their own (all were softmax kernels).
 FLOP_CONVENTION = "FLOPs: fwd 4*area*Hq*d (exact mask area), bwd 2.5x, fwd+bwd 3.5x; TFLOP/s per device"
 
-# Performance figures of a run: only an ``ok`` run shows them. ``flops``/``area`` (the problem's size),
-# ``peak_tflops`` (the device's), errors and mask facts are not measurements of the run and stay.
-MEASURED = (
-    "time_ms_median", "time_ms_p20", "time_ms_p80", "samples", "cpu_ms", "tflops", "frac_peak",
-    "peak_mem_bytes", "mem_method", "rank_time_ms", "rank_cpu_ms", "time_imbalance", "rank_peak_mem_bytes",
-    "comm_bytes", "timed_s", "metrics",
-)
-# Name patterns of measured figures added later (a workload's own timing fields), caught without a list.
-MEASURED_PREFIXES = ("time_ms",)
-MEASURED_SUFFIXES = ("_ms", "_per_s", "_per_token", "_tflops")
-NOT_MEASURED = ("peak_tflops",)  # the device's peak, matched by a suffix above but not a run's figure
-
 DIAGNOSTICS = "diagnostics"  # where a non-ok record's figures go, in csv/json exports only
-METRIC_PREFIX = "metric."  # export column of one workload metric: ``metric.tokens_per_s``
+# The mappings an export spreads into one column per entry, and each one's column prefix.
+FLATTENED = {"metrics": "metric.", "facts": "fact."}  # ``metric.tokens_per_s``, ``fact.kv_cache_bytes``
 
 # Metric names whose larger value is better when a record does not say (``metric_better``).
 HIGHER_IS_BETTER = ("tflops", "frac_peak")
 HIGHER_SUFFIXES = ("_per_s", "tflops")
+
+
+def upgraded(record: dict) -> dict:
+    """A stored record in today's spelling: a workload record written before ``phase`` and ``facts`` were
+    fields of their own (its phase then in ``direction``, its workload's facts beside the declared fields)
+    gets its ``phase``, no ``direction``, and those facts under ``facts``. Every reader reads through the
+    store, which applies this on the way out; a current record comes back unchanged (its key never changes)."""
+    if not record.get("workload") or "phase" in record:
+        return record
+    facts = {k: v for k, v in record.items() if part_of(k) is None}
+    kept = {k: v for k, v in record.items() if k not in facts}
+    return {**kept, "phase": record.get("direction"), "direction": None,
+            **({"facts": facts} if facts else {})}
+
+
+def timed(record: dict) -> str:
+    """What the record's run timed: a workload's phase, or a method's or strategy's direction."""
+    return str(record.get("phase") or record.get("direction") or "")
 
 
 def kind_of(record: dict) -> str:
@@ -52,24 +59,24 @@ def kind_of(record: dict) -> str:
     return "strategy" if record.get("strategy") else "method"
 
 
-def is_measured(name: str) -> bool:
-    """Whether field ``name`` is a performance figure of the run (hidden unless the run is ``ok``)."""
-    if name in NOT_MEASURED:
-        return False
-    return name in MEASURED or name.startswith(MEASURED_PREFIXES) or name.endswith(MEASURED_SUFFIXES)
+def is_hidden_when_failed(name: str) -> bool:
+    """Whether field ``name`` leaves the record of a run that is not ``ok``: every figure the schema declares
+    (:data:`harness.results.schema.FIGURES`), and every field it does not declare (a plugin's or a later
+    lcbench's: whether it is a figure is unknown, so it is not shown beside a failure)."""
+    return name in FIGURES or part_of(name) is None
 
 
 def public_view(record: dict, diagnostics: bool = False) -> dict:
     """The record as anything outside the store may show it.
 
     An ``ok`` record comes back unchanged (a copy). Any other record loses every measured figure (see
-    :func:`is_measured`); with ``diagnostics=True`` those figures are kept under ``diagnostics`` together
+    :func:`is_hidden_when_failed`); with ``diagnostics=True`` those figures are kept under ``diagnostics`` together
     with ``not_valid: true``, so an export can still explain a failure without a number in a result column.
     """
     view = dict(record)
     if record.get("status") in WITH_FIGURES:
         return view
-    moved = {name: view.pop(name) for name in list(view) if is_measured(name)}
+    moved = {name: view.pop(name) for name in list(view) if is_hidden_when_failed(name)}
     moved = {k: v for k, v in moved.items() if v not in (None, {}, [])}
     if diagnostics and moved:
         view[DIAGNOSTICS] = {"not_valid": True, "status": record.get("status"), **moved}
@@ -116,10 +123,12 @@ def metric_names(records: list[dict]) -> list[str]:
 
 
 def flat_row(record: dict) -> dict:
-    """The record with its ``metrics`` dict spread into one ``metric.<name>`` column each."""
-    row = {k: v for k, v in record.items() if k != "metrics"}
-    for name, value in (record.get("metrics") or {}).items():
-        row[METRIC_PREFIX + name] = value
+    """The record with its ``metrics`` and ``facts`` spread into one ``metric.<name>`` / ``fact.<name>``
+    column each."""
+    row = {k: v for k, v in record.items() if k not in FLATTENED}
+    for holder, prefix in FLATTENED.items():
+        for name, value in (record.get(holder) or {}).items():
+            row[prefix + name] = value
     return row
 
 
@@ -153,12 +162,14 @@ def shape_label(record: dict) -> str:
 
 
 # ----- fields by name (plot axes) ----------------------------------------------------------------------------
-PARAMS_PREFIX, METRICS_PREFIX = "params.", "metrics."
+PARAMS_PREFIX, METRICS_PREFIX, FACTS_PREFIX = "params.", "metrics.", "facts."
+NESTED = ((PARAMS_PREFIX, "params"), (METRICS_PREFIX, "metrics"), (FACTS_PREFIX, "facts"))
 
 
 def field_value(record: dict, name: str) -> Any:
-    """Field ``name`` of a record: a record key, ``params.<name>`` or ``metrics.<name>`` (None if absent)."""
-    for prefix, holder in ((PARAMS_PREFIX, "params"), (METRICS_PREFIX, "metrics")):
+    """Field ``name`` of a record: a record key, ``params.<name>``, ``metrics.<name>`` or ``facts.<name>``
+    (None if absent)."""
+    for prefix, holder in NESTED:
         if name.startswith(prefix):
             return (record.get(holder) or {}).get(name[len(prefix):])
     return record.get(name)
@@ -166,9 +177,10 @@ def field_value(record: dict, name: str) -> Any:
 
 def field_names(records: list[dict]) -> list[str]:
     """Every name :func:`field_value` answers for some record with a plain value (number, text, bool)."""
-    names = {k for r in records for k, v in r.items() if isinstance(v, (int, float, str)) and k != "metrics"}
-    names |= {PARAMS_PREFIX + k for r in records for k in (r.get("params") or {})}
-    names |= {METRICS_PREFIX + k for r in records for k in (r.get("metrics") or {})}
+    names = {k for r in records for k, v in r.items() if isinstance(v, (int, float, str))}
+    for prefix, holder in NESTED:
+        names |= {prefix + k for r in records for k, v in (r.get(holder) or {}).items()
+                  if isinstance(v, (int, float, str))}
     return sorted(names)
 
 
@@ -183,113 +195,15 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def number(value: Any) -> Optional[float]:
-    """``value`` as a float when it is a number (bools are not), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 # ----- what a stored record may hold -------------------------------------------------------------------------
 # Every record is checked at ``put`` (a plugin's malformed result is stored as an ``error`` record saying what
 # was wrong) and again when it is read (a row that fails is skipped and counted), so no reader meets a value
 # of the wrong type and no export meets a number JSON cannot hold.
 
 
-@dataclass(frozen=True)
-class FieldType:
-    """What one declared field may hold: ``allowed`` says it in words for the problem text."""
-
-    allowed: str
-    test: Callable[[Any], bool]
-    nullable: bool = True
-
-    def problem(self, name: str, value: Any) -> Optional[str]:
-        """None when ``value`` is allowed, else ``'<name> is <value> (allowed: ...)'``."""
-        if (value is None and self.nullable) or (value is not None and self.test(value)):
-            return None
-        return f"{name} is {shown(value)} (allowed: {self.allowed}{' or null' if self.nullable else ''})"
-
-
-def is_finite_number(value: Any) -> bool:
-    """An int or a finite float (bools are not numbers here)."""
-    return number(value) is not None and math.isfinite(value)
-
-
-def _json_of(kind: type) -> Callable[[Any], bool]:
-    """A value of ``kind``, or JSON text of one (how the executor stores some facts)."""
-
-    def test(value: Any) -> bool:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except (ValueError, RecursionError):
-                return False
-        return isinstance(value, kind) and not nonfinite_paths(value, "")
-
-    return test
-
-
-def _one_of(choices: tuple[str, ...]) -> FieldType:
-    return FieldType(f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices)
-
-
-TEXT = FieldType("text", lambda v: isinstance(v, str))
-COUNT = FieldType("an integer >= 0", lambda v: number(v) is not None and isinstance(v, int) and v >= 0)
-QUANTITY = FieldType("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)
-FLAG = FieldType("true or false", lambda v: isinstance(v, bool))
-MAPPING = FieldType("a mapping", lambda v: isinstance(v, dict))
-JSON_MAPPING = FieldType("a mapping (or its JSON text) of finite values", _json_of(dict))
-JSON_LIST = FieldType("a list (or its JSON text) of finite values", _json_of(list))
-
-# The declared fields of a record and what each may hold; any other field may hold any JSON value except a
-# number that is not finite (a measured figure among them, see :func:`is_measured`: a finite number >= 0).
-FIELD_TYPES: dict[str, FieldType] = {
-    "key": FieldType("non-empty text", lambda v: isinstance(v, str) and bool(v), nullable=False),
-    "status": FieldType(f"one of {', '.join(STATUSES)}", lambda v: v in STATUSES, nullable=False),
-    "kind": _one_of(KINDS),
-    **dict.fromkeys(("reason", "method", "strategy", "workload", "mask", "dtype", "direction", "device", "kernel",
-                     "flop_convention", "mem_method", "session", "suite", "traceback",
-                     "source", "run_key", "cluster", "cluster_version", "model_version", "device_model"), TEXT),
-    **dict.fromkeys(("seqlen", "batch", "world_size", "decode_tokens", "heads_q", "heads_kv", "head_dim",
-                     "samples", "threads"), COUNT),
-    **dict.fromkeys(("params", "mask_params", "options", "timing"), MAPPING),
-    **dict.fromkeys(("time_ms_median", "time_ms_p20", "time_ms_p80", "cpu_ms", "wall_s", "timed_s", "flops",
-                     "area", "tflops", "peak_tflops", "frac_peak", "peak_mem_bytes", "max_abs_err",
-                     "time_imbalance", "area_imbalance", "finished_at", "compute_ms", "exposed_comm_ms"), QUANTITY),
-    "peak_suspect": FLAG,
-    **dict.fromkeys(("gate_errors", "mask_info", "cp_info", "bytes_by_tier"), JSON_MAPPING),
-    **dict.fromkeys(("rank_time_ms", "rank_cpu_ms", "rank_area", "comm_bytes", "comm_bytes_model",
-                     "rank_peak_mem_bytes", "rank_compute_ms", "rank_comm_ms", "rank_exposed_comm_ms"), JSON_LIST),
-}
-METRIC_FIELDS = ("metrics", "metric_units", "metric_better")  # checked together (:func:`metric_problems`)
+# The declared fields and their types live in :mod:`harness.results.schema`; a field it does not declare may
+# hold any JSON value except a number that is not finite.
 TIME_UNITS = ("ns", "us", "ms", "s")  # a metric in one of these is a time: >= 0
-
-
-def shown(value: Any) -> str:
-    """A value as a problem text names it: ``nan``, ``'abc' (text)``, ``a list``, ``null``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return f"{value[:40]!r} (text)"
-    return f"a {'mapping' if isinstance(value, dict) else type(value).__name__}"
-
-
-def nonfinite_paths(value: Any, path: str) -> list[str]:
-    """``path`` (dotted, ``[i]`` for list items) of every float in ``value`` that is NaN or infinite."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [f"{path} is {value}"]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in nonfinite_paths(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in nonfinite_paths(v, f"{path}[{i}]")]
-    return []
 
 
 def metric_problems(record: dict) -> list[tuple[str, str]]:
@@ -325,7 +239,7 @@ def field_problems(record: dict) -> list[tuple[str, str]]:
     for name, value in record.items():
         if name in METRIC_FIELDS:
             continue
-        kind = FIELD_TYPES.get(name) or (QUANTITY if is_measured(name) and number(value) is not None else None)
+        kind = FIELD_TYPES.get(name)
         problem = kind.problem(name, value) if kind is not None else None
         if problem:
             problems.append((name, problem))

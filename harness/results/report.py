@@ -21,21 +21,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.results.records import (  # noqa: F401  (labels re-exported for older callers)
-    DIAGNOSTICS, FLOP_CONVENTION, KINDS, METRIC_PREFIX, cell, finite_values, flop_convention, is_predicted, kind_of,
-    mask_label,
-    metric_better, metric_names, metric_unit, number, params_label, public_view, shape_label, source_label, who,
+from harness.results.records import (
+    FLOP_CONVENTION, finite_values, flop_convention, is_predicted, kind_of, mask_label, metric_better, metric_unit,
+    public_view, shape_label, source_label, timed, who,
 )
+from harness.results.schema import KINDS, number
 from harness.results.columns import (
     column, fmt as _fmt, identity_fields, kernel_figures, metric_cell as _metric_cell, phase_rank, sort_key,
     split_identity, workload_figures,
 )
 from harness.results.sheet import Column, Sheet, layout, to_markdown, to_rich
 from harness.results.store import export_columns
-from harness.results.verdict import (  # noqa: F401  (TIE re-exported for older callers)
-    BETTER, INCONCLUSIVE, RULE, SAME, TIE, WORSE, Verdict, figure, judge,
-)
-from harness.status import FAILED, NOT_RUN, OK, PREDICTED
+from harness.results.verdict import BETTER, INCONCLUSIVE, RULE, SAME, WORSE, Verdict, figure, judge
+from harness.status import FAILED, NOT_RUN, OK
 
 SKIPPED = NOT_RUN  # not run: the reason is about the method/library, not the run
 
@@ -87,7 +85,7 @@ def workload_table(records: list[dict], title: str = "results") -> Table:
 
 # Kinds whose runs are split into several tables, and by what (a workload's phases carry different metrics).
 KIND_SPLITS: dict[str, Callable[[dict], tuple[str, ...]]] = {
-    "workload": lambda r: (str(r.get("workload")), str(r.get("direction"))),
+    "workload": lambda r: (str(r.get("workload")), str(r.get("phase"))),
 }
 
 
@@ -96,7 +94,7 @@ def _group_order(group: tuple[str, tuple[str, ...]]) -> tuple:
     kind, split = group
     rank = KINDS.index(kind) if kind in KINDS else len(KINDS)
     if kind == "workload" and len(split) >= 2:
-        return (rank, split[0], phase_rank({"workload": split[0], "direction": split[1]}), split[2:])
+        return (rank, split[0], phase_rank({"workload": split[0], "phase": split[1]}), split[2:])
     return (rank, "", (), split)
 
 
@@ -192,7 +190,7 @@ def compare_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
             tally["unmatched"] += 1
             continue
         point = [escape(who(n)), escape(mask_label(n)), str(n.get("seqlen")), shape_label(n), str(n.get("dtype")),
-                 str(n.get("direction")), str(n.get("world_size"))]
+                 timed(n), str(n.get("world_size"))]
         if n["status"] == OK and b["status"] == OK:
             for name, bv, nv, v in ratios(b, n):
                 tally[v.verdict] += 1
@@ -234,7 +232,7 @@ def prediction_table(base: list[dict], new: list[dict]) -> tuple[Table, dict]:
         errors.extend(rank_err)
         err = p[TIME] / m[TIME] - 1 if m.get(TIME) else float("nan")
         same = _json_list(m.get("comm_bytes")) == _json_list(p.get("comm_bytes"))
-        table.add_row(escape(who(p)), escape(mask_label(p)), str(p.get("seqlen")), str(p.get("direction")),
+        table.add_row(escape(who(p)), escape(mask_label(p)), str(p.get("seqlen")), timed(p),
                       str(p.get("world_size")), _fmt(m.get(TIME), ".2f"), _fmt(p.get(TIME), ".2f"), f"{err:+.1%}",
                       f"{_median([abs(e) for e in rank_err]):.1%}" if rank_err else "",
                       "exact" if same else "[red]differ[/]", escape(str(p.get("cluster"))))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from harness.results.records import number
+from harness.results.schema import number
 
 BYTES_CONVENTION = ("intensity = FLOPs / compulsory bytes (fwd: Q,K,V read + O written; bwd: Q,K,V,O,dO read + "
                     "dQ,dK,dV written; decode: its rows + the K/V cache), an upper bound")

@@ -28,30 +28,24 @@ from urllib.parse import quote
 from harness.checks import writable_file
 from harness.errors import UserError
 from harness.results.lock import ResultsLock
-from harness.results.records import DIAGNOSTICS, METRIC_PREFIX, flat_row, public_view, storable, validate_record
+from harness.results.records import (DIAGNOSTICS, FLATTENED, flat_row, public_view, storable, upgraded,
+                                     validate_record)
+from harness.results.schema import EXPORT_ORDER
 
-# The known columns of an export, in this order: what ran (identity), its outcome, its measured figures, then
-# the bookkeeping. Every other record key follows them, sorted (``export_columns``), so nothing is dropped.
-FIELDS = (
-    "method", "strategy", "workload", "params", "kind", "kernel", "mask", "mask_params", "seqlen", "batch",
-    "heads_q", "heads_kv", "head_dim", "dtype", "direction", "decode_tokens", "world_size", "device", "options",
-    "status", "reason", "time_ms_median", "time_ms_p20", "time_ms_p80", "samples", "cpu_ms", "flops", "area",
-    "tflops", "peak_tflops", "frac_peak", "flop_convention", "peak_mem_bytes", "mem_method", "max_abs_err",
-    "gate_errors", "threads", "rank_time_ms", "rank_cpu_ms", "time_imbalance", "rank_area", "area_imbalance",
-    "comm_bytes", "comm_bytes_model", "rank_peak_mem_bytes", "cp_info", "mask_info", "wall_s", "timed_s",
-    "suite", "key", "session", "finished_at",
-)
+# The declared columns of an export, in the schema's order (identity, outcome, figures, facts, conditions,
+# bookkeeping); the metric and fact columns, then every undeclared key sorted, follow (``export_columns``).
+FIELDS = tuple(name for name in EXPORT_ORDER if name not in (DIAGNOSTICS, *FLATTENED))
 SESSION_FIELDS = ("hostname", "cpu", "gpu", "commit", "versions", "platform", "python")
 
 
 def export_columns(rows: Iterable[dict]) -> list[str]:
-    """The union of the rows' keys in a stable order: :data:`FIELDS`, then the ``metric.*`` columns, then every
-    other key sorted, then ``diagnostics``, then the session's machine metadata."""
+    """The union of the rows' keys in a stable order: :data:`FIELDS`, then the ``metric.*`` and ``fact.*``
+    columns, then every other key sorted, then ``diagnostics``, then the session's machine metadata."""
     keys: set[str] = set()
     for row in rows:
         keys.update(row)
     known = [f for f in FIELDS if f in keys]
-    metrics = sorted(k for k in keys if k.startswith(METRIC_PREFIX))
+    metrics = sorted(k for k in keys if k.startswith(tuple(FLATTENED.values())))
     diagnostics = [DIAGNOSTICS] if DIAGNOSTICS in keys else []
     rest = sorted(keys - set(known) - set(metrics) - set(diagnostics) - set(SESSION_FIELDS))
     return known + metrics + rest + diagnostics + list(SESSION_FIELDS)
@@ -95,7 +89,7 @@ def parse_record(text: Any) -> tuple[Optional[dict], Optional[str]]:
     except (TypeError, ValueError, RecursionError) as e:
         return None, f"not JSON ({type(e).__name__})"
     problems = validate_record(record)
-    return (None, problems[0]) if problems else (record, None)
+    return (None, problems[0]) if problems else (upgraded(record), None)
 
 
 def newest_results(folder: str | Path) -> Path:

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-from harness.results.records import number
+from harness.results.schema import number
 
 # Relative difference below which two figures are a tie (run-to-run noise on these machines).
 TIE = 0.03

@@ -41,9 +41,9 @@ class WorkloadCase:
         step = workload.build(problem)
         units = {m.name: m.unit for m in workload.metrics}
         better = {m.name: m.better for m in workload.metrics}
-        fields = {"kernel": problem.params.get("method") or workload.name,
-                  "flop_convention": workload.flop_convention, "resolved_params": dict(problem.params),
-                  **step.fields}
+        kernel = step.kernel or workload.named_kernels(problem.params, problem.world_size)
+        fields = {"kernel": kernel or None, "flop_convention": workload.flop_convention,
+                  "resolved_params": dict(problem.params), "facts": dict(step.fields)}
         return Built(
             call=step.call, flops=step.flops, check=step.check, fields=fields, inputs=step.inputs,
             metrics=step.metrics, units=units, better=better, per_rank=step.per_rank,
