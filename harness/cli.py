@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness import quiet
-from harness.checks import (
+from harness.user_input import (
     DefaultsFormatter, OneLineParser, integer, positive, writable_dir, writable_file, write_output,
 )
 from harness.errors import UserError

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from harness.checks import DefaultsFormatter
-from harness.spec import Run, Timing
+from harness.user_input import DefaultsFormatter
+from harness.run import Run, Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"

@@ -47,7 +47,7 @@ def base_record(run) -> dict:
     return {"key": run.key, **run.to_dict(), "status": None, "reason": None}
 
 
-def outcome(record: dict, status: str, reason: Optional[str]) -> dict:
+def set_status(record: dict, status: str, reason: Optional[str]) -> dict:
     """Set a record's status and reason (``status`` must be one of :data:`STATUSES`)."""
     assert status in STATUSES, status
     record["status"], record["reason"] = status, reason

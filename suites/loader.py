@@ -45,7 +45,7 @@ from typing import Any, Iterable, Optional
 
 from harness.errors import UserError, unknown
 from harness.interfaces.params import ParamError
-from harness.spec import DECODE, Run, Timing
+from harness.run import DECODE, Run, Timing
 from suites.schema import Keys, MaskEntry, SuiteFile, WorkloadEntry, read_suite_file, validate_file
 
 SUITES_DIR = Path(__file__).resolve().parent

@@ -23,7 +23,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from harness.errors import UserError, unknown
-from harness.spec import DIRECTIONS, DTYPES, Timing
+from harness.run import DIRECTIONS, DTYPES, Timing
 
 DEVICES = ("cpu", "cuda")
 MAX_WORLD_SIZE = 1 << 16  # a sanity bound; the cluster's real size is the caller's (``max_world_size``, or a

@@ -150,7 +150,7 @@ def execute_distributed(run) -> Optional[dict]:
         return real(run)
     import torch.distributed as dist
 
-    from harness.status import base_record, outcome
+    from harness.status import base_record, set_status
 
     started = time.perf_counter()
     opts = run.option_kwargs
@@ -172,7 +172,7 @@ def execute_distributed(run) -> Optional[dict]:
         dist.all_reduce(t)  # a collective no peer joins: hangs
     if rank != 0:
         return None
-    record = outcome(base_record(run), "ok", None)
+    record = set_status(base_record(run), "ok", None)
     record.update(allreduce_sum=float(t[0]), threads=torch.get_num_threads(), time_ms_median=0.0,
                   wall_s=time.perf_counter() - started, pid=os.getpid())
     return record

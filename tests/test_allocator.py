@@ -16,7 +16,7 @@ from harness.execution.machine import machine_info
 FAULTS = """
 import resource
 from harness.bench.build import build_run
-from harness.spec import Run
+from harness.run import Run
 call = build_run(Run.make(method="lightning", mask="causal", seqlen=32768, heads_q=4, heads_kv=4, head_dim=128,
                           direction="fwd"))[0].call
 call()

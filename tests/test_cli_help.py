@@ -11,7 +11,7 @@ import pytest
 
 from harness import quiet
 from harness.bench import BENCHES
-from harness.checks import DefaultsFormatter, OneLineParser
+from harness.user_input import DefaultsFormatter, OneLineParser
 from harness.cli import build_parser, main
 
 

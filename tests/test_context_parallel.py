@@ -25,7 +25,7 @@ from harness.execution.gate import TOLERANCE
 from harness.masks import MASKS
 from harness.masks.sharding import shard_areas
 from harness.results.schema import DECLARED
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 SEQ, HQ, HKV, DIM = 256, 4, 2, 16
 WORLD_SIZES = (2, 4)

@@ -22,7 +22,7 @@ from context_parallel.layouts import zigzag
 from harness.execution.inputs import mask_for
 from harness.masks import MASKS
 from harness.interfaces import torch_dtype
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 pytestmark = pytest.mark.integration  # real Ray / process groups / the CLI end to end
 

@@ -14,7 +14,7 @@ from harness.cli import main
 from harness.cluster.launch import run_local
 from harness.execution.single import execute
 from harness.results.store import ResultStore
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = Timing(warmup=1, min_samples=3, min_run_time=0.01)
@@ -26,7 +26,7 @@ def run_local_with_plugins(run: Run) -> dict:
     """``run_local(run)`` in a fresh process that starts with ``LCBENCH_PLUGINS=tests.plugin_methods`` (ranks in
     other processes import the module too). A fresh process: in a long test session, ranks did not always see a
     plugin variable set mid-process (see the closing note of 2026-11-26)."""
-    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.spec import Run; "
+    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.run import Run; "
               "print(json.dumps(run_local(Run.from_dict(json.loads(sys.argv[1]))), default=str))")
     env = {**os.environ, "LCBENCH_PLUGINS": "tests.plugin_methods"}
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(run.to_dict())], capture_output=True, text=True,
@@ -140,7 +140,7 @@ def test_a_plugin_strategy_from_outside_the_repository_passes_its_gate_on_ranks(
     forkserver that warmed the catalog) resolve its strategy, and the run passes its float64 gate."""
     plugin_dir = write_plugin(tmp_path, "lcbench_outside_plugin", "outside_ulysses")
     run = cp_run("blocksparse", strategy="outside_ulysses", world_size=world_size, options={})
-    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.spec import Run; "
+    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.run import Run; "
               "print(json.dumps(run_local(Run.from_dict(json.loads(sys.argv[1])), measure_memory=False), default=str))")
     env = {**os.environ, "LCBENCH_PLUGINS": "lcbench_outside_plugin",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugin_dir)])}

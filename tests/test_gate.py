@@ -93,7 +93,7 @@ def test_a_run_failing_the_gate_is_stored_as_invalid_without_a_valid_number(monk
 
     from harness.execution.single import execute
     from harness.results.report import results_table
-    from harness.spec import Run
+    from harness.run import Run
 
     monkeypatch.setenv("LCBENCH_PLUGINS", "tests.fault_injection")
     methods.cache_clear()
@@ -114,7 +114,7 @@ def test_a_run_failing_the_gate_is_stored_as_invalid_without_a_valid_number(monk
 
 
 def test_checked_rows_are_drawn_afresh_per_run_and_reproducibly_from_its_key():
-    from harness.spec import Run
+    from harness.run import Run
 
     mask = build_mask("causal_document", 1 << 16, 1)  # long enough that rows are sampled, not all checked
     runs = [Run.make(method="sdpa", mask="causal_document", seqlen=1 << 16, heads_q=1, heads_kv=1, head_dim=16,

@@ -96,7 +96,7 @@ def test_a_systematic_output_error_is_caught(name, dtype, share):
 def test_torch_flash_in_bfloat16_passes_though_its_backward_is_a_few_ulp_off(mask_name, params, seqlen):
     """Seen failing before the rounding floor: dv 3.3x and 4.7x the eager error (2.6 ulp against 0.56)."""
     from harness.execution.inputs import make_inputs, problem_for
-    from harness.spec import Run
+    from harness.run import Run
 
     run = Run.make(method="sdpa", mask=mask_name, mask_params=params, seqlen=seqlen, direction="fwd+bwd",
                    dtype="bfloat16", **SHAPE)
@@ -381,7 +381,7 @@ STRATEGIES = [replace(s, name="planted_" + s.name, attention=_scaled(s.attention
 
 CP_SCRIPT = '''import json, sys
 from harness.cluster.launch import run_local_many
-from harness.spec import Run
+from harness.run import Run
 
 if __name__ == "__main__":
     runs = [Run.from_dict(r) for r in json.loads(sys.argv[1])]
@@ -408,7 +408,7 @@ def test_a_strategy_one_percent_off_is_invalid_in_bfloat16(tmp_path, names):
     import sys
     from pathlib import Path
 
-    from harness.spec import Run, Timing
+    from harness.run import Run, Timing
 
     (tmp_path / "lcbench_planted_strategies.py").write_text(PLANTED_STRATEGIES)
     (tmp_path / "run_cp.py").write_text(CP_SCRIPT)

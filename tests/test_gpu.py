@@ -18,7 +18,7 @@ import torch
 from harness import gpu_check
 from harness.catalog import get_method, methods
 from harness.masks import build_mask
-from harness.spec import Run
+from harness.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

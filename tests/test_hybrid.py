@@ -16,7 +16,7 @@ from harness.execution.cases.workload import WorkloadCase
 from harness.execution.single import SingleDevice, execute
 from harness.interfaces import WorkloadProblem
 from harness.interfaces.linear_kernel import LinearKernel
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 from workloads import hybrid_lm
 from workloads.models import hybrid_problem as hp
 from workloads.models import hybrid as hm

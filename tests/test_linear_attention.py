@@ -16,7 +16,7 @@ from harness.errors import UserError
 from harness.execution.gate import check_method
 from harness.interfaces import CPProblem, Problem
 from harness.masks import build_mask
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 from methods import _linear
 from methods._decay import decay_rates
 from methods._linear_reference import quadratic_outputs, recurrence

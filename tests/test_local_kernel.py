@@ -26,7 +26,7 @@ from harness.interfaces.local_kernel import PlanSpec
 from harness.interfaces.strategy import OwnKernel
 from harness.interfaces.reference import reference_attention
 from harness.masks import build_mask
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 S, B, HQ, HKV, D = 128, 2, 4, 2, 16
 MASKS_HERE = {

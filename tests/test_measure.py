@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.execution.measure import time_call
-from harness.spec import Timing
+from harness.run import Timing
 
 
 def _spin(cpu_seconds: float):

@@ -34,7 +34,7 @@ def _our_groups(strategy_name: str, world: int, rank: int, options: dict) -> tup
     from harness.interfaces import CPContext, CPProblem
     from harness.interfaces.comm import Comm
     from harness.masks import build_mask
-    from harness.spec import Run
+    from harness.run import Run
 
     run = Run.make(method="blocksparse", strategy=strategy_name, mask="causal", seqlen=64, heads_q=4, heads_kv=4,
                    head_dim=8, world_size=world, direction="fwd", options=options)

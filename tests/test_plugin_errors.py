@@ -9,7 +9,7 @@ import pytest
 from harness import catalog
 from harness.execution.executor import classify_exception
 from harness.execution.single import execute
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 QUICK = Timing(warmup=0, min_samples=1, min_run_time=0.001)
 MODULE = "lcbench_raising_plugins"

@@ -17,7 +17,7 @@ from harness.masks import MASKS, build_mask
 from harness.masks.reach import (
     block_graph, default_layers, pattern_receptive_field, reached_tokens, token_reach,
 )
-from harness.spec import Run
+from harness.run import Run
 from workloads.power_reach import EMPIRICAL, EXACT
 from suites.loader import load_suite
 

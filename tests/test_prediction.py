@@ -24,7 +24,7 @@ from harness.prediction.model import Walker
 from harness.prediction.predict import Predictor, predicted_key
 from harness.prediction.rates import RatePoint, RateTable
 from harness.results.store import ResultStore
-from harness.spec import Run
+from harness.run import Run
 from suites.loader import parse_suite
 
 SCHEDULED = sorted(n for n, s in strategies().items() if s.schedule is not None)

@@ -17,7 +17,7 @@ import pytest
 from harness import catalog
 from harness.execution.single import execute
 from harness.execution.validate import validate_method
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = re.compile(r"```python\n# my_plugins/(\w+)\.py\n(.*?)```", re.DOTALL)
@@ -64,7 +64,7 @@ def test_the_workload_example_runs_checked_and_measured(plugins):
 def test_the_strategy_example_passes_its_gate_on_two_ranks(plugins):
     run = Run.make(method="blocksparse", strategy="gather_kv", mask="causal_document", seqlen=256, heads_q=4,
                    heads_kv=2, head_dim=16, world_size=2, direction="fwd", timing=QUICK)
-    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.spec import Run; "
+    script = ("import json, sys; from harness.cluster.launch import run_local; from harness.run import Run; "
               "print(json.dumps(run_local(Run.from_dict(json.loads(sys.argv[1])), measure_memory=False), default=str))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(plugins)])}
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(run.to_dict())], capture_output=True, text=True,

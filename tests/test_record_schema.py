@@ -13,7 +13,7 @@ from harness.prediction.predict import Predictor
 from harness.results.records import public_view, storable
 from harness.results.schema import (DECLARED, EXPORT_ORDER, FIGURES, IDENTITY, PARTS, SCHEMA, part_of)
 from harness.results.store import FIELDS, ResultStore
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 QUICK = Timing(warmup=1, min_samples=3, min_run_time=0.01)
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from harness.cluster.priority import niceness
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 from harness.results.store import ResultStore
 from harness.cluster.sweep import run_sweep
 

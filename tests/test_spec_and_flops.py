@@ -7,7 +7,7 @@ import torch
 
 from harness.masks import build_mask
 from harness.interfaces import Problem, softmax_flops, softmax_forward_flops
-from harness.spec import Run
+from harness.run import Run
 
 
 def make(**kw):

@@ -36,7 +36,7 @@ from harness.errors import UserError
 from harness.results.records import validate_record
 from harness.results.schema import FIELD_TYPES
 from harness.results.store import ResultStore
-from harness.spec import Run
+from harness.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "results_v0_1_0.db"

@@ -9,7 +9,7 @@ import yaml
 
 from harness import catalog
 from harness.errors import UserError
-from harness.spec import Run
+from harness.run import Run
 from suites.loader import SMOKE, available_suites, load_suite, parse_suite, suite_profiles
 
 GOOD = {

@@ -25,7 +25,7 @@ from harness.results.columns import LEGEND
 from harness.results.report import iso_time, markdown, results_sheets, results_tables
 from harness.results.sheet import Column, Sheet, fold, layout, plain, to_markdown, to_rich
 from harness.results.store import ResultStore
-from harness.spec import DIRECTIONS, Run
+from harness.run import DIRECTIONS, Run
 from harness.status import INVALID, PREDICTED, UNSUPPORTED
 from suites.loader import available_suites, load_suite, suite_profiles
 

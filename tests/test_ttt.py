@@ -14,7 +14,7 @@ from harness.catalog import get_method, get_strategy, get_workload
 from harness.errors import UserError
 from harness.interfaces import Problem, WorkloadProblem
 from harness.masks import build_mask
-from harness.spec import Run
+from harness.run import Run
 from methods import _ttt_linear as ttt
 from methods.ttt_linear import FLA_PEER, METHOD, fla_probe
 

@@ -14,7 +14,7 @@ from harness.execution.cases.workload import WorkloadCase
 from harness.execution.single import SingleDevice, execute
 from harness.interfaces import Method
 from harness.results.schema import DECLARED
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 from tests import flop_counting
 
 QUICK = Timing(warmup=1, min_samples=3, min_run_time=0.01)

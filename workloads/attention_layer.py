@@ -31,7 +31,7 @@ from harness.interfaces.params import divides, integer, number, registered, seed
 from harness.interfaces.reference import gate_rows, run_seed
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
-from harness.spec import DECODE
+from harness.run import DECODE
 from workloads.models.attention_block import (
     AttentionShape, AttentionWeights, attention_block, eager_attend, output_projection, project_qkv,
     reference_attend, rows_gradient, seeded_tokens,

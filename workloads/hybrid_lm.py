@@ -46,7 +46,7 @@ import torch
 
 from harness.interfaces import CheckResult, Workload, WorkloadProblem, WorkloadStep, check_against_eager
 from harness.interfaces.linear_kernel import LinearKernel, attend_and_state, state_dtype
-from harness.spec import DECODE
+from harness.run import DECODE
 from workloads.models import hybrid as hm
 from workloads.models import hybrid_problem as hp
 from workloads.models.decoder_layers import linear_cross_entropy

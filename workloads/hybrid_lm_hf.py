@@ -30,7 +30,7 @@ import torch
 
 from harness.interfaces import CheckResult, Metric, Workload, WorkloadProblem, WorkloadStep, check_against_eager
 from harness.interfaces.method import dense_matmul_flops
-from harness.spec import DECODE
+from harness.run import DECODE
 from workloads.models import hybrid_problem as hp
 from workloads.models import hybrid as hm
 

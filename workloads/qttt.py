@@ -42,7 +42,7 @@ from harness.interfaces import (
 )
 from harness.interfaces.params import divides, flag, integer, number, one_of, registered, seed
 from harness.masks import build_mask
-from harness.spec import DECODE
+from harness.run import DECODE
 from workloads.models import qwen3
 from workloads.models.attention_block import eager_attend, reference_attend
 from workloads.models.hf_attention import AttentionAdapter, register

@@ -31,7 +31,7 @@ from harness.interfaces import CheckResult, Metric, Problem, Unsupported, Worklo
     check_against_eager
 from harness.interfaces.params import integer, number, registered, seed
 from harness.masks import build_mask
-from harness.spec import DECODE
+from harness.run import DECODE
 from workloads.models.attention_block import eager_attend, reference_attend
 
 MASS, RESTORE = "mass", "restore"

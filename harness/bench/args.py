@@ -1,7 +1,7 @@
 """Command-line pieces the study benchmarks share: comma-separated lengths, a choice of sections, heads as
 ``Q:KV``, registered names, running the chosen sections with their wall time printed, and a torch thread count
 set for the run and restored after it. The benchmarks parse with
-:class:`harness.checks.OneLineParser`: a bad value is one line naming it, exit 2, before anything runs."""
+:class:`harness.user_input.OneLineParser`: a bad value is one line naming it, exit 2, before anything runs."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from harness.execution.executor import Built
 from harness.execution.machine import machine_info
 from harness.execution.single import SingleDevice
 from harness.interfaces import softmax_flops
-from harness.spec import Run
+from harness.run import Run
 
 
 class NotRunnable(RuntimeError):

@@ -27,10 +27,10 @@ from rich.console import Console
 
 from harness.bench.args import heads_pair, registered
 from harness.catalog import strategies
-from harness.checks import OneLineParser, integer, positive, writable_file
+from harness.user_input import OneLineParser, integer, positive, writable_file
 from harness.cluster.launch import run_local_many
 from harness.progress import ProgressLines
-from harness.spec import DTYPES, Run, Timing
+from harness.run import DTYPES, Run, Timing
 from harness.status import FAILED
 
 BENCH_TIMING = Timing(warmup=1, min_samples=3, min_run_time=0.0, max_samples=3)

@@ -29,12 +29,12 @@ import torch
 from rich.table import Table
 
 from harness.bench.args import lengths, run_sections, sections, torch_threads
-from harness.checks import OneLineParser, integer
+from harness.user_input import OneLineParser, integer
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.execution.executor import Built
 from harness.execution.measure import peak_memory
 from harness.results.report import wide_console
-from harness.spec import DECODE, Run
+from harness.run import DECODE, Run
 
 HYBRID, SOFTMAX = "LLLLLLLS", "SSSSSSSS"
 PATTERNS = {"hybrid": HYBRID, "softmax": SOFTMAX}  # A, B

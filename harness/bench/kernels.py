@@ -16,10 +16,10 @@ from rich.table import Table
 
 from harness.bench.build import built_call
 from harness.bench.paired import alternate
-from harness.checks import OneLineParser, integer
+from harness.user_input import OneLineParser, integer
 from harness.progress import ProgressLines
 from harness.results.report import wide_console
-from harness.spec import Run
+from harness.run import Run
 
 MASKS = (("causal", {}), ("sliding_window_causal", {"window": 1024}), ("causal_document", {}))
 SIDES = ("sdpa", "blocksparse")  # A, B: the reference kernel first, the ratio is A / B

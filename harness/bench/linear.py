@@ -26,13 +26,13 @@ from typing import Optional, Sequence
 from rich.table import Table
 
 from harness.bench.args import lengths, method_names, run_sections, sections
-from harness.checks import OneLineParser, integer, positive
+from harness.user_input import OneLineParser, integer, positive
 from harness.bench.build import NotRunnable, build_run, crossover, machine_line, paired_medians
 from harness.cluster.launch import run_local_many
 from harness.execution import allocator
 from harness.execution.machine import calibrate_peak
 from harness.results.report import wide_console
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 SECTIONS = ("scaling", "peak", "decode", "peers", "crossover", "cp")
 console = wide_console()

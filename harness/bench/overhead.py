@@ -9,12 +9,12 @@ from typing import Optional, Sequence
 
 from rich.table import Table
 
-from harness.checks import OneLineParser, integer
+from harness.user_input import OneLineParser, integer
 from harness.cluster.inline_scheduler import InlineScheduler
 from harness.cluster.sweep import run_sweep
 from harness.results.report import wide_console
 from harness.results.store import ResultStore
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 console = wide_console()
 

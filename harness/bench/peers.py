@@ -32,8 +32,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.checks import OneLineParser, integer
-from harness.spec import DTYPES
+from harness.user_input import OneLineParser, integer
+from harness.run import DTYPES
 
 DEFAULT_PAIRS = (
     ("ulysses", "deepspeed_ulysses"),
@@ -48,7 +48,7 @@ def _build(name: str, run_kw: dict, direction: str, executor, gate: bool):
     timing), the bytes this rank sends per call (one warm-up call, counted) and, when ``gate``, rank 0's
     verdict of the correctness gate (None otherwise)."""
     from harness.execution.cases import case_for
-    from harness.spec import Run
+    from harness.run import Run
 
     case = case_for(Run.make(strategy=name, direction=direction, **run_kw))
     why = case.unavailable()

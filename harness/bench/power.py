@@ -20,11 +20,11 @@ from typing import Optional, Sequence
 from rich.table import Table
 
 from harness.bench.args import heads_pair, lengths, method_names, run_sections, sections
-from harness.checks import OneLineParser, integer
+from harness.user_input import OneLineParser, integer
 from harness.bench.build import built_call, machine_line, paired_medians
 from harness.bench.kernels import MASKS as KERNEL_MASKS
 from harness.results.report import wide_console
-from harness.spec import Run
+from harness.run import Run
 
 SECTIONS = ("speed", "sdpa")
 KERNELS = ("blocksparse", "blocksparse_native")  # lcbench's two block-sparse kernels: aten per tile, native C++

@@ -1,7 +1,7 @@
 """The performance model against public context-parallel results: ``lcbench bench predict``.
 
 Every public configuration of :mod:`harness.bench.published` is predicted with ``lcbench predict``'s own
-machinery (:class:`harness.prediction.predict.Predictor` on :class:`~harness.spec.Run` objects, the built-in
+machinery (:class:`harness.prediction.predict.Predictor` on :class:`~harness.run.Run` objects, the built-in
 cluster profiles and kernel rate tables) and printed next to the published figure:
 
 * **ring-flash-attention** (``ring_flash``): 8 x H800 (profile ``h800``) and 8 x A100 (``dgx-a100``), fwd and
@@ -31,10 +31,10 @@ from rich.console import Console
 
 from harness.bench import published as pub
 from harness.bench.args import run_sections, sections
-from harness.checks import OneLineParser, integer, writable_file
+from harness.user_input import OneLineParser, integer, writable_file
 from harness.prediction.cluster import Cluster, load_cluster
 from harness.prediction.predict import Predictor
-from harness.spec import Run
+from harness.run import Run
 
 SECTIONS = ("ring_flash", "te", "swa")
 TIE = 0.03  # lcbench's tie: |ratio - 1| < 3%

@@ -18,7 +18,7 @@ import time
 from datetime import timedelta
 from typing import Optional, Sequence
 
-from harness.checks import OneLineParser, integer
+from harness.user_input import OneLineParser, integer
 
 TRIVIAL = "bench_trivial"
 
@@ -28,20 +28,20 @@ def trivial_execute(run) -> Optional[dict]:
     import torch
     import torch.distributed as dist
 
-    from harness.status import base_record, outcome
+    from harness.status import base_record, set_status
 
     t0 = time.perf_counter()
     x = torch.ones(1)
     dist.all_reduce(x)
     if dist.get_rank():
         return None
-    record = outcome(base_record(run), "ok", None)
+    record = set_status(base_record(run), "ok", None)
     record.update(wall_s=time.perf_counter() - t0, threads=torch.get_num_threads(), allreduce_sum=float(x[0]))
     return record
 
 
 def _trivial_runs(world_size: int, n: int) -> list:
-    from harness.spec import Run
+    from harness.run import Run
 
     return [Run.make(method="naive", strategy=TRIVIAL, world_size=world_size, mask="full", seqlen=16, heads_q=1,
                      heads_kv=1, head_dim=8, options={"i": i}) for i in range(n)]
@@ -94,7 +94,7 @@ def sweep_runs(n: int = 100) -> list:
     """``n`` small single-device CPU points (sdpa and naive over masks, lengths, directions)."""
     import itertools
 
-    from harness.spec import Run, Timing
+    from harness.run import Run, Timing
 
     timing = Timing(warmup=1, min_samples=5, min_run_time=0.1)
     combos = itertools.product(("sdpa", "naive"), ("causal", "full", "sliding_window_causal"),

@@ -25,10 +25,10 @@ import torch
 from rich.table import Table
 
 from harness.bench.args import lengths, method_names, run_sections, sections, torch_threads
-from harness.checks import OneLineParser, integer
+from harness.user_input import OneLineParser, integer
 from harness.bench.build import NotRunnable, build_run, machine_line, paired_medians
 from harness.results.report import wide_console
-from harness.spec import DECODE, Run
+from harness.run import DECODE, Run
 
 SECTIONS = ("qttt", "ttt_linear")
 RATIO_TARGET = 2.1  # t(2x) / t(x) at most (linear in the context, with a little slack)

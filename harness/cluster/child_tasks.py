@@ -17,7 +17,7 @@ import torch
 from harness.cluster.group_run import RankFailure
 from harness.cluster.isolation import resolve
 from harness.cluster.priority import reset_niceness, run_conditions
-from harness.spec import Run
+from harness.run import Run
 
 def _warm_registries() -> None:
     """Load methods/strategies (built-ins, ``LCBENCH_PLUGINS``, entry points) in the forkserver, once; and the

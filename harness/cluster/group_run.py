@@ -3,7 +3,7 @@
 Shared by the two rank-group supervisors — :class:`harness.cluster.rank_group.RankGroup` (one Ray actor per
 rank) and :class:`harness.cluster.local_group.LocalRankGroup` (the rank processes are children of this
 process) — which both have the shape :class:`RankGroupSupervisor` declares, stop waiting by the same rule and
-give :func:`harness.cluster.outcomes.group_record` the same :class:`GroupRun`. Neither Ray nor torch is
+give :func:`harness.cluster.run_records.group_record` the same :class:`GroupRun`. Neither Ray nor torch is
 imported here.
 """
 

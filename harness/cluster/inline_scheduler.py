@@ -10,10 +10,10 @@ import torch
 from harness.cluster.isolation import KeptChild, default_budget
 from harness.cluster.launch import DEFAULT_EXECUTOR as DEFAULT_RANK_EXECUTOR, LocalGroups
 from harness.cluster.local_group import CHILD, rank_env, threads_per_rank
-from harness.cluster.outcomes import single_record
+from harness.cluster.run_records import single_record
 from harness.cluster.priority import niceness
 from harness.cluster.scheduler import is_single, rank_capacity, unplaceable
-from harness.spec import Run
+from harness.run import Run
 
 INLINE = "inline"  # the records' ``scheduler`` field
 

@@ -2,9 +2,9 @@
 
 :class:`LocalGroups` keeps one :class:`~harness.cluster.local_group.LocalRankGroup` (W supervised children
 over gloo) and feeds it the runs of its world size; the group is reused until a run breaks it
-(:func:`harness.cluster.outcomes.breaks_group`: a failed, hung or crashed run), then a fresh group takes the
+(:func:`harness.cluster.run_records.breaks_group`: a failed, hung or crashed run), then a fresh group takes the
 next run. :func:`run_local_many` runs a list so, grouped by world size; the inline scheduler keeps one.
-Records come from :func:`harness.cluster.outcomes.group_record`, as in the Ray scheduler: the children enforce
+Records come from :func:`harness.cluster.run_records.group_record`, as in the Ray scheduler: the children enforce
 each run's time limit and memory budget, a rank that dies or overruns is reported with its cause, and the
 caller never hangs. :func:`run_local` is the one-run form.
 """
@@ -17,10 +17,10 @@ from typing import Callable, Optional, Sequence
 from harness.cluster.group_run import GroupError
 from harness.cluster.isolation import default_budget
 from harness.cluster.local_group import LocalRankGroup, free_port, threads_per_rank  # noqa: F401 — free_port: API
-from harness.cluster.outcomes import breaks_group, group_record
+from harness.cluster.run_records import breaks_group, group_record
 from harness.cluster.priority import niceness
-from harness.spec import Run
-from harness.status import base_record, outcome
+from harness.run import Run
+from harness.status import base_record, set_status
 
 DEFAULT_EXECUTOR = "harness.execution.distributed:execute_distributed"
 SCHEDULER = "local"  # the records' ``scheduler`` field
@@ -32,7 +32,7 @@ ANSWER_GRACE_S = 5.0  # over the limit the children enforce themselves
 
 class LocalGroups:
     """The local rank groups of a sweep: one group at a time (a CPU machine's cores are the group's), reused run
-    after run of its world size until a run breaks it (:func:`~harness.cluster.outcomes.breaks_group`), then
+    after run of its world size until a run breaks it (:func:`~harness.cluster.run_records.breaks_group`), then
     built afresh for the next run; a run of another size tears it down first.
 
     ``timeout_s`` bounds each run (the group's collectives time out a little later); ``memory_budget`` is each
@@ -115,7 +115,7 @@ def _build(world_size: int, threads: int, timeout_s: float, run: Run, nice: Opti
         group = LocalRankGroup(world_size, threads, timeout_s + GROUP_TIMEOUT_MARGIN_S, INIT_TIMEOUT_S, nice=nice)
         return group.build(), None
     except GroupError as e:
-        record = outcome(base_record(run), e.status, f"rank group of {world_size}: {e}")
+        record = set_status(base_record(run), e.status, f"rank group of {world_size}: {e}")
         record.update(threads=threads, wall_s=time.perf_counter() - started, scheduler=scheduler)
         return None, record
 

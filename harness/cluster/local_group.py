@@ -18,7 +18,7 @@ from typing import Optional
 
 from harness.cluster.group_run import GroupError, GroupRun, collect
 from harness.cluster.isolation import Child, Outcome
-from harness.spec import Run
+from harness.run import Run
 
 CHILD = "harness.cluster.child_tasks"  # the functions the rank processes run
 ENV_PREFIX = "LCBENCH_"  # this process's settings the ranks need (plugins, devices, ...)

@@ -27,15 +27,15 @@ from typing import Iterator, Optional
 
 import ray
 
-from harness.status import base_record, outcome
+from harness.status import base_record, set_status
 from harness.cluster.isolation import Outcome
-from harness.cluster.outcomes import breaks_group, group_record, single_record
+from harness.cluster.run_records import breaks_group, group_record, single_record
 from harness.cluster.priority import niceness
 from harness.cluster.rank_group import GroupError, GroupSpec, RankGroup, cpus_per_rank
 from harness.cluster.ray_cluster import RayConnection
 from harness.cluster.ray_workers import DEFAULT_RANK_EXECUTOR, run_single_task
 from harness.cluster.scheduler import is_single, rank_capacity, unplaceable
-from harness.spec import Run
+from harness.run import Run
 
 GroupKey = tuple[int, str]  # (world size, device)
 
@@ -205,7 +205,7 @@ class RayScheduler:
                 group = self._group(key)
             except GroupError as e:  # no group for this size: every run left in the bucket gets the reason
                 for rest in runs[i:]:
-                    record = outcome(base_record(rest), e.status, f"rank group of {key[0]}: {e}")
+                    record = set_status(base_record(rest), e.status, f"rank group of {key[0]}: {e}")
                     record["scheduler"] = "ray"
                     yield record
                 return

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterator, Optional, Protocol
 
 from harness import status as st
-from harness.spec import Run
+from harness.run import Run
 
 
 class Scheduler(Protocol):
@@ -38,5 +38,5 @@ def unplaceable(run: Run, capacity: int) -> Optional[dict]:
     if run.world_size <= capacity:
         return None
     unit = "GPUs" if run.device == "cuda" else f"rank slots ({RANKS_PER_CPU} per CPU)"
-    return st.outcome(st.base_record(run), st.UNSUPPORTED,
+    return st.set_status(st.base_record(run), st.UNSUPPORTED,
                       f"needs {run.world_size} ranks, cluster has {capacity} {unit}")

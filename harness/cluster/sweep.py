@@ -16,7 +16,7 @@ from harness import status as st
 from harness.cluster.scheduler import Scheduler
 from harness.progress import progress
 from harness.execution.machine import machine_info
-from harness.spec import Run
+from harness.run import Run
 from harness.results.store import ResultStore
 
 
@@ -72,7 +72,7 @@ def run_sweep(
             stored = {r["key"] for r in summary.records}
             for run in todo:
                 if run.key not in stored:
-                    store_one(st.outcome(st.base_record(run), st.ERROR,
+                    store_one(st.set_status(st.base_record(run), st.ERROR,
                                          f"no record came back for this run: the scheduler returned {unkeyed} "
                                          f"result(s) that name no run (not a record with a key)"))
     return summary

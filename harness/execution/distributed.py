@@ -29,7 +29,7 @@ from harness import status as st
 from harness.execution.cases import case_for
 from harness.execution.executor import execute_run
 from harness.execution.measure import TimingStats, peak_memory, summarize
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 
 class RankFailed(RuntimeError):
@@ -115,6 +115,6 @@ def execute_distributed(run: Run, measure_memory: bool = True) -> Optional[dict]
     """Run ``run`` on this rank; rank 0 returns the record, the other ranks None (see module docstring)."""
     if dist.get_world_size() != run.world_size:
         record = st.base_record(run)
-        return st.outcome(record, st.ERROR,
+        return st.set_status(record, st.ERROR,
                           f"process group has {dist.get_world_size()} ranks, run wants {run.world_size}")
     return execute_run(run, RankGroupExecutor(measure_memory), case_for)

@@ -31,7 +31,7 @@ from harness.errors import UserError
 from harness.execution.machine import peak_fields, peak_tflops
 from harness.execution.measure import TimingStats
 from harness.interfaces import Unavailable, Unsupported
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 
 @dataclass
@@ -116,10 +116,10 @@ def execute_run(run: Run, executor: Executor, case_for: Callable[[Run], Case]) -
     try:
         _sequence(run, executor, case_for, record)
     except AgreedFailure as e:
-        st.outcome(record, e.status, e.reason)
+        st.set_status(record, e.status, e.reason)
     except Exception as e:  # noqa: BLE001 — every failure is a result
         status, reason = classify_exception(e, run)
-        st.outcome(record, status, executor.describe(reason))
+        st.set_status(record, status, executor.describe(reason))
         record["traceback"] = traceback.format_exc(limit=8)
     record["wall_s"] = time.perf_counter() - started
     return executor.finish(record)
@@ -129,12 +129,12 @@ def _sequence(run: Run, executor: Executor, case_for: Callable[[Run], Case], rec
     case = case_for(run)
     why = case.unavailable()
     if why:
-        st.outcome(record, st.UNAVAILABLE, why)
+        st.set_status(record, st.UNAVAILABLE, why)
         return
     problem = case.problem(executor)
     why = case.unsupported(problem)
     if why:
-        st.outcome(record, st.UNSUPPORTED, why)
+        st.set_status(record, st.UNSUPPORTED, why)
         return
     built = case.build(problem, executor)
     record.update(built.fields)
@@ -159,9 +159,9 @@ def _sequence(run: Run, executor: Executor, case_for: Callable[[Run], Case], rec
     if len(facts) > 1:
         record["rank_peak_mem_bytes"] = json.dumps([f["peak"] for f in facts])
     if check.ok:
-        st.outcome(record, st.OK, None)
+        st.set_status(record, st.OK, None)
     else:
-        st.outcome(record, st.INVALID, check.reason)
+        st.set_status(record, st.INVALID, check.reason)
 
 
 def fill_measurement(record: dict, run: Run, built: Built, stats: TimingStats, check: Any) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from harness.interfaces import AttentionFn, Problem, torch_dtype
 from harness.masks import Mask, build_mask
-from harness.spec import DECODE, Run
+from harness.run import DECODE, Run
 
 
 @functools.lru_cache(maxsize=16)

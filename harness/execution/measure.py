@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.utils.benchmark as benchmark
 
-from harness.spec import Timing
+from harness.run import Timing
 
 CPU_MEMORY_METHOD = "torch allocator total during one call (profiler allocation events) + input bytes"
 GPU_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset"

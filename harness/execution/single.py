@@ -9,7 +9,7 @@ import torch
 from harness.execution.cases import case_for
 from harness.execution.executor import execute_run
 from harness.execution.measure import TimingStats, peak_memory, time_call
-from harness.spec import Run, Timing
+from harness.run import Run, Timing
 
 
 class SingleDevice:

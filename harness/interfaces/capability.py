@@ -14,7 +14,7 @@ import functools
 from typing import Callable, Optional
 
 from harness.masks import Mask
-from harness.spec import DECODE, needs_grad
+from harness.run import DECODE, needs_grad
 
 
 class Capabilities:

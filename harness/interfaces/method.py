@@ -23,7 +23,7 @@ from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.reference import reference_outputs
 from harness.masks.core import Mask
-from harness.spec import DECODE, DTYPES, needs_grad
+from harness.run import DECODE, DTYPES, needs_grad
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``fn(q, k, v) -> out`` on ``[batch, rows, heads, head_dim]`` tensors (q: heads_q, k/v: heads_kv)."""

@@ -42,7 +42,7 @@ from harness.interfaces.comm import Comm
 from harness.interfaces.linear_kernel import LinearKernel
 from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.schedule import Placement, Schedule
-from harness.spec import Run, needs_grad
+from harness.run import Run, needs_grad
 
 
 Layout = Callable[["CPProblem"], list[torch.Tensor]]

@@ -22,7 +22,7 @@ from harness.errors import same_kind, unknown, wrong_kind
 from harness.interfaces.capability import Capabilities
 from harness.interfaces.params import Constraints, Lookup, Param, check_params, no_constraints
 from harness.interfaces.reference import GRADIENT_FACTOR, OUTPUT_FACTOR, rounding_floor
-from harness.spec import Run
+from harness.run import Run
 
 if TYPE_CHECKING:
     from harness.interfaces.comm import Comm

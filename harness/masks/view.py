@@ -149,12 +149,12 @@ def save_reach_png(field: ReceptiveField, path: str) -> None:
 
 def _save(fig, path: str, what: str) -> None:
     """The figure as a PNG at ``path`` (its directory created): rendered in memory, then written by
-    :func:`harness.checks.write_output`, so a failed write (a full device) is an error, not a silent success."""
+    :func:`harness.user_input.write_output`, so a failed write (a full device) is an error, not a silent success."""
     import io
 
     import matplotlib.pyplot as plt
 
-    from harness.checks import write_output
+    from harness.user_input import write_output
 
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -34,7 +34,7 @@ from harness.interfaces.local_kernel import LocalKernel
 from harness.interfaces.schedule import Placement
 from harness.prediction.cluster import Cluster
 from harness.prediction.model import MODEL_VERSION, Walker
-from harness.spec import DECODE, Run
+from harness.run import DECODE, Run
 
 SOURCE = "predicted"
 
@@ -94,13 +94,13 @@ class Predictor:
         try:
             self._predict(run, record)
         except UserError as e:
-            st.outcome(record, st.ERROR, str(e))
+            st.set_status(record, st.ERROR, str(e))
         record["wall_s"] = time.perf_counter() - started
         return record
 
     def _predict(self, run: Run, record: dict) -> None:
         if run.direction == DECODE:
-            st.outcome(record, st.UNSUPPORTED, "decode (context-parallel strategies run fwd, bwd and fwd+bwd)")
+            st.set_status(record, st.UNSUPPORTED, "decode (context-parallel strategies run fwd, bwd and fwd+bwd)")
             return
         strategy, method = get_strategy(run.strategy), get_method(run.method)
         mask = self.mask(run)
@@ -108,7 +108,7 @@ class Predictor:
                           local_kernels=modelled_kernels(run.method))  # the local kernel modelled by its rate table
         why = method_reason(run, mask) or strategy.unsupported_reason(problem)
         if why:
-            st.outcome(record, st.UNSUPPORTED, why)
+            st.set_status(record, st.UNSUPPORTED, why)
             return
         profile = self.cluster.profile
         schedule = strategy.schedule(problem, Placement(run.world_size, profile.devices_per_node))
@@ -141,7 +141,7 @@ class Predictor:
             cp_info=json.dumps(schedule.info), mask_info=json.dumps(problem.mask.describe()),
             sharing=walker.sharing,
         )
-        st.outcome(record, st.PREDICTED, None)
+        st.set_status(record, st.PREDICTED, None)
 
 
 def _modelled(*_args, **_kwargs):

@@ -25,7 +25,7 @@ from harness.errors import UserError
 from harness.results.records import cell, kind_of, mask_label, metric_unit, public_view, shape_label, timed
 from harness.results.schema import number
 from harness.results.sheet import Column
-from harness.spec import DECODE, DIRECTIONS
+from harness.run import DECODE, DIRECTIONS
 from harness.status import OK, PREDICTED
 
 # Every abbreviation a results table uses, explained once; a table prints the lines of the columns it has.

@@ -27,7 +27,7 @@ from rich.errors import MarkupError
 from rich.table import Table
 from rich.text import Text
 
-from harness.checks import write_output
+from harness.user_input import write_output
 from harness.results import roofline
 from harness.results.figures import Provenance
 from harness.results.records import (

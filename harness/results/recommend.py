@@ -29,7 +29,7 @@ from harness.results.records import (
 )
 from harness.results.schema import KINDS, number
 from harness.results.columns import size
-from harness.spec import DECODE
+from harness.run import DECODE
 from harness.results.verdict import BETTER, INCONCLUSIVE, RULE, SAME, Verdict, judge, time_figure
 from harness.status import OK
 

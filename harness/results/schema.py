@@ -3,7 +3,7 @@ it may hold, its unit and what it means.
 
 A record has six parts (:data:`PARTS`), in the order an export writes them:
 
-- **identity** — the run: exactly the fields of :class:`harness.spec.Run`, plus its ``kind`` (a test holds
+- **identity** — the run: exactly the fields of :class:`harness.run.Run`, plus its ``kind`` (a test holds
   them equal);
 - **outcome** — its status and why, and what the correctness check found;
 - **figures** — what was measured (or, for a ``predicted`` record, modelled): times, throughput, memory,
@@ -236,7 +236,7 @@ SCHEMA: tuple[RecordField, ...] = (
     *_fields(
         BOOKKEEPING,
         ("suite", TEXT, "", "the suite it belongs to"),
-        ("key", KEY_TEXT, "", "the run's stable key (harness.spec.Run.key)"),
+        ("key", KEY_TEXT, "", "the run's stable key (harness.run.Run.key)"),
         ("session", TEXT, "", "the sweep session that stored it (its machine, versions and commit)"),
         ("finished_at", QUANTITY, "s", "when it was stored (Unix time)"),
         ("diagnostics", MAPPING, "", "a failed run's figures, kept aside (exports only)"),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 from urllib.parse import quote
 
-from harness.checks import writable_file
+from harness.user_input import writable_file
 from harness.errors import UserError
 from harness.results.lock import ResultsLock
 from harness.results.records import (DIAGNOSTICS, FLATTENED, flat_row, public_view, storable, upgraded,

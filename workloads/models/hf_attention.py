@@ -25,7 +25,7 @@ import torch
 
 from harness.interfaces import AttentionFn, Problem, Unsupported
 from harness.masks import build_mask
-from harness.spec import DECODE
+from harness.run import DECODE
 
 Builder = Callable[[Problem], AttentionFn]
 MAX_BUILT = 256  # attention functions kept per adapter (one per (rows, keys, direction) shape)

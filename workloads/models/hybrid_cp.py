@@ -30,7 +30,7 @@ from harness.interfaces import (
     CheckResult, Comm, CPContext, CPProblem, Unsupported, WorkloadProblem, WorkloadStep, check_against_eager,
 )
 from harness.masks import build_mask
-from harness.spec import Run
+from harness.run import Run
 from workloads.models import hybrid as hm
 from workloads.models import hybrid_problem as hp
 from workloads.models.decoder_layers import linear_cross_entropy

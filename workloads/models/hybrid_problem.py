@@ -20,7 +20,7 @@ from harness.interfaces.linear_kernel import LinearKernel, state_dtype
 from harness.interfaces.params import divides, flag, integer, letters, number, one_of, registered, seed
 from harness.interfaces.workload import STEP_METRICS
 from harness.masks import build_mask
-from harness.spec import DECODE
+from harness.run import DECODE
 from workloads.models import hybrid as hm
 from workloads.models.decoder_layers import RESIDUALS
 

@@ -11,7 +11,7 @@ from typing import Callable
 from harness.execution.cases.method import MethodCase
 from harness.execution.cases.strategy import StrategyCase
 from harness.execution.cases.workload import WorkloadCase
-from harness.spec import Run
+from harness.run import Run
 
 CASES: dict[str, Callable[[Run], object]] = {"method": MethodCase, "strategy": StrategyCase, "workload": WorkloadCase}
 

@@ -13,7 +13,7 @@ from harness.execution.executor import Built, Executor
 from harness.execution.gate import check_method, run_seed
 from harness.execution.inputs import direction_call, make_inputs, problem_for
 from harness.interfaces import Problem
-from harness.spec import Run
+from harness.run import Run
 
 
 def decode_metrics(problem: Problem, method) -> tuple[Callable[[float], dict[str, float]], dict, dict]:

@@ -20,7 +20,7 @@ from harness.execution.executor import AgreedFailure, Built, Executor, classify_
 from harness.execution.gate import GateResult, check_outputs, gate_rows, run_seed, upstream_gradient
 from harness.execution.inputs import direction_call, make_inputs, mask_for, problem_for
 from harness.interfaces import Comm, CPContext, CPProblem, Unsupported
-from harness.spec import DECODE, Run
+from harness.run import DECODE, Run
 
 COLLECTIVES = ("native", "p2p")
 

@@ -11,7 +11,7 @@ import torch
 from harness.catalog import get_method, get_strategy, get_workload, lookup
 from harness.execution.executor import Built, Executor
 from harness.interfaces import Comm, WorkloadProblem, torch_dtype
-from harness.spec import Run
+from harness.run import Run
 
 
 class WorkloadCase:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from harness.status import RUN_BREAKING, base_record, memory_exhausted, outcome
+from harness.status import RUN_BREAKING, base_record, memory_exhausted, set_status
 from harness.cluster.isolation import Outcome
 from harness.cluster.group_run import GroupRun, RankFailure, failed as rank_failed
-from harness.spec import Run
+from harness.run import Run
 
 # Texts of the failures a rank sees when a *peer* failed first: the peer's failure is the reason, not these.
 PEER_FAILURE_MARKS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "peer", "timed out")
@@ -29,7 +29,7 @@ def _annotate(record: dict, o: Outcome, threads: int, scheduler: str = "ray") ->
 
 
 def _failure(run: Run, status: str, reason: str, o: Outcome, threads: int, scheduler: str = "ray") -> dict:
-    record = outcome(base_record(run), status, reason)
+    record = set_status(base_record(run), status, reason)
     if o.detail:
         record["traceback"] = o.detail
     return _annotate(record, o, threads, scheduler)
