@@ -156,8 +156,13 @@ class Run:
 
     @staticmethod
     def from_dict(d: dict) -> "Run":
+        """The run of a record or :meth:`to_dict`; a workload record stored before ``phase`` was a field of its
+        own (its phase in ``direction``) reads as that phase."""
         known = {f.name for f in fields(Run)}
-        return Run.make(**{k: v for k, v in d.items() if k in known})
+        given = {k: v for k, v in d.items() if k in known}
+        if given.get("workload") and not given.get("phase"):
+            given["phase"], given["direction"] = given.get("direction"), None
+        return Run.make(**given)
 
     @property
     def key(self) -> str:

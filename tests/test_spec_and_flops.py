@@ -63,6 +63,9 @@ def test_a_workload_run_has_a_phase_and_no_direction_and_keeps_its_old_key():
     assert hybrid.direction is None and hybrid.phase == hybrid.timed == "decode"
     assert {("hybrid_lm", "decode"): hybrid.key, ("qttt", "ttt_step"): qttt.key} == PHASE_KEYS_BEFORE_PHASE_FIELD
     assert Run.from_dict(hybrid.to_dict()) == hybrid
+    stored_before = {**hybrid.to_dict(), "direction": "decode"}  # a record of that time: no phase
+    del stored_before["phase"]
+    assert Run.from_dict(stored_before) == hybrid
 
 
 def test_a_phase_belongs_to_a_workload_and_a_workload_names_one():
