@@ -142,7 +142,7 @@ def bench_memory(seqlen: int, decode_tokens: int) -> None:
         built = build(workload_run(seqlen, DECODE, pattern, decode_tokens=decode_tokens))
         built.call()  # warm-up: the peak of a steady-state call
         m = built.metrics(1.0)
-        f = built.fields
+        f = built.fields["facts"]  # the workload step's own facts (cache model, ...)
         peak, how = peak_memory(built.call, built.inputs, built.device)
         crossover_tokens = f["cache_crossover_tokens"]
         table.add_row(f"{name} {pattern}", _mib(m["cache_bytes"]), _mib(m["cache_bytes_model"]),
