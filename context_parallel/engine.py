@@ -208,15 +208,17 @@ def _tag(level: int, stream: int) -> int:
 def ring_forward(state: EngineState, q: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Merged output ``[B, Sq, H, d]`` (q's dtype) and log-sum-exp ``[B, H, Sq]`` (float32)."""
     b, sq, h, d = q.shape
-    acc_out = torch.zeros((b, sq, h, d), dtype=torch.float32, device=q.device)
-    acc_lse = torch.full((b, h, sq), float("-inf"), dtype=torch.float32, device=q.device)
+    acc: list[torch.Tensor] = []  # the merged (out float32, lse) of the blocks attended so far
 
     def leaf(origin: int, block: torch.Tensor) -> None:
         plan = state.plans[state.a2a_of(origin)]
         if state.kernel.area(plan) == 0:
             return
         out, lse = state.kernel.forward(q, block[0], block[1], plan, state.problem.scale)
-        merge_into(acc_out, acc_lse, out, lse)
+        if acc:
+            merge_into(acc[0], acc[1], out, lse)
+        else:  # the first block is the accumulator as the kernel returned it (no merge pass; Ulysses: the only one)
+            acc.extend((out.float().contiguous(), lse))
 
     def level_fwd(level: int, block: torch.Tensor, f: Callable[[int], int]) -> None:
         if level == len(state.rings):
@@ -236,7 +238,10 @@ def ring_forward(state: EngineState, q: torch.Tensor, kv: torch.Tensor) -> tuple
                 cur = pending.wait()[0]
 
     level_fwd(0, kv, lambda x: x)
-    return acc_out.to(q.dtype), acc_lse
+    if not acc:  # no allowed key in any block
+        acc.extend((torch.zeros((b, sq, h, d), dtype=torch.float32, device=q.device),
+                    torch.full((b, h, sq), float("-inf"), dtype=torch.float32, device=q.device)))
+    return acc[0].to(q.dtype), acc[1]
 
 
 # ----- backward ------------------------------------------------------------------------------------------

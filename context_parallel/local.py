@@ -15,7 +15,7 @@ import torch
 from harness.interfaces.local_kernel import HeadRange, LocalKernel, Plan, PlanSpec, merge_into
 from harness.interfaces.strategy import CPContext, CPProblem
 
-__all__ = ["build_plan", "kernel_of", "merge_into", "plan_area"]
+__all__ = ["build_plan", "kernel_of", "local_kv_group", "merge_into", "plan_area"]
 
 
 def kernel_of(ctx: CPContext) -> LocalKernel:
@@ -30,11 +30,18 @@ def build_plan(ctx: CPContext, q_pos: torch.Tensor, k_pos: torch.Tensor,
     """The kernel's plan for local q rows ``q_pos`` x keys ``k_pos`` (global positions), q heads ``heads``
     (all when None)."""
     problem = ctx.problem
+    heads = heads or (0, problem.heads_q)
     spec = PlanSpec(
-        mask=problem.mask, q_pos=q_pos, k_pos=k_pos, heads=heads or (0, problem.heads_q),
-        dtype=problem.dtype, device=problem.device, options=problem.options,
+        mask=problem.mask, q_pos=q_pos, k_pos=k_pos, heads=heads, dtype=problem.dtype, device=problem.device,
+        options=problem.options, kv_group=local_kv_group(problem, heads),
     )
     return kernel_of(ctx).plan(spec)
+
+
+def local_kv_group(problem: CPProblem, heads: HeadRange) -> int:
+    """q heads per kv head in a rank's tensors of q heads ``heads``: the problem's GQA group, or all the rank's q
+    heads when a head all-to-all left it fewer q heads than a group (their one kv head, repeated if need be)."""
+    return min(problem.heads_q // problem.heads_kv, heads[1] - heads[0])
 
 
 def plan_area(problem: CPProblem, kernel: LocalKernel, plan: Plan) -> int:

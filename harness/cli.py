@@ -51,11 +51,15 @@ def list_methods() -> Table:
 def list_strategies() -> Table:
     from harness.catalog import strategies
 
+    from harness.catalog import methods
+
     table = Table(title="context-parallel strategies", header_style="bold")
-    for col in ("name", "availability", "summary"):
+    for col in ("name", "availability", "default local method (usable here)", "summary"):
         table.add_column(col)
     for s in strategies().values():
-        table.add_row(s.name, _availability(s.unavailable_reason()), s.summary)
+        default = ", ".join(f"{device}: {s.local_methods.default_method(device, methods()) or 'none'}"
+                            for device in sorted(s.devices))
+        table.add_row(s.name, _availability(s.unavailable_reason()), default, s.summary)
     return table
 
 
@@ -177,14 +181,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if lock.took_over:
             err_console.print(f"took over the lock of {lock.took_over}: that process is gone", highlight=False)
         scheduler = make_scheduler(args)
+        runs = suite.resumed(store.done_keys()) if args.resume else list(suite.runs)
         try:
-            summary = run_sweep(suite.name, list(suite.runs), store, scheduler, resume=args.resume,
-                                show_progress=not args.quiet)
+            summary = run_sweep(suite.name, runs, store, scheduler, resume=args.resume, show_progress=not args.quiet)
         finally:
             scheduler.close()
     if summary.skipped_done:
         err_console.print(f"resume: {summary.skipped_done} of {summary.total} runs already stored, not repeated")
-    keys = {r.key for r in suite.runs}
+    keys = {r.key for r in runs}
     print_results([r for r in store.records() if r["key"] in keys], title=f"{suite.name} -> {store.path}")
     report_skipped(store)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))

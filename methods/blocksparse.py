@@ -261,13 +261,22 @@ def _plan(problem: Problem) -> TilePlan:
     0.96x of SDPA's per-area rate where 256-tiles ran at 0.82x (Intel Xeon, 2 cores). A partial tile is
     computed whole under its mask, so any other mask keeps the finer default. Decode keeps the default too
     (``decode_bytes`` counts ``block_k`` tiles)."""
-    args = (problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen), problem.dtype)
-    if not problem.is_decode and not {"block_q", "block_k"} & set(problem.options):
+    return plan_tiles(problem.mask.intervals, problem.q_positions, torch.arange(problem.seqlen), problem.dtype,
+                      problem.options, large=not problem.is_decode)
+
+
+def plan_tiles(intervals: RowIntervals, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype,
+               options: dict, large: bool = True) -> TilePlan:
+    """The tile plan of ``q_pos x k_pos`` by the rule of :func:`_plan` (one device and a CP step alike): the
+    ``block_q`` x ``block_k`` options when set, else (``large``) the largest of :data:`LARGE_BLOCKS` that needs
+    no additive mask, else the default tiles."""
+    if large and not {"block_q", "block_k"} & set(options):
         for size in LARGE_BLOCKS:
-            plan = make_plan(*args, block_q=size, block_k=size, masked_tiles=False)
+            plan = make_plan(intervals, q_pos, k_pos, dtype, block_q=size, block_k=size, masked_tiles=False)
             if plan is not None:
                 return plan
-    return make_plan(*args, block_q=int(problem.options.get("block_q", DEFAULT_BLOCK)), block_k=_block_k(problem))
+    return make_plan(intervals, q_pos, k_pos, dtype, block_q=int(options.get("block_q", DEFAULT_BLOCK)),
+                     block_k=int(options.get("block_k", DEFAULT_BLOCK)))
 
 
 def build(problem: Problem):
@@ -297,12 +306,9 @@ class LocalPlan:
 
 
 def local_plan(spec: PlanSpec) -> LocalPlan:
+    """One CP step's plan, tiled as on one device (large unmasked tiles where the step's mask allows them)."""
     iv = spec.intervals
-    tiles = make_plan(
-        iv, spec.q_pos, spec.k_pos, spec.dtype,
-        block_q=int(spec.options.get("block_q", DEFAULT_BLOCK)),
-        block_k=int(spec.options.get("block_k", DEFAULT_BLOCK)),
-    )
+    tiles = plan_tiles(iv, spec.q_pos, spec.k_pos, spec.dtype, spec.options)
     shared = iv.num_heads == 1  # else tiles.area already sums the plan's heads' patterns
     return LocalPlan(tiles, tiles.area * (spec.num_heads if shared else 1))
 

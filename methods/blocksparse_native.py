@@ -33,7 +33,7 @@ from methods.blocksparse import KeyTiles
 
 KERNEL = "blocksparse"  # methods/_native/blocksparse.cpp
 STACKED_ROWS = 256  # query rows x packed heads per task: the height of every score block
-Q_BLOCK = 64  # query rows per plan block when the heads are not known (a context-parallel local plan)
+Q_BLOCK = 64  # the fewest query rows per plan block (the stacked rows of a group of four or more heads)
 TILE = 256  # keys per tile of the first classification
 SUB = 32  # a partial tile is split into sub-blocks of this many keys
 NO_BITS = -1
@@ -261,9 +261,11 @@ class LocalPlan:
 
 
 def local_plan(spec: PlanSpec) -> LocalPlan:
+    """The plan of one CP step, its query blocks as tall as on one device: ``256 / group`` rows when the q heads
+    of a kv head (``spec.kv_group``) share the mask and are stacked into 256-row products."""
     iv = spec.intervals
-    plan = make_native_plan(iv, spec.q_pos, spec.k_pos)
     shared = iv.num_heads == 1  # else plan.pairs already sums the heads' patterns
+    plan = make_native_plan(iv, spec.q_pos, spec.k_pos, q_block_for(spec.kv_group, 1, not shared))
     return LocalPlan(plan, plan.pairs * (spec.num_heads if shared else 1))
 
 

@@ -3,8 +3,8 @@
 A suite is the product of its lists, for three kinds of subject:
 
 - ``methods`` — single-device kernels, run at world size 1, x ``directions``;
-- ``strategies`` — context parallelism with ``local_method`` inside, run at every ``world_sizes`` entry,
-  x ``directions``;
+- ``strategies`` — context parallelism with ``local_method`` inside (when the suite names none, each
+  strategy's fastest usable one: ``lcbench list strategies``), run at every ``world_sizes`` entry, x ``directions``;
 - ``workloads`` — whole-model phases: names or ``{name: W, <param>: value, ...}`` mappings, x ``phases``
   (each workload runs the listed phases it has; all of its phases when ``phases`` is not given), at every
   world size when the workload is distributed, else at 1. Heads come from the workload's parameters, so
@@ -39,18 +39,20 @@ import functools
 import itertools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from harness.errors import UserError, unknown
 from harness.interfaces.params import ParamError
 from harness.run import DECODE, Run, Timing
-from suites.schema import Keys, MaskEntry, SuiteFile, WorkloadEntry, read_suite_file, validate_file
+from suites.schema import Keys, MaskEntry, SuiteFile, read_suite_file, validate_file
 
 SUITES_DIR = Path(__file__).resolve().parent
 SMOKE = "smoke"
-DEFAULT_LOCAL_METHOD = "blocksparse"
+# A strategy's local method when the suite names none and no method it runs is usable here (its runs are then
+# recorded unavailable or unsupported with the reason): the method the suites defaulted to before 0.2.
+FALLBACK_LOCAL_METHOD = "blocksparse"
 DEFAULT_WORKLOAD_MASKS = (MaskEntry(name="causal"),)
 LENGTH_KEYS = ("seqlens", "seqlens_per_device")  # a profile giving one form of lengths replaces both
 # Run fields a workload run takes from its explicit parameters, when the workload has such a parameter.
@@ -68,6 +70,15 @@ class Suite:
     runs: tuple[Run, ...]
     path: Optional[Path] = None
     profile: Optional[str] = None  # the profile whose overrides were applied (None: the base keys)
+    # key of a run whose local method the suite left to the strategy -> the same run with the local method
+    # lcbench 0.1.0 chose for every strategy (FALLBACK_LOCAL_METHOD): what ``resumed`` finds in an old file.
+    former: Mapping[str, Run] = field(default_factory=dict)
+
+    def resumed(self, done: set[str]) -> list[Run]:
+        """The runs, each replaced by its 0.1.0 form where that one is already stored (``done``: stored keys),
+        so ``--resume`` on a results file of an older lcbench re-runs nothing it holds."""
+        return [self.former[r.key] if r.key not in done and self.former.get(r.key, r).key in done else r
+                for r in self.runs]
 
 
 def suite_path(name_or_path: str) -> Path:
@@ -108,8 +119,10 @@ def parse_suite(
     file = validate_file(data, where)
     profile = profile if profile is not None else _default_profile(file.profiles or {})
     keys = _Merged(file, profile, where)
-    runs = _Expansion(keys, where, max_world_size).runs()
-    return Suite(name=file.name, description=file.description or "", runs=tuple(runs), path=path, profile=profile)
+    expansion = _Expansion(keys, where, max_world_size)
+    runs = expansion.runs()
+    return Suite(name=file.name, description=file.description or "", runs=tuple(runs), path=path, profile=profile,
+                 former=expansion.former)
 
 
 def _default_profile(profiles: dict) -> Optional[str]:
@@ -217,6 +230,7 @@ class _Expansion:
         self.seqlens: list[int] = keys.get("seqlens_per_device" if self.per_device else "seqlens")
         self.masks: tuple[MaskEntry, ...] = tuple(keys.get("masks", ()))
         self.mask_checks: set[tuple[int, int, int]] = set()  # (mask index, seqlen, heads) to build once
+        self.former: dict[str, Run] = {}  # see Suite.former
 
     # ----- structure ------------------------------------------------------------------------------------
 
@@ -272,12 +286,13 @@ class _Expansion:
         k = self.k
         if not methods and not strategies:
             return []
-        local = k.get("local_method", DEFAULT_LOCAL_METHOD)
-        if strategies:
+        local = k.get("local_method")
+        if local is not None:
             get_method(local)
         options = self.options
-        who = [(m.name, None, 1) for m in methods] + [(local, s.name, ws) for s in strategies
-                                                      for ws in self.world_sizes]
+        who = [(m.name, None, 1) for m in methods] + [(local or self._default_local(s), s.name, ws)
+                                                      for s in strategies for ws in self.world_sizes]
+        implicit = {s.name for s in strategies} if local is None else set()
         shapes = k.get("shapes")
         runs = []
         for (method, strategy, ws), opts, (i, mask), seqlen, shape, dtype, direction in itertools.product(
@@ -290,7 +305,16 @@ class _Expansion:
                 seqlen=self._seqlen(seqlen, ws), dtype=dtype, direction=direction, device=self.device,
                 timing=self.timing, options=opts, decode_tokens=self._decode_tokens(direction), **fields,
             ))
+            if strategy in implicit and method != FALLBACK_LOCAL_METHOD:
+                self.former[runs[-1].key] = replace(runs[-1], method=FALLBACK_LOCAL_METHOD)
         return runs
+
+    def _default_local(self, strategy) -> str:
+        """A strategy's local method when the suite names none: the fastest it runs on the suite's device
+        (``KernelSource.default_method``; ``lcbench list strategies`` shows it)."""
+        from harness.catalog import methods
+
+        return strategy.local_methods.default_method(self.device, methods()) or FALLBACK_LOCAL_METHOD
 
     def _options(self, methods: list, strategies: list, points: list["_Point"]) -> list[dict[str, Any]]:
         """The option sets (sweep axes expanded), after checking the keys against the declared options.
@@ -384,14 +408,14 @@ class _Expansion:
 
         lookups = {"method": get_method, "strategy": get_strategy}
         out = {}
-        for field in RUN_FIELDS_FROM_PARAMS:
-            value = params.get(field)
-            if field in workload.params and isinstance(value, str):
+        for name in RUN_FIELDS_FROM_PARAMS:
+            value = params.get(name)
+            if name in workload.params and isinstance(value, str):
                 try:
-                    lookups[field](value)
+                    lookups[name](value)
                 except UserError as e:
-                    raise UserError(f"{self.where}: {at}.{field}: {e}") from None
-                out[field] = value
+                    raise UserError(f"{self.where}: {at}.{name}: {e}") from None
+                out[name] = value
         return out
 
     # ----- checks over the whole sweep ------------------------------------------------------------------

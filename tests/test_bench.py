@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import re
+
 import pytest
 
 from harness.bench import BENCHES
@@ -106,7 +108,14 @@ def test_lcbench_bench_peers_runs_with_a_progress_line_per_pair(capfd) -> None:
     out, err = capfd.readouterr()
     assert rc == 0
     assert "bench peers: 2/2 pairs timed (100%)" in err  # rank 0's line after each timed pair, on stderr
-    assert "ulysses vs yunchang_ulysses" in out
+    for ours in ("ulysses@blocksparse", "ulysses@blocksparse_native"):  # ours with each local kernel, beside the peer
+        assert re.search(rf"{ours} vs yunchang_ulysses +fwd", out) and re.search(rf"{ours} vs yunchang_ulysses +bwd", out)
+    assert "FAILED" not in out  # every side passed its gate
+
+
+def test_lcbench_bench_peers_rejects_a_method_without_a_local_kernel(capsys) -> None:
+    assert main(["bench", "peers", "--ours-kernels", "sdpa"]) == 2
+    assert "sdpa has no local kernel" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~30 s: every section of the hybrid study end to end (the workloads it times have their own tests)

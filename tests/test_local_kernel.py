@@ -65,8 +65,9 @@ def _reference(mask, tensors, q_pos, heads):
 
 @pytest.mark.parametrize("mask_name", sorted(MASKS_HERE))
 @pytest.mark.parametrize("heads", [(0, HQ), (2, 4)], ids=["all-heads", "head-slice"])
+@pytest.mark.parametrize("kv_group", [1, HQ // HKV], ids=["plan-unstacked", "plan-gqa-stacked"])
 @pytest.mark.parametrize("name", KERNELS)
-def test_kernel_contract(name, heads, mask_name):
+def test_kernel_contract(name, heads, mask_name, kv_group):
     kernel = local_kernels()[name]
     mask, (q, k, v, dout), q_pos, k_blocks = _block_problem(mask_name)
     h0, h1 = heads
@@ -74,8 +75,8 @@ def test_kernel_contract(name, heads, mask_name):
     kv0, kv1 = h0 // group, h1 // group
     ql, dl = q[:, q_pos, h0:h1].contiguous(), dout[:, q_pos, h0:h1].contiguous()
     blocks = [(kp, k[:, kp, kv0:kv1].contiguous(), v[:, kp, kv0:kv1].contiguous()) for kp in k_blocks]
-    plans = [kernel.plan(PlanSpec(mask, q_pos, kp, heads, torch.float32, torch.device("cpu"), {"block_q": 16,
-                                  "block_k": 16})) for kp, _, _ in blocks]
+    plans = [kernel.plan(PlanSpec(mask, q_pos, kp, heads, torch.float32, torch.device("cpu"),
+                                  {"block_q": 16, "block_k": 16}, kv_group=kv_group)) for kp, _, _ in blocks]
     scale = D**-0.5
 
     acc_out = torch.zeros(ql.shape, dtype=torch.float32)

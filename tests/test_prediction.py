@@ -15,7 +15,7 @@ from harness.catalog import methods, strategies
 from harness.cli import main
 from harness.execution.inputs import mask_for
 from harness.interfaces import CPProblem
-from harness.interfaces.strategy import AnyLinearKernel
+from harness.interfaces.strategy import AnyLinearKernel, AnyLocalKernel
 from harness.interfaces.schedule import (ALL_GATHER, SEND_RECV, Compute, Placement, ProgramBuilder, Transfer)
 from harness.masks import MASKS, build_mask
 from harness.masks.sharding import LAYOUT_PAIR_AREAS, LAYOUTS, pair_areas
@@ -203,6 +203,20 @@ def test_predicted_records_are_marked_keyed_apart_and_complete():
         assert r[field] is not None, field
     assert math.isclose(r["tflops"], r["flops"] / (r["time_ms_median"] / 1e3 * 4) / 1e12)
     assert json.loads(r["comm_bytes"]) == json.loads(r["comm_bytes_model"])
+
+
+@pytest.mark.parametrize("strategy", [n for n in SCHEDULED if strategies()[n].local_methods == AnyLocalKernel()])
+def test_an_odd_length_is_predicted_on_the_padded_layout_the_run_measures(strategy):
+    """777 tokens at W=4 (softmax strategies; the local profile's table is blocksparse's): predicted on the
+    padded layout a measured run lays out (bytes = the model's), with the padding outside the area."""
+    run = Run.make(method="blocksparse", strategy=strategy, mask="causal", seqlen=777, heads_q=8, heads_kv=4,
+                   head_dim=64, world_size=4, direction="fwd")
+    r = Predictor(load_cluster("local")).record(run)
+    assert r["status"] == "predicted", r["reason"]
+    assert r["padded_seqlen"] in (780, 784)
+    assert sum(json.loads(r["rank_area"])) == r["area"] == mask_for(run).area(8)
+    if r["comm_bytes_model"] is not None:
+        assert json.loads(r["comm_bytes"]) == json.loads(r["comm_bytes_model"])
 
 
 def test_predict_show_compare_export_plot(tmp_path, capsys):

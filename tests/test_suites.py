@@ -64,8 +64,14 @@ def test_legacy_suite_keeps_the_keys_of_lcbench_0_1_0():
     suite = load_suite(str(FIXTURES / "legacy_suite.yaml"))
     with sqlite3.connect(FIXTURES / "results_v0_1_0.db") as con:
         stored = {row[0] for row in con.execute("select key from results")}
-    assert {r.key for r in suite.runs} <= stored
     assert len(suite.runs) == 24
+    # its strategies named no local method: today each runs its fastest one, a new run; on resume, the run it
+    # stood for in 0.1.0 (blocksparse inside) is the one found stored, and nothing is repeated
+    assert {r.key for r in suite.runs if not r.strategy} <= stored
+    assert {r.key for r in suite.resumed(stored)} <= stored
+    methods = catalog.methods()
+    assert all(r.method == catalog.strategies()[r.strategy].local_methods.default_method("cpu", methods)
+               for r in suite.resumed(set()) if r.strategy)
 
 
 # ----- expansion ----------------------------------------------------------------------------------------
@@ -100,6 +106,23 @@ def test_weak_scaling_multiplies_tokens_per_device_by_world_size():
     assert {(r.world_size, r.seqlen) for r in suite.runs} == {(1, 128), (2, 256), (4, 512)}
     with pytest.raises(UserError, match="exactly one of 'seqlens'"):
         parse_suite({**GOOD, "seqlens_per_device": [128]})
+
+
+@pytest.mark.parametrize("strategy", sorted(catalog.strategies()))
+def test_a_strategy_without_a_named_local_method_runs_its_fastest_usable_one(strategy):
+    """No ``local_method``: each strategy runs what its kernel source prefers and can run here (the native kernel
+    for a softmax strategy, lightning for a linear one), as ``lcbench list strategies`` states."""
+    data = {k: v for k, v in GOOD.items() if k != "methods"}
+    run = parse_suite({**data, "strategies": [strategy], "world_sizes": [2]}).runs[0]
+    source = catalog.strategies()[strategy].local_methods
+    methods = catalog.methods()
+    assert run.method == source.default_method("cpu", methods)
+    assert source.runs(methods[run.method]) and methods[run.method].unavailable_reason() is None
+    first = next((n for n in source.preferred if methods[n].unavailable_reason() is None), None)
+    if first is not None:  # the fastest it prefers, where it is usable (blocksparse_native: a C++ compiler)
+        assert run.method == first
+    named = parse_suite({**data, "strategies": [strategy], "world_sizes": [2], "local_method": "naive"}).runs[0]
+    assert named.method == "naive"
 
 
 def test_list_valued_options_are_sweep_axes():

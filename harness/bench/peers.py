@@ -3,17 +3,19 @@
     lcbench bench peers                      # W=2, causal, S=4096, H=8, d=64, float32
     lcbench bench peers --world-size 4 --seqlen 8192 --reps 7
 
-Pairs (ours vs peer, same run): ``ulysses`` vs ``deepspeed_ulysses`` and ``yunchang_ulysses`` (same local
-kernel: only the communication differs); ``ring_zigzag`` vs ``torch_ring_alltoall`` (K/V passed one ring
+Pairs (ours vs peer, same run): ``ulysses`` vs ``deepspeed_ulysses`` and ``yunchang_ulysses`` (the peers run
+the aten local kernel, what their users call); ``ring_zigzag`` vs ``torch_ring_alltoall`` (K/V passed one ring
 step at a time, head-tail layout on both sides) and ``all_gather`` vs ``torch_ring`` (K/V gathered once,
-torch's default); ``--pairs ring:torch_ring_alltoall`` adds our plain contiguous ring.
+torch's default); ``--pairs ring:torch_ring_alltoall`` adds our plain contiguous ring. Ours runs once per
+``--ours-kernels`` local method (default: ``blocksparse``, the aten CPU flash kernel per tile, and
+``blocksparse_native``, lcbench's C++ kernel), each side by side with the peer in the same alternation.
 
 Method: W gloo processes are started once; every strategy is built by the executor's own strategy case
 (plans, groups, DeepSpeed's comm init and its one-time JIT build — outside timing) and passes the
 correctness gate (the executor's own gate: output and dq/dk/dv vs the float64 reference). Then, per pair and
 direction, calls alternate A, B, A, B, ... ``--reps`` times each (:func:`harness.bench.paired.alternate`),
 every call starting at a barrier, so slow drift of the shared machine's load hits both sides alike.
-Reported per strategy: the median over calls of the RANK-MAX wall time, and the median per-rank CPU time
+Reported per strategy and local kernel: the median over calls of the RANK-MAX wall time, and the median per-rank CPU time
 (process time of each rank; the sum over ranks is the CPU work of the call); the ratio ours/peer of each
 (< 1: ours is faster). ``bwd`` times the backward alone (the forward is built outside the timed call).
 The load average before and after is printed: on a shared machine the figures move with it.
@@ -35,6 +37,8 @@ import torch.multiprocessing as mp
 from harness.user_input import OneLineParser, integer
 from harness.run import DTYPES
 
+OURS_KERNELS = ("blocksparse", "blocksparse_native")  # the aten CPU flash kernel per tile, lcbench's C++ kernel
+PEER_KERNEL = "blocksparse"  # what a peer that takes our local kernel runs (torch's peers run their own op)
 DEFAULT_PAIRS = (
     ("ulysses", "deepspeed_ulysses"),
     ("ulysses", "yunchang_ulysses"),
@@ -43,14 +47,20 @@ DEFAULT_PAIRS = (
 )
 
 
+def entry(strategy: str, method: str) -> str:
+    """The label of one side: a strategy with its local method, e.g. ``ulysses@blocksparse_native``."""
+    return f"{strategy}@{method}"
+
+
 def _build(name: str, run_kw: dict, direction: str, executor, gate: bool):
-    """The timed call of strategy ``name`` for ``direction`` as the executor builds it (prepared, outside
-    timing), the bytes this rank sends per call (one warm-up call, counted) and, when ``gate``, rank 0's
+    """The timed call of entry ``name`` (strategy@method) for ``direction`` as the executor builds it (prepared,
+    outside timing), the bytes this rank sends per call (one warm-up call, counted) and, when ``gate``, rank 0's
     verdict of the correctness gate (None otherwise)."""
     from harness.execution.cases import case_for
     from harness.run import Run
 
-    case = case_for(Run.make(strategy=name, direction=direction, **run_kw))
+    strategy, method = name.split("@")
+    case = case_for(Run.make(strategy=strategy, method=method, direction=direction, **run_kw))
     why = case.unavailable()
     problem = None if why else case.problem(executor)
     why = why or case.unsupported(problem)
@@ -72,10 +82,12 @@ def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
     try:
         executor = RankGroupExecutor(measure_memory=False)
         run_kw = dict(
-            method="blocksparse", mask="causal", seqlen=args["seqlen"], heads_q=args["heads"],
+            mask="causal", seqlen=args["seqlen"], heads_q=args["heads"],
             heads_kv=args["heads_kv"], head_dim=args["head_dim"], dtype=args["dtype"], world_size=world,
         )
-        names = list(dict.fromkeys(n for pair in args["pairs"] for n in pair))
+        sides = {(a, b): [entry(a, m) for m in args["ours_kernels"]] + [entry(b, args["peer_kernel"])]
+                 for a, b in args["pairs"]}
+        names = list(dict.fromkeys(n for group in sides.values() for n in group))
         out: dict = {"gate": {}, "bytes": {}, "times": {}}
         report = ProgressLines("bench peers", 2 * len(args["pairs"]), lambda text: print(text, file=sys.stderr,
                                flush=True), unit="pairs timed", interval_s=0.0) if rank == 0 else None
@@ -88,7 +100,7 @@ def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
                 if gated:
                     out["gate"][name] = (gate.ok, {k: float(f"{e:.1e}") for k, e in gate.errors.items()})
             for a, b in args["pairs"]:
-                out["times"][(a, b, direction)] = alternate({a: calls[a], b: calls[b]}, args["reps"],
+                out["times"][(a, b, direction)] = alternate({n: calls[n] for n in sides[(a, b)]}, args["reps"],
                                                             before=dist.barrier)
                 if report is not None:  # between pairs, outside the timed calls
                     report.update(len(out["times"]))
@@ -101,12 +113,26 @@ def _rank_main(rank: int, world: int, port: int, args: dict, results) -> None:
 
 
 def _summary(per_rank: list[dict], name_a: str, name_b: str, direction: str) -> dict:
-    """Median rank-max wall ms and per-rank median CPU ms of both sides of a pair."""
+    """Median rank-max wall ms and per-rank median CPU ms of every side timed for a pair (entry -> figures)."""
     from harness.bench.paired import rank_max_wall
 
     pairs = [r["times"][(name_a, name_b, direction)] for r in per_rank]
     return {name: (statistics.median(rank_max_wall(pairs, name)) * 1e3, [p.median_cpu(name) * 1e3 for p in pairs])
-            for name in (name_a, name_b)}
+            for name in pairs[0].wall_s}
+
+
+def parse_methods(flag: str, text: str) -> list[str]:
+    """``a,b,...`` -> registered method names that have a local kernel (a user error names the bad one)."""
+    from harness.catalog import get_method
+    from harness.errors import UserError
+
+    names = [n for n in text.split(",") if n]
+    for name in names:
+        if get_method(name).local_kernel is None:
+            raise UserError(f"{flag} {name!r}: method {name} has no local kernel (a strategy cannot run it)")
+    if not names or (flag == "--peer-kernel" and len(names) != 1):
+        raise UserError(f"{flag} {text!r}: expected {'one method' if flag == '--peer-kernel' else 'methods'}")
+    return names
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -153,12 +179,19 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers"
     ap.add_argument("--threads", type=integer(1), default=None, help="intra-op threads per rank (default cores // W)")
     ap.add_argument("--pairs", default=None,
                     help="ours:peer,... (default: %s)" % ",".join(":".join(p) for p in DEFAULT_PAIRS))
+    ap.add_argument("--ours-kernels", default=",".join(OURS_KERNELS),
+                    help="local methods our strategies run, each timed beside the peer (default: %(default)s)")
+    ap.add_argument("--peer-kernel", default=PEER_KERNEL,
+                    help="the local method of a peer that takes ours (default: %(default)s)")
     a = ap.parse_args(argv)
     pairs = parse_pairs(a.pairs) if a.pairs else list(DEFAULT_PAIRS)
+    ours_kernels = parse_methods("--ours-kernels", a.ours_kernels)
+    peer_kernel, = parse_methods("--peer-kernel", a.peer_kernel)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = a.threads or max(1, cores // a.world_size)
     args = dict(seqlen=a.seqlen, heads=a.heads, heads_kv=a.heads_kv or a.heads, head_dim=a.head_dim,
-                dtype=a.dtype, reps=a.reps, threads=threads, pairs=pairs)
+                dtype=a.dtype, reps=a.reps, threads=threads, pairs=pairs, ours_kernels=ours_kernels,
+                peer_kernel=peer_kernel)
     from harness.cluster.launch import free_port
 
     load0 = os.getloadavg()
@@ -175,21 +208,26 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers"
 
     print(
         f"causal S={a.seqlen} H={args['heads']}:{args['heads_kv']} d={a.head_dim} {a.dtype} W={a.world_size} "
-        f"threads/rank={threads} reps={a.reps} (alternating A,B) wall={time.perf_counter() - started:.0f}s "
+        f"threads/rank={threads} reps={a.reps} (alternating ours and the peer) wall={time.perf_counter() - started:.0f}s "
         f"load avg before {load0[0]:.2f} after {load1[0]:.2f} on {cores} cores"
     )
     print("gate:", ", ".join(f"{n} {'ok' if ok else 'FAILED'} {errs}" for n, (ok, errs) in per_rank[0]["gate"].items()))
-    head = (f"{'ours vs peer':36s} {'dir':3s} {'wall ms ours':>12s} {'peer':>8s} {'ratio':>6s}   "
+    head = (f"{'ours (local kernel) vs peer':58s} {'dir':3s} {'wall ms ours':>12s} {'peer':>8s} {'ratio':>6s}   "
             f"{'cpu ms/rank ours':>20s} {'peer':>20s} {'ratio':>6s}   {'bytes/rank ours':>15s} {'peer':>10s}")
     print(head)
     for name_a, name_b in pairs:
+        peer = entry(name_b, peer_kernel)
         for direction in ("fwd", "bwd"):
             s = _summary(per_rank, name_a, name_b, direction)
-            (wa, ca), (wb, cb) = s[name_a], s[name_b]
-            by_a, by_b = per_rank[0]["bytes"][(name_a, direction)], per_rank[0]["bytes"][(name_b, direction)]
-            print(
-                f"{name_a + ' vs ' + name_b:36s} {direction:3s} {wa:12.1f} {wb:8.1f} {wa / wb:6.2f}   "
-                f"{'/'.join(f'{c:.0f}' for c in ca):>20s} {'/'.join(f'{c:.0f}' for c in cb):>20s} "
-                f"{sum(ca) / sum(cb):6.2f}   {by_a:15d} {by_b:10d}"
-            )
+            wb, cb = s[peer]
+            by_b = per_rank[0]["bytes"][(peer, direction)]
+            for method in ours_kernels:
+                ours = entry(name_a, method)
+                wa, ca = s[ours]
+                by_a = per_rank[0]["bytes"][(ours, direction)]
+                print(
+                    f"{ours + ' vs ' + name_b:58s} {direction:3s} {wa:12.1f} {wb:8.1f} {wa / wb:6.2f}   "
+                    f"{'/'.join(f'{c:.0f}' for c in ca):>20s} {'/'.join(f'{c:.0f}' for c in cb):>20s} "
+                    f"{sum(ca) / sum(cb):6.2f}   {by_a:15d} {by_b:10d}"
+                )
     return 0

@@ -47,6 +47,7 @@ class PlanSpec:
     dtype: torch.dtype
     device: torch.device
     options: dict  # Run.options (e.g. a kernel's tile sizes)
+    kv_group: int = 1  # q heads per kv head in the tensors (GQA; a kernel may stack them into taller products)
 
     @property
     def num_heads(self) -> int:
@@ -87,7 +88,7 @@ def merge_into(acc_out: torch.Tensor, acc_lse: torch.Tensor, out: torch.Tensor, 
     safe = new.masked_fill(torch.isneginf(new), 0.0)
     w_old = torch.exp(acc_lse - safe).transpose(1, 2).unsqueeze(-1)  # [B, S, H, 1]
     w_new = torch.exp(lse - safe).transpose(1, 2).unsqueeze(-1)
-    acc_out.mul_(w_old).add_(out.float() * w_new)
+    acc_out.mul_(w_old).addcmul_(out, w_new)  # two passes over the output, no temporary
     acc_lse.copy_(new)
 
 

@@ -31,7 +31,7 @@ Strategies run inside an initialised process group (gloo on CPU, NCCL on GPU): s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
@@ -102,7 +102,13 @@ class CPProblem:
 
     @property
     def seqlen(self) -> int:
-        return self.run.seqlen
+        """The tokens the strategy lays out: the run's, plus any padding (:meth:`Strategy.laid_out`)."""
+        return self.mask.seqlen
+
+    @property
+    def padding(self) -> int:
+        """Trailing tokens padded onto the run's sequence so that the layout's chunks divide it (0: none)."""
+        return self.mask.padding
 
     @property
     def batch(self) -> int:
@@ -191,6 +197,26 @@ class KernelSource:
     """Where a strategy's per-step attention comes from (``Strategy.local_methods``), and so which ``Run.method``
     values it runs: :meth:`reason` says why not for a problem (None: it runs it)."""
 
+    # Its kernel honours the mask at global positions (or is causal), so trailing padding tokens that attend
+    # nothing change no real token's output or gradient: :meth:`Strategy.laid_out` may pad for it.
+    pads_exactly: bool = False
+    # The methods it prefers as ``Run.method`` when a suite names none, fastest first (see :meth:`default_method`).
+    preferred: tuple[str, ...] = ()
+
+    def runs(self, method: Any) -> bool:
+        """Whether ``method`` (a Method) can be its ``Run.method``."""
+        return True
+
+    def default_method(self, device: str, methods: Mapping[str, Any]) -> Optional[str]:
+        """The method a strategy runs when a suite names no ``local_method``: the first of :attr:`preferred`
+        that is in ``methods`` (name -> Method), runs on ``device`` and is usable here, else the first such
+        method it can run by name; None when none is."""
+        def usable(name: str) -> bool:
+            m = methods.get(name)
+            return m is not None and self.runs(m) and device in m.devices and m.unavailable_reason() is None
+
+        return next((n for n in (*self.preferred, *sorted(methods)) if usable(n)), None)
+
     def reason(self, problem: CPProblem) -> Optional[str]:
         raise NotImplementedError
 
@@ -198,6 +224,14 @@ class KernelSource:
 @dataclass(frozen=True)
 class AnyLocalKernel(KernelSource):
     """Any method with a :class:`LocalKernel` (``Method.local_kernel``), which runs as ``ctx.kernel``."""
+
+    pads_exactly = True  # the local kernel takes the (padded) mask at global positions
+    # lcbench's native kernel is 1.06-1.13x faster per area than the aten CPU flash kernel per tile on every
+    # mask at 16K tokens (results/BENCHMARKS.md section 1).
+    preferred = ("blocksparse_native", "blocksparse")
+
+    def runs(self, method: Any) -> bool:
+        return method.local_kernel is not None
 
     def reason(self, problem: CPProblem) -> Optional[str]:
         if problem.kernel is None:
@@ -209,6 +243,12 @@ class AnyLocalKernel(KernelSource):
 @dataclass(frozen=True)
 class AnyLinearKernel(KernelSource):
     """Any causal linear-attention method (``Method.linear_kernel``): what the linear CP strategies run."""
+
+    pads_exactly = True  # causal: tokens padded at the end never reach a real one
+    preferred = ("lightning",)
+
+    def runs(self, method: Any) -> bool:
+        return method.linear_kernel is not None
 
     def reason(self, problem: CPProblem) -> Optional[str]:
         if problem.linear_kernel is None:
@@ -223,6 +263,9 @@ class NamedMethods(KernelSource):
 
     names: frozenset[str]
 
+    def runs(self, method: Any) -> bool:
+        return method.name in self.names
+
     def reason(self, problem: CPProblem) -> Optional[str]:
         if problem.run.method not in self.names:
             return f"local method {problem.run.method} (uses {', '.join(sorted(self.names))})"
@@ -233,6 +276,8 @@ class NamedMethods(KernelSource):
 class OwnKernel(KernelSource):
     """The library's own kernel whatever ``Run.method`` says (a GPU peer: TE, MagiAttention, ring-flash-attn);
     ``Strategy.kernel`` names it in the record."""
+
+    preferred = ("blocksparse",)  # Run.method only gives the FLOP convention and the reference here
 
     def reason(self, problem: CPProblem) -> Optional[str]:
         return None
@@ -318,6 +363,32 @@ class Strategy(Capabilities):
         except Unsupported as e:
             return str(e)
         return None
+
+    def laid_out(self, problem: CPProblem) -> CPProblem:
+        """``problem`` at a length this strategy's layout cuts exactly: itself when the layout takes the run's
+        length, else (when its kernel pads exactly) padded at the end to the next multiple of W, then of 2W, as
+        Megatron and TransformerEngine pad a sequence whose length the CP chunks do not divide. The padding
+        tokens attend nothing and are attended by none: they are outside FLOPs, areas and the check (they are
+        sent, as they are on a cluster). Where neither length is cut, ``problem`` itself (``unsupported_reason``
+        then says why)."""
+        if not self.local_methods.pads_exactly or problem.padding:
+            return problem
+        try:
+            self.layout(problem)
+            return problem
+        except Unsupported:
+            pass
+        s, w = problem.seqlen, problem.world_size
+        for multiple in (w, 2 * w):
+            candidate = replace(problem, mask=problem.mask.padded(-(-s // multiple) * multiple))
+            if candidate.seqlen == s:
+                continue
+            try:
+                self.layout(candidate)
+                return candidate
+            except Unsupported:
+                continue
+        return problem
 
 
 COMMON_OPTIONS = frozenset({"collectives"})

@@ -140,6 +140,7 @@ class Mask:
     params: dict = field(default_factory=dict)
     varlen: Optional[Varlen] = None
     doc_lengths: Optional[list[int]] = None
+    padding: int = 0  # trailing tokens added by :meth:`padded` (they attend nothing and are attended by none)
     _areas: Optional[torch.Tensor] = field(default=None, repr=False)
 
     # ----- area and density -------------------------------------------------------------------------
@@ -190,6 +191,31 @@ class Mask:
     @property
     def is_plain_causal(self) -> bool:
         return self.features == {CAUSAL}
+
+    # ----- padding -----------------------------------------------------------------------------------
+    def padded(self, seqlen: int) -> "Mask":
+        """This mask over ``seqlen >= self.seqlen`` tokens, the extra ones at the end attending nothing and
+        attended by none: what context parallelism runs when the layout's chunks do not divide the length
+        (Megatron and TransformerEngine pad the sequence so). Areas are unchanged; ``varlen`` still describes
+        the real tokens (so the features a kernel must express are the same); the padding is one more entry of
+        ``doc_lengths`` (a document layout then keeps it whole at the end)."""
+        pad = seqlen - self.seqlen
+        if pad < 0:
+            raise ValueError(f"cannot pad mask {self.name!r} of {self.seqlen} tokens to {seqlen}")
+        if pad == 0:
+            return self
+        iv, real, definition = self.intervals, self.seqlen, self.definition
+        empty = torch.zeros((iv.num_heads, pad, iv.lo.shape[-1]), dtype=torch.int64)
+        intervals = RowIntervals(torch.cat([iv.lo, empty], 1), torch.cat([iv.hi, empty], 1),
+                                 torch.cat([iv.step, torch.ones_like(empty)], 1))
+
+        def padded_definition(b, h, q_idx, k_idx):
+            return definition(b, h, q_idx.clamp_max(real - 1), k_idx.clamp_max(real - 1)) & (q_idx < real) & (k_idx < real)
+
+        return Mask(name=self.name, seqlen=seqlen, intervals=intervals, definition=padded_definition,
+                    params=self.params, varlen=self.varlen, _areas=self._areas,
+                    doc_lengths=[*self.doc_lengths, pad] if self.doc_lengths is not None else None,
+                    padding=self.padding + pad)
 
     # ----- conversions ------------------------------------------------------------------------------
     def dense(self, q_pos: Optional[torch.Tensor] = None, k_pos: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -104,8 +104,8 @@ class Predictor:
             return
         strategy, method = get_strategy(run.strategy), get_method(run.method)
         mask = self.mask(run)
-        problem = replace(CPProblem.of(run, mask, torch.device("cpu"), methods()),
-                          local_kernels=modelled_kernels(run.method))  # the local kernel modelled by its rate table
+        problem = strategy.laid_out(replace(CPProblem.of(run, mask, torch.device("cpu"), methods()),
+                                            local_kernels=modelled_kernels(run.method)))  # the kernel: a rate table
         why = method_reason(run, mask) or strategy.unsupported_reason(problem)
         if why:
             st.set_status(record, st.UNSUPPORTED, why)
@@ -138,7 +138,8 @@ class Predictor:
             bytes_by_tier=json.dumps({k: int(v.max()) for k, v in times.bytes_by_tier.items()}),
             peak_mem_bytes=int(schedule.peak_bytes.max()),
             rank_peak_mem_bytes=json.dumps([int(b) for b in schedule.peak_bytes]),
-            cp_info=json.dumps(schedule.info), mask_info=json.dumps(problem.mask.describe()),
+            cp_info=json.dumps(schedule.info), mask_info=json.dumps(mask.describe()),
+            padded_seqlen=problem.seqlen if problem.padding else None,
             sharing=walker.sharing,
         )
         st.set_status(record, st.PREDICTED, None)

@@ -209,6 +209,8 @@ SCHEMA: tuple[RecordField, ...] = (
         ("flop_convention", TEXT, "", "how flops were counted"),
         ("mask_info", JSON_MAPPING, "", "the mask's description (density, documents, ...)"),
         ("cp_info", JSON_MAPPING, "", "the strategy's layout (shards, steps, ...)"),
+        ("padded_seqlen", COUNT, "tokens", "the length a CP strategy laid out where its chunks do not divide seqlen: "
+                                           "padding tokens at the end, outside flops, area and the check"),
         ("rank_area", JSON_LIST, "", "each rank's mask area"),
         ("area_imbalance", QUANTITY, "", "the largest rank's mask area / the mean"),
         ("comm_bytes_model", JSON_LIST, "B", "bytes each rank sends per call, modelled by the strategy"),

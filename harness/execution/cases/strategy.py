@@ -35,8 +35,10 @@ class StrategyCase:
         return self.strategy.unavailable_reason()
 
     def problem(self, executor: Executor) -> CPProblem:
+        """The run's CP problem at the length the strategy lays out (padded at the end where its chunks do not
+        divide the run's length: :meth:`~harness.interfaces.Strategy.laid_out`)."""
         run = self.run
-        return CPProblem.of(run, mask_for(run), torch.device(run.device), methods())
+        return self.strategy.laid_out(CPProblem.of(run, mask_for(run), torch.device(run.device), methods()))
 
     def unsupported(self, problem: CPProblem) -> Optional[str]:
         run = self.run
@@ -56,7 +58,7 @@ class StrategyCase:
         ctx = CPContext(problem=problem, rank=executor.rank, comm=comm, positions=strategy.layout(problem),
                         kernel=self.method.local_kernel or self.method.linear_kernel)
         q, k, v = make_inputs(run, problem.device)
-        local = tuple(strategy.shard(ctx, t) for t in (q, k, v))
+        local = tuple(strategy.shard(ctx, pad_rows(t, problem.seqlen)) for t in (q, k, v))
         failed = executor.agree(_try_prepare(strategy, ctx))
         if failed:
             raise AgreedFailure(*failed)
@@ -78,8 +80,9 @@ class StrategyCase:
             call=call,
             flops=self.method.flops(global_problem, run.direction),
             check=lambda: _gate(strategy, ctx, fn, (q, k, v), local, self.method.reference),
-            fields=dict(area=global_problem.area, mask_info=json.dumps(problem.mask.describe()),
-                        kernel=strategy.kernel or self.method.name, flop_convention=self.method.flop_convention),
+            fields=dict(area=global_problem.area, mask_info=json.dumps(global_problem.mask.describe()),
+                        kernel=strategy.kernel or self.method.name, flop_convention=self.method.flop_convention,
+                        padded_seqlen=problem.seqlen if problem.padding else None),
             inputs=local, warm=warm, dtype=problem.dtype, device=problem.device,
             per_rank=lambda: {"sent": sent[-1], "area": ctx.area, "info": ctx.state.get("info")},
             summarize=lambda facts: _summary(strategy, problem, run.direction, facts),
@@ -110,18 +113,26 @@ def _try_prepare(strategy, ctx: CPContext) -> Optional[tuple[str, str]]:
     return None
 
 
+def pad_rows(x: torch.Tensor, seqlen: int) -> torch.Tensor:
+    """``[B, S, ...]`` with zero rows appended up to ``seqlen`` (the padding tokens of a laid-out problem)."""
+    extra = seqlen - x.shape[1]
+    return torch.cat([x, x.new_zeros((x.shape[0], extra, *x.shape[2:]))], 1) if extra else x
+
+
 def _gate(strategy, ctx: CPContext, fn: Callable, global_inputs: tuple, local: tuple, reference) -> GateResult:
-    """One pass on the shards, gathered and compared on rank 0 with the local method's float64 reference."""
+    """One pass on the shards, gathered and compared on rank 0 with the local method's float64 reference on the
+    run's own mask and tokens (padding tokens, which attend nothing, are cut off before the comparison)."""
     q, k, v = global_inputs
     problem = ctx.problem
+    mask, seqlen = mask_for(problem.run), q.shape[1]
     seed = run_seed(problem.run.key)
-    rows = gate_rows(problem.seqlen, problem.mask, seed, batch=q.shape[0], heads_q=q.shape[2], head_dim=q.shape[3],
+    rows = gate_rows(seqlen, mask, seed, batch=q.shape[0], heads_q=q.shape[2], head_dim=q.shape[3],
                      device=q.device.type)
     if problem.needs_grad:
         leaves = [t.detach().requires_grad_(True) for t in local]
         out = fn(*leaves)
         dout = upstream_gradient(q, rows, seed=seed + 1)
-        grads = torch.autograd.grad(out, leaves, strategy.shard(ctx, dout))
+        grads = torch.autograd.grad(out, leaves, strategy.shard(ctx, pad_rows(dout, problem.seqlen)))
         got = {name: strategy.gather(ctx, t.detach()) for name, t in zip(("out", "dq", "dk", "dv"), (out, *grads))}
     else:
         with torch.no_grad():
@@ -129,5 +140,5 @@ def _gate(strategy, ctx: CPContext, fn: Callable, global_inputs: tuple, local: t
         dout = None
     if ctx.rank != 0:
         return GateResult(ok=True, max_abs_err=0.0)
-    return check_outputs({n: t.cpu() for n, t in got.items()}, q, k, v, problem.mask, problem.scale, rows, dout,
+    return check_outputs({n: t[:, :seqlen].cpu() for n, t in got.items()}, q, k, v, mask, problem.scale, rows, dout,
                          reference, options=problem.options)
