@@ -306,9 +306,11 @@ class LocalPlan:
 
 
 def local_plan(spec: PlanSpec) -> LocalPlan:
-    """One CP step's plan, tiled as on one device (large unmasked tiles where the step's mask allows them)."""
+    """One CP step's plan in the default tiles (or the options'). The large unmasked tiles of one device
+    (:func:`plan_tiles`) were tried here: at S=4096, W=2 our strategies ran within the noise of the default
+    tiles (results/BENCHMARKS.md section 5), so a CP step keeps the tiles its tests and rate tables used."""
     iv = spec.intervals
-    tiles = plan_tiles(iv, spec.q_pos, spec.k_pos, spec.dtype, spec.options)
+    tiles = plan_tiles(iv, spec.q_pos, spec.k_pos, spec.dtype, spec.options, large=False)
     shared = iv.num_heads == 1  # else tiles.area already sums the plan's heads' patterns
     return LocalPlan(tiles, tiles.area * (spec.num_heads if shared else 1))
 

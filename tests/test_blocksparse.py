@@ -85,24 +85,3 @@ def test_masks_exact_at_a_larger_tile_get_it_and_the_others_keep_the_default():
     assert plan("power").q_tiles[0] == (0, 256)
     assert plan("causal", {"block_q": 128}).q_tiles[0] == (0, 128)
 
-
-def test_a_context_parallel_step_is_tiled_as_on_one_device():
-    """The local kernel's plan of a CP step takes the larger unmasked tiles by the same rule: a zigzag shard at
-    S=4096, W=2 (chunks of 1024) gets 1024-tiles on its diagonal step (two causal diagonals, one full tile) and
-    one call on a full step; at W=4 (chunks of 512) the diagonal step's head-tail pair is lower-triangular in local
-    order, so one causal call of 1024 rows; options still decide when given."""
-    from methods.blocksparse import LOCAL_KERNEL
-    from harness.interfaces.local_kernel import PlanSpec
-    from harness.masks.sharding import zigzag
-
-    mask = build_mask("causal", 4096)
-
-    def plan(world, rank, other, options=None):
-        pos = zigzag(4096, world)
-        spec = PlanSpec(mask, pos[rank], pos[other], (0, 2), torch.float32, torch.device("cpu"), options or {})
-        return LOCAL_KERNEL.plan(spec).tiles
-
-    assert plan(2, 0, 0).q_tiles == [(0, 1024), (1024, 2048)] and plan(2, 0, 0).num_calls == 3
-    assert plan(2, 0, 1).num_calls == 1  # chunk 3 against chunks 1 and 2: one full run
-    assert plan(4, 0, 0).q_tiles == [(0, 1024)] and plan(4, 0, 0).items[0][0].causal
-    assert plan(2, 0, 0, {"block_q": 128, "block_k": 128}).q_tiles[0] == (0, 128)

@@ -49,11 +49,12 @@ STRATEGY_NAMES = sorted(strategies())
 
 
 def make_run(strategy: str, mask: str, world_size: int, direction: str = "fwd+bwd", seqlen: int = SEQ,
-             heads: tuple[int, int] = (HQ, HKV), dtype: str = "float32", options: dict | None = None) -> Run:
+             heads: tuple[int, int] = (HQ, HKV), dtype: str = "float32", options: dict | None = None,
+             tiles: dict | None = TILES, method: str = "blocksparse") -> Run:
     return Run.make(
-        method="blocksparse", strategy=strategy, mask=mask, mask_params=MASKS_HERE.get(mask, {}), seqlen=seqlen,
+        method=method, strategy=strategy, mask=mask, mask_params=MASKS_HERE.get(mask, {}), seqlen=seqlen,
         heads_q=heads[0], heads_kv=heads[1], head_dim=DIM, dtype=dtype, direction=direction,
-        world_size=world_size, options={**TILES, **(options or {})}, timing=FAST,
+        world_size=world_size, options={**(tiles or {}), **(options or {})}, timing=FAST,
     )
 
 
@@ -79,6 +80,11 @@ OPTION_CASES = [
     make_run("ring_zigzag", "causal", 4, dtype="bfloat16"),
     make_run("ulysses", "causal_document", 4, dtype="bfloat16"),
     make_run("ulysses", "causal", 2, heads=(4, 1)),  # GQA with fewer kv heads than the degree: repeated
+    # the local kernels as a plain suite runs them: no tile options (the aten kernel's large unmasked tiles), and
+    # the native kernel with its GQA-stacked plans, on odd lengths too
+    *(make_run(s, m, w, seqlen=n, tiles=None, method=k) for s in ("ring_zigzag", "all_gather", "ulysses", "usp")
+      for m in ("causal", "causal_document") for w, n in ((2, 2048), (4, 2047))
+      for k in ("blocksparse", "blocksparse_native")),
 ]
 OPTION_CASES = [r for r in OPTION_CASES if r.strategy in strategies()]
 # Lengths the layouts' chunks do not divide (every real document pack): padded at the end, as Megatron and
@@ -151,7 +157,8 @@ def test_matches_reference(records, run):
     check_record(records[run], run)
 
 
-@pytest.mark.parametrize("run", tiered(OPTION_CASES, lambda r: f"{r.strategy}-{r.mask}-{r.dtype}-{dict(r.options)}"))
+@pytest.mark.parametrize("run", tiered(OPTION_CASES, lambda r: f"{r.strategy}[{r.method}]-{r.mask}-S{r.seqlen}-"
+                                                                f"ws{r.world_size}-{r.dtype}-{dict(r.options)}"))
 def test_options_dtypes_gqa(records, run):
     check_record(records[run], run)
 
