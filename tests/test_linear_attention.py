@@ -261,6 +261,16 @@ def test_strategies_exact_at_two_ranks():
     _check_records(run_local_many(_strategy_runs(2, 192), measure_memory=False))
 
 
+def test_strategies_exact_at_a_length_padded_for_the_layout():
+    """195 tokens at two ranks: padded at the end to 196 (causal: the padding reaches no real token), checked on
+    the real tokens; bytes are the padded layout's, as the model gives them."""
+    from harness.cluster.launch import run_local_many
+
+    records = run_local_many(_strategy_runs(2, 195), measure_memory=False)
+    _check_records(records)
+    assert {r["padded_seqlen"] for r in records} == {196}
+
+
 @pytest.mark.slow
 def test_strategies_exact_at_four_ranks_and_lasp2_bytes_constant_in_s():
     from harness.cluster.launch import run_local_many
