@@ -261,6 +261,7 @@ def test_strategies_exact_at_two_ranks():
     _check_records(run_local_many(_strategy_runs(2, 192), measure_memory=False))
 
 
+@pytest.mark.integration  # a process group of its own
 def test_strategies_exact_at_a_length_padded_for_the_layout():
     """195 tokens at two ranks: padded at the end to 196 (causal: the padding reaches no real token), checked on
     the real tokens; bytes are the padded layout's, as the model gives them."""
