@@ -51,7 +51,7 @@ from suites.schema import Keys, MaskEntry, SuiteFile, read_suite_file, validate_
 SUITES_DIR = Path(__file__).resolve().parent
 SMOKE = "smoke"
 # A strategy's local method when the suite names none and no method it runs is usable here (its runs are then
-# recorded unavailable or unsupported with the reason): the method the suites defaulted to before 0.2.
+# recorded unavailable or unsupported with the reason): the one every strategy ran by default in lcbench 0.1.0.
 FALLBACK_LOCAL_METHOD = "blocksparse"
 DEFAULT_WORKLOAD_MASKS = (MaskEntry(name="causal"),)
 LENGTH_KEYS = ("seqlens", "seqlens_per_device")  # a profile giving one form of lengths replaces both
