@@ -49,9 +49,7 @@ def list_methods() -> Table:
 
 
 def list_strategies() -> Table:
-    from harness.catalog import strategies
-
-    from harness.catalog import methods
+    from harness.catalog import methods, strategies
 
     table = Table(title="context-parallel strategies", header_style="bold")
     for col in ("name", "availability", "default local method (usable here)", "summary"):

@@ -267,9 +267,9 @@ def _plan(problem: Problem) -> TilePlan:
 
 def plan_tiles(intervals: RowIntervals, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype,
                options: dict, large: bool = True) -> TilePlan:
-    """The tile plan of ``q_pos x k_pos`` by the rule of :func:`_plan` (one device and a CP step alike): the
-    ``block_q`` x ``block_k`` options when set, else (``large``) the largest of :data:`LARGE_BLOCKS` that needs
-    no additive mask, else the default tiles."""
+    """The tile plan of ``q_pos x k_pos`` by the rule of :func:`_plan`: the ``block_q`` x ``block_k`` options
+    when set, else (``large``: one device, not decode) the largest of :data:`LARGE_BLOCKS` that needs no additive
+    mask, else the default tiles (a CP step: :func:`local_plan`)."""
     if large and not {"block_q", "block_k"} & set(options):
         for size in LARGE_BLOCKS:
             plan = make_plan(intervals, q_pos, k_pos, dtype, block_q=size, block_k=size, masked_tiles=False)

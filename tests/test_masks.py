@@ -409,3 +409,15 @@ def test_describe_and_pictures(tmp_path, capsys) -> None:
     assert "power" in out and "density" in out and (tmp_path / "p.png").exists()
     with pytest.raises(UserError, match="block='x'"):
         mask_command("power", 512, {"block": "x"}, None, 1, 64)
+
+
+@pytest.mark.parametrize("name", ["causal", "full", "causal_document", "s2"])
+def test_a_padded_mask_adds_tokens_that_attend_nothing(name):
+    """Both forms of a padded mask agree; the real tokens' rows are unchanged and the padding neither attends nor
+    is attended; the area and the features are the real mask's."""
+    mask = build_mask(name, 250, 4)
+    padded = mask.padded(256)
+    dense = padded.dense()
+    assert torch.equal(dense, padded.dense_from_definition(dense.shape[0]))
+    assert torch.equal(dense[:, :250, :250], mask.dense()) and not dense[:, 250:].any() and not dense[:, :, 250:].any()
+    assert padded.area(4) == mask.area(4) and padded.features == mask.features and padded.padding == 6

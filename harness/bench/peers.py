@@ -15,8 +15,8 @@ Method: W gloo processes are started once; every strategy is built by the execut
 correctness gate (the executor's own gate: output and dq/dk/dv vs the float64 reference). Then, per pair and
 direction, calls alternate A, B, A, B, ... ``--reps`` times each (:func:`harness.bench.paired.alternate`),
 every call starting at a barrier, so slow drift of the shared machine's load hits both sides alike.
-Reported per strategy and local kernel: the median over calls of the RANK-MAX wall time, and the median per-rank CPU time
-(process time of each rank; the sum over ranks is the CPU work of the call); the ratio ours/peer of each
+Reported per strategy and local kernel: the median over calls of the RANK-MAX wall time, and the median
+per-rank CPU time (process time of each rank; the sum over ranks is the CPU work of the call); the ratio ours/peer of each
 (< 1: ours is faster). ``bwd`` times the backward alone (the forward is built outside the timed call).
 The load average before and after is printed: on a shared machine the figures move with it.
 """
@@ -121,17 +121,18 @@ def _summary(per_rank: list[dict], name_a: str, name_b: str, direction: str) -> 
             for name in pairs[0].wall_s}
 
 
-def parse_methods(flag: str, text: str) -> list[str]:
-    """``a,b,...`` -> registered method names that have a local kernel (a user error names the bad one)."""
+def parse_methods(flag: str, text: str, most: Optional[int] = None) -> list[str]:
+    """``a,b,...`` (at most ``most`` of them) -> registered method names that have a local kernel (a user error
+    names the bad one)."""
     from harness.catalog import get_method
     from harness.errors import UserError
 
     names = [n for n in text.split(",") if n]
+    if not names or (most is not None and len(names) > most):
+        raise UserError(f"{flag} {text!r}: expected {most or 'one or more'} method name(s), comma-separated")
     for name in names:
         if get_method(name).local_kernel is None:
             raise UserError(f"{flag} {name!r}: method {name} has no local kernel (a strategy cannot run it)")
-    if not names or (flag == "--peer-kernel" and len(names) != 1):
-        raise UserError(f"{flag} {text!r}: expected {'one method' if flag == '--peer-kernel' else 'methods'}")
     return names
 
 
@@ -186,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers"
     a = ap.parse_args(argv)
     pairs = parse_pairs(a.pairs) if a.pairs else list(DEFAULT_PAIRS)
     ours_kernels = parse_methods("--ours-kernels", a.ours_kernels)
-    peer_kernel, = parse_methods("--peer-kernel", a.peer_kernel)
+    peer_kernel, = parse_methods("--peer-kernel", a.peer_kernel, most=1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = a.threads or max(1, cores // a.world_size)
     args = dict(seqlen=a.seqlen, heads=a.heads, heads_kv=a.heads_kv or a.heads, head_dim=a.head_dim,
@@ -208,7 +209,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "lcbench bench peers"
 
     print(
         f"causal S={a.seqlen} H={args['heads']}:{args['heads_kv']} d={a.head_dim} {a.dtype} W={a.world_size} "
-        f"threads/rank={threads} reps={a.reps} (alternating ours and the peer) wall={time.perf_counter() - started:.0f}s "
+        f"threads/rank={threads} reps={a.reps} (alternating ours and the peer) "
+        f"wall={time.perf_counter() - started:.0f}s "
         f"load avg before {load0[0]:.2f} after {load1[0]:.2f} on {cores} cores"
     )
     print("gate:", ", ".join(f"{n} {'ok' if ok else 'FAILED'} {errs}" for n, (ok, errs) in per_rank[0]["gate"].items()))

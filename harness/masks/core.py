@@ -210,7 +210,8 @@ class Mask:
                                  torch.cat([iv.step, torch.ones_like(empty)], 1))
 
         def padded_definition(b, h, q_idx, k_idx):
-            return definition(b, h, q_idx.clamp_max(real - 1), k_idx.clamp_max(real - 1)) & (q_idx < real) & (k_idx < real)
+            inside = (q_idx < real) & (k_idx < real)
+            return definition(b, h, q_idx.clamp_max(real - 1), k_idx.clamp_max(real - 1)) & inside
 
         return Mask(name=self.name, seqlen=seqlen, intervals=intervals, definition=padded_definition,
                     params=self.params, varlen=self.varlen, _areas=self._areas,
